@@ -1,0 +1,165 @@
+//! `herald worker`: reads its settings once, opens the store (waiting for it if it is not up
+//! yet), builds the engine, and runs [`run_worker`] until SIGTERM or Ctrl-C and the drain end.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::connection::AmqpOpts;
+use super::state::WorkerState;
+use super::topology::Topology;
+use super::worker::{WorkerConfig, run_worker};
+use crate::cli::{CliError, GlobalOpts};
+use crate::engine::{Engine, EngineConfig};
+use crate::pacing::{LeasedSlots, PacerConfig, PacerRegistry, SlotSource};
+use crate::policy::backoff::retry_delay;
+use crate::policy::cost::RateCard;
+use crate::store::Store;
+
+/// Longest drain a worker accepts: Kubernetes' grace period must exceed it, and holding jobs
+/// unacked longer than a few minutes only delays their takeover by another worker.
+const MAX_DRAIN_SECONDS: u64 = 600;
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub amqp: AmqpOpts,
+    /// Jobs processed at once (the consumer prefetch). Recipients of one job already go out in
+    /// parallel; a few jobs at once keep several senders busy.
+    #[arg(long, env = "HERALD_PREFETCH", default_value_t = 4)]
+    pub prefetch: u16,
+    /// On SIGTERM, how long to wait for jobs in progress to hand back their unsent
+    /// recipients before returning them to the queue. Keep it below the pod's grace period.
+    #[arg(long, env = "HERALD_DRAIN_SECONDS", default_value_t = 25)]
+    pub drain_seconds: u64,
+    /// Share of each number's rate herald uses (leave room for inbound traffic).
+    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
+    pub headroom: f64,
+    /// Requests in flight per sender.
+    #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 256)]
+    pub max_inflight: usize,
+    /// Rate card JSON replacing the built-in Meta list prices.
+    #[arg(long, env = "HERALD_RATE_CARD")]
+    pub rate_card: Option<PathBuf>,
+    /// How long a worker's claim on a recipient lasts without renewal. After a worker dies,
+    /// its recipients are taken over (or recorded `unknown` if mid-request) this much later.
+    #[arg(long, env = "HERALD_LEASE_SECONDS", default_value_t = 60)]
+    pub lease_seconds: u64,
+}
+
+impl WorkerArgs {
+    fn check(&self) -> Result<(), CliError> {
+        self.amqp.check()?;
+        if !(3..=3600).contains(&self.lease_seconds) {
+            return Err(CliError::Usage(format!(
+                "--lease-seconds must be between 3 and 3600, got {}",
+                self.lease_seconds
+            )));
+        }
+        if self.prefetch == 0 {
+            return Err(CliError::Usage("--prefetch must be at least 1".into()));
+        }
+        if self.drain_seconds > MAX_DRAIN_SECONDS {
+            return Err(CliError::Usage(format!(
+                "--drain-seconds must be at most {MAX_DRAIN_SECONDS}, got {}",
+                self.drain_seconds
+            )));
+        }
+        if !(self.headroom > 0.0 && self.headroom <= 1.0) {
+            return Err(CliError::Usage(format!(
+                "--headroom must be in (0, 1], got {}",
+                self.headroom
+            )));
+        }
+        if self.max_inflight == 0 {
+            return Err(CliError::Usage("--max-inflight must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The worker's RabbitMQ settings.
+    pub fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            amqp_url: self.amqp.amqp_url.clone(),
+            topology: Topology::new(self.amqp.amqp_prefix.clone()),
+            prefetch: self.prefetch,
+            drain: Duration::from_secs(self.drain_seconds),
+        }
+    }
+}
+
+/// Runs `herald worker`. `state` is shared with whoever serves the worker's health endpoints.
+pub async fn worker(
+    g: &GlobalOpts,
+    args: WorkerArgs,
+    state: Arc<WorkerState>,
+) -> Result<(), CliError> {
+    args.check()?;
+    let card = match &args.rate_card {
+        Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string()))?,
+        None => RateCard::builtin(),
+    };
+    let graph = g.graph_client()?;
+    let shutdown = crate::cli::send_shutdown_token();
+    let Some(store) = open_store_patiently(g, &shutdown).await? else {
+        return Ok(());
+    };
+    state.set_database(true);
+    // Numbers' rates hold across workers: slots are leased from the store (Postgres); with
+    // SQLite (one process) the store declines and the local bucket paces.
+    let slots: Arc<dyn SlotSource> = Arc::new(LeasedSlots::new(Arc::clone(&store)));
+    let engine = Engine::new(
+        store,
+        graph,
+        Arc::new(PacerRegistry::new(
+            PacerConfig {
+                headroom: args.headroom,
+                ..PacerConfig::default()
+            },
+            Some(slots),
+        )),
+        Arc::new(card),
+        EngineConfig {
+            max_inflight_per_sender: args.max_inflight,
+            lease: Duration::from_secs(args.lease_seconds),
+            ..EngineConfig::default()
+        },
+    );
+    run_worker(args.config(), Arc::new(engine), shutdown, Some(state))
+        .await
+        .map_err(|e| CliError::Runtime(anyhow::Error::new(e)))
+}
+
+/// Opens the store, retrying while the database is unreachable (a worker started with or
+/// before its database must wait, not crash-loop). Configuration errors end it at once.
+/// `None` when shutdown came first.
+async fn open_store_patiently(
+    g: &GlobalOpts,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<dyn Store>>, CliError> {
+    let mut attempt = 0u32;
+    loop {
+        match g.open_store().await {
+            Ok(store) => return Ok(Some(store)),
+            Err(e @ CliError::Usage(_)) => return Err(e),
+            Err(e) => {
+                attempt += 1;
+                let wait = retry_delay(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(30),
+                    0.5 + rand::random::<f64>() / 2.0,
+                );
+                warn!(error = %e, attempt, retry_in = ?wait, "database not reachable yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return Ok(None),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! RabbitMQ: how herald scales out. Campaign systems publish jobs to `{prefix}.jobs`
+//! (DESIGN §1.2); any number of `herald worker` processes consume them, and `herald enqueue`
+//! publishes jobs from a job file or a CSV.
+//!
+//! Layout: `topology` names and declarations (jobs, dead letters, delay tiers, events) ·
+//! `connection` connecting with back-off and confirmed publishing · `worker` the consume loop,
+//! reconnects and the drain · `disposition` what becomes of a delivery (pure) · `events` the
+//! job events · `state` worker health for probes · `enqueue` and `command` the CLI.
+
+mod command;
+mod connection;
+mod disposition;
+mod enqueue;
+mod events;
+mod state;
+mod topology;
+mod worker;
+
+use std::sync::Arc;
+
+pub use command::{WorkerArgs, worker as worker_with_state};
+pub use connection::{AmqpError, AmqpOpts, Publisher, connect, connect_with_backoff, redact_url};
+pub use disposition::{Disposition, decide};
+pub use enqueue::{BuiltJob, CsvJobs, CsvSpec, EnqueueArgs, check_csv, job_properties};
+pub use events::{JOB_COMPLETED, JOB_DEAD_LETTERED, JobCompleted, JobDeadLettered};
+pub use state::WorkerState;
+pub use topology::{DELAY_HEADER, DELAY_TIERS, DelayTier, Topology};
+pub use worker::{TICK, WorkerConfig, WorkerError, run_worker};
+
+use crate::cli::{CliError, GlobalOpts};
+
+/// `herald worker`, with a fresh [`WorkerState`]. A caller serving health endpoints uses
+/// [`worker_with_state`] and keeps a clone of the state.
+pub async fn worker_command(g: &GlobalOpts, args: WorkerArgs) -> Result<(), CliError> {
+    command::worker(g, args, Arc::new(WorkerState::new())).await
+}
+
+/// `herald enqueue`.
+pub async fn enqueue_command(args: EnqueueArgs) -> Result<(), CliError> {
+    enqueue::enqueue(args).await
+}

@@ -1,0 +1,152 @@
+//! Settings shared by every subcommand (DESIGN §1.1) and the CLI's error type.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::graph::{GraphClient, GraphConfig};
+use crate::store::{self, Store};
+
+/// A CLI failure and its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad input or configuration: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed while running: exit 1.
+    #[error("{0:#}")]
+    Runtime(anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Runtime(_) => 1,
+        }
+    }
+
+    pub fn runtime(msg: impl std::fmt::Display) -> Self {
+        Self::Runtime(anyhow::anyhow!("{msg}"))
+    }
+}
+
+impl From<store::StoreError> for CliError {
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::UnsupportedUrl(_) => Self::Usage(e.to_string()),
+            other => Self::Runtime(anyhow::Error::new(other)),
+        }
+    }
+}
+
+/// Options every subcommand accepts.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// The store: `sqlite://…` (embedded default) or `postgres://…`.
+    #[arg(
+        long,
+        env = "HERALD_DATABASE_URL",
+        default_value = "sqlite://herald.db?mode=rwc",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Graph API base URL (a local simulator in tests).
+    #[arg(
+        long,
+        env = "HERALD_GRAPH_URL",
+        default_value = "https://graph.facebook.com",
+        global = true
+    )]
+    pub graph_url: String,
+    /// Graph API version in request paths.
+    #[arg(
+        long,
+        env = "HERALD_GRAPH_VERSION",
+        default_value = "v25.0",
+        global = true
+    )]
+    pub graph_version: String,
+    /// Cloud API access token (secret: never logged).
+    #[arg(
+        long,
+        env = "HERALD_ACCESS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub access_token: Option<String>,
+    /// Timeout of one Graph request, in seconds. A timeout after the request was written
+    /// records the recipient as `unknown` (never resent).
+    #[arg(
+        long,
+        env = "HERALD_HTTP_TIMEOUT",
+        default_value_t = 30.0,
+        global = true
+    )]
+    pub http_timeout: f64,
+}
+
+impl GlobalOpts {
+    pub async fn open_store(&self) -> Result<Arc<dyn Store>, CliError> {
+        store::open(&self.database_url).await.map_err(|e| match e {
+            store::StoreError::UnsupportedUrl(_) => CliError::Usage(e.to_string()),
+            other => CliError::runtime(format!(
+                "cannot open the database {}: {other}",
+                self.database_url_redacted()
+            )),
+        })
+    }
+
+    /// The database URL without its password, for messages.
+    pub fn database_url_redacted(&self) -> String {
+        redact_url(&self.database_url)
+    }
+
+    pub fn graph_config(&self) -> Result<GraphConfig, CliError> {
+        if !(self.http_timeout > 0.0 && self.http_timeout <= 600.0) {
+            return Err(CliError::Usage(
+                "--http-timeout must be between 0 and 600 seconds".into(),
+            ));
+        }
+        if !(self.graph_url.starts_with("http://") || self.graph_url.starts_with("https://")) {
+            return Err(CliError::Usage(format!(
+                "HERALD_GRAPH_URL must be an http(s) URL, got '{}'",
+                self.graph_url
+            )));
+        }
+        Ok(GraphConfig {
+            base_url: self.graph_url.clone(),
+            version: self.graph_version.clone(),
+            access_token: self.access_token.clone(),
+            request_timeout: Duration::from_secs_f64(self.http_timeout),
+            ..GraphConfig::default()
+        })
+    }
+
+    pub fn graph_client(&self) -> Result<GraphClient, CliError> {
+        GraphClient::new(&self.graph_config()?)
+            .map_err(|e| CliError::runtime(format!("cannot build the HTTP client: {e}")))
+    }
+}
+
+pub use crate::telemetry::redact::redact_url;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(
+            redact_url("postgres://herald:s3cret@db:5432/herald"),
+            "postgres://herald:****@db:5432/herald"
+        );
+        assert_eq!(redact_url("sqlite://herald.db"), "sqlite://herald.db");
+        assert_eq!(
+            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:****@127.0.0.1:5672/%2f"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The `herald` command line (DESIGN §1.4). Every setting is a flag with an environment
+//! variable; configuration is read here once and rejected early with a clear message.
+//! Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod admin;
+mod common;
+mod send;
+
+pub use common::{CliError, GlobalOpts};
+pub(crate) use send::{progress_bar, shutdown_on_signal as send_shutdown_token};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "herald",
+    version,
+    about = "High-throughput WhatsApp template dispatcher",
+    long_about = "herald sends WhatsApp template campaigns through Meta's Cloud API: consent and \
+template checks, pacing to each number's rate and the portfolio's tier, retries with idempotency \
+keys, a durable ledger of every recipient's outcome, and Prometheus metrics."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a 10,000-recipient flash sale end to end on the embedded default (no services).
+    Demo(crate::demo::DemoArgs),
+    /// Run one job file against HERALD_GRAPH_URL with the configured store (no RabbitMQ).
+    Send(send::SendArgs),
+    /// Consume jobs from RabbitMQ (`{prefix}.jobs`) and send them; drains on SIGTERM.
+    Worker(crate::http::WorkerCommand),
+    /// Publish jobs to RabbitMQ from a job file or a CSV of recipients (publisher confirms).
+    Enqueue(crate::amqp::EnqueueArgs),
+    /// Estimate cost and duration of a job file before sending it.
+    Estimate(send::EstimateArgs),
+    /// Run a local Cloud API simulator (tests, load tests, demos).
+    Simulate(crate::simulator::SimulateArgs),
+    /// Receive Meta's webhooks (statuses, opt-outs, template updates), serve the admin API,
+    /// health probes and metrics; drains on SIGTERM.
+    Serve(crate::http::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Business phone numbers that send.
+    #[command(subcommand)]
+    Senders(admin::SendersCmd),
+    /// Message templates and their approval status.
+    #[command(subcommand)]
+    Templates(admin::TemplatesCmd),
+    /// Opt-ins and opt-outs (GDPR: who agreed to what, when, where).
+    #[command(subcommand)]
+    Consent(admin::ConsentCmd),
+    /// Pause, resume, cancel and inspect campaigns.
+    #[command(subcommand)]
+    Campaign(admin::CampaignCmd),
+    /// Write a campaign's per-recipient outcomes as CSV.
+    Report(admin::ReportArgs),
+    /// Personal data of one contact: export it or erase it (GDPR Art. 15 / 17).
+    #[command(subcommand)]
+    Contacts(admin::ContactsCmd),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    crate::telemetry::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let g = cli.global;
+    match cli.command {
+        Command::Demo(args) => crate::demo::run(args).await.map_err(CliError::Runtime),
+        Command::Send(args) => send::send(&g, args).await,
+        Command::Worker(args) => crate::http::worker_command(&g, args).await,
+        Command::Enqueue(args) => crate::amqp::enqueue_command(args).await,
+        Command::Estimate(args) => send::estimate(&g, args).await,
+        Command::Simulate(args) => crate::simulator::run(args).await.map_err(CliError::Runtime),
+        Command::Serve(args) => crate::http::serve_command(&g, args).await,
+        Command::Migrate => {
+            g.open_store().await?;
+            println!("migrations applied to {}", g.database_url_redacted());
+            Ok(())
+        }
+        Command::Senders(cmd) => admin::senders(&g, cmd).await,
+        Command::Templates(cmd) => admin::templates(&g, cmd).await,
+        Command::Consent(cmd) => admin::consent(&g, cmd).await,
+        Command::Campaign(cmd) => admin::campaign(&g, cmd).await,
+        Command::Report(args) => admin::report(&g, args).await,
+        Command::Contacts(cmd) => admin::contacts(&g, cmd).await,
+    }
+}

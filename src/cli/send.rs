@@ -1,0 +1,307 @@
+//! `herald send` (one job file, no RabbitMQ) and `herald estimate` (its cost and duration
+//! before sending).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::common::{CliError, GlobalOpts};
+use crate::domain::Job;
+use crate::engine::{Engine, EngineConfig, JobRun, Progress, RunControl};
+use crate::pacing::{PacerConfig, PacerRegistry};
+use crate::policy::cost::{CostTally, RateCard, format_micros};
+use crate::policy::gate::DeferReason;
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The job file (JSON, format v1: see schema/job-v1.schema.json).
+    pub file: PathBuf,
+    /// Share of each number's rate herald uses (leave room for inbound traffic).
+    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
+    pub headroom: f64,
+    /// Requests in flight per sender.
+    #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 256)]
+    pub max_inflight: usize,
+    /// Do not wait for the job's `not_before`; exit instead.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Rate card JSON replacing the built-in Meta list prices.
+    #[arg(long, env = "HERALD_RATE_CARD")]
+    pub rate_card: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EstimateArgs {
+    /// The job file.
+    pub file: PathBuf,
+    /// Rate card JSON replacing the built-in Meta list prices.
+    #[arg(long, env = "HERALD_RATE_CARD")]
+    pub rate_card: Option<PathBuf>,
+    /// Share of the number's rate herald uses.
+    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
+    pub headroom: f64,
+}
+
+pub(crate) fn read_job(path: &PathBuf) -> Result<Job, CliError> {
+    let body = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read job file {}: {e}", path.display())))?;
+    Job::parse(&body).map_err(|e| CliError::Usage(format!("invalid job {}: {e}", path.display())))
+}
+
+pub(crate) fn load_rate_card(path: &Option<PathBuf>) -> Result<RateCard, CliError> {
+    match path {
+        Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string())),
+        None => Ok(RateCard::builtin()),
+    }
+}
+
+fn check_headroom(h: f64) -> Result<(), CliError> {
+    if !(h > 0.0 && h <= 1.0) {
+        return Err(CliError::Usage(format!(
+            "--headroom must be in (0, 1], got {h}"
+        )));
+    }
+    Ok(())
+}
+
+/// A progress bar fed from the engine's counters, when stderr is a terminal.
+pub(crate) fn progress_bar(
+    progress: Arc<Progress>,
+    quiet: bool,
+) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::Ordering;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} recipients  {per_sec}  {msg}",
+        )
+        .expect("valid template"),
+    );
+    let b = bar.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            b.set_length(progress.total.load(Ordering::Relaxed));
+            b.set_position(progress.done.load(Ordering::Relaxed));
+            b.set_message(format!("{} sent", progress.sent.load(Ordering::Relaxed)));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Some((bar, task))
+}
+
+/// Cancels the returned token on Ctrl-C or SIGTERM, so a run hands back what it has not sent.
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        crate::signal::shutdown_signal().await;
+        eprintln!("stopping: finishing requests in flight, handing back the rest…");
+        t.cancel();
+    });
+    token
+}
+
+pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
+    check_headroom(args.headroom)?;
+    if args.max_inflight == 0 {
+        return Err(CliError::Usage("--max-inflight must be at least 1".into()));
+    }
+    let job = Arc::new(read_job(&args.file)?);
+    let card = Arc::new(load_rate_card(&args.rate_card)?);
+    let graph = g.graph_client()?;
+    let store = g.open_store().await?;
+    let engine = Engine::new(
+        store,
+        graph,
+        Arc::new(PacerRegistry::new(
+            PacerConfig {
+                headroom: args.headroom,
+                ..PacerConfig::default()
+            },
+            None,
+        )),
+        Arc::clone(&card),
+        EngineConfig {
+            max_inflight_per_sender: args.max_inflight,
+            // One process with SQLite: nobody else can take keys over, and a CLI run may wait
+            // for a pair-limit delay rather than exit.
+            inline_delay_limit: Duration::from_secs(300),
+            ..EngineConfig::default()
+        },
+    );
+    let progress = Arc::new(Progress::default());
+    let ctl = RunControl {
+        shutdown: shutdown_on_signal(),
+        progress: Some(Arc::clone(&progress)),
+    };
+    let bar = progress_bar(Arc::clone(&progress), args.quiet);
+    let outcome = loop {
+        let run = engine
+            .run_job(Arc::clone(&job), &ctl)
+            .await
+            .map_err(|e| CliError::runtime(format!("job {}: {e}", job.id)))?;
+        match run {
+            JobRun::Deferred(DeferReason::NotBefore(at)) if !args.no_wait => {
+                let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                eprintln!(
+                    "job {} starts at {} — waiting {:.0?}",
+                    job.id,
+                    at.to_rfc3339(),
+                    wait
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = ctl.shutdown.cancelled() => return Err(CliError::runtime("interrupted while waiting for not_before")),
+                }
+            }
+            other => break other,
+        }
+    };
+    if let Some((bar, task)) = bar {
+        task.abort();
+        bar.finish_and_clear();
+    }
+    match outcome {
+        JobRun::Rejected(reason) => Err(CliError::Usage(format!(
+            "job {} rejected: {reason}",
+            job.id
+        ))),
+        JobRun::Deferred(reason) => Err(CliError::runtime(format!(
+            "job {} not sent: {reason}. Nothing was sent; run the same command again when that changes{}",
+            job.id,
+            match reason {
+                DeferReason::CampaignPaused =>
+                    format!(" (`herald campaign resume {}`)", job.campaign),
+                _ => String::new(),
+            }
+        ))),
+        JobRun::Finished(report) => {
+            print!("{}", report.summary(&card.currency));
+            if report.is_complete() {
+                Ok(())
+            } else {
+                let mut msg = format!(
+                    "{} recipient(s) of job {} are not sent yet",
+                    report.remaining, job.id
+                );
+                if let Some(cause) = &report.stop {
+                    msg.push_str(&format!(" ({cause})"));
+                }
+                if let Some(err) = &report.last_error {
+                    msg.push_str(&format!("; last error: {err}"));
+                }
+                if let Some(at) = report.resume_after {
+                    msg.push_str(&format!(
+                        ". They are kept; run the same command again (after {}) to send only those",
+                        at.format("%Y-%m-%d %H:%M:%S UTC")
+                    ));
+                }
+                Err(CliError::runtime(msg))
+            }
+        }
+    }
+}
+
+pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError> {
+    check_headroom(args.headroom)?;
+    let job = read_job(&args.file)?;
+    let card = load_rate_card(&args.rate_card)?;
+    let store = g.open_store().await?;
+    let sender = store.sender(&job.sender).await?;
+    let category = match &sender {
+        Some(s) => store
+            .template(&s.account_id, &job.template.name, &job.template.language)
+            .await?
+            .map(|t| t.category)
+            .unwrap_or(job.template.category),
+        None => job.template.category,
+    };
+    let consents = {
+        let phones: Vec<_> = job.recipients.iter().map(|r| r.to.clone()).collect();
+        let mut states = Vec::with_capacity(phones.len());
+        for chunk in phones.chunks(1000) {
+            states.extend(store.consent_states(category, chunk).await?);
+        }
+        states
+    };
+    let mut tally = CostTally::default();
+    let mut no_consent = 0u64;
+    for (r, state) in job.recipients.iter().zip(&consents) {
+        if crate::policy::gate::recipient_verdict(*state).is_some() {
+            no_consent += 1;
+        } else {
+            tally.add(&card, category, &r.to);
+        }
+    }
+    let sendable = job.recipients.len() as u64 - no_consent;
+    println!(
+        "job {} ({} / {} / {category})",
+        job.id, job.campaign, job.template.name
+    );
+    println!(
+        "recipients: {} in job, {} sendable, {} without consent or opted out, {} skipped at parse (invalid or duplicate)",
+        job.key_count(),
+        sendable,
+        no_consent,
+        job.skipped.len()
+    );
+    println!(
+        "estimated cost: {} ({}; list prices per delivered message)",
+        format_micros(tally.total_micros(), &card.currency),
+        card.name
+    );
+    for ((cat, market), (n, micros)) in &tally.by_category_market {
+        println!(
+            "  {cat:<14} {market:<6} {n:>8} × = {}",
+            format_micros(*micros, &card.currency)
+        );
+    }
+    if tally.unpriced > 0 {
+        println!(
+            "  {} message(s) to markets the rate card does not price",
+            tally.unpriced
+        );
+    }
+    match &sender {
+        Some(s) => {
+            let rate = f64::from(s.rate_per_sec) * args.headroom;
+            let secs = sendable as f64 / rate;
+            println!(
+                "duration: ≈ {:.0?} at {rate:.1} msg/s ({} msg/s × headroom {})",
+                Duration::from_secs_f64(secs),
+                s.rate_per_sec,
+                args.headroom
+            );
+            if let Some(limit) = s.tier_limit {
+                let used = store
+                    .tier_usage(&s.portfolio_id, Duration::from_secs(24 * 3600))
+                    .await?;
+                let left = u64::from(limit).saturating_sub(used);
+                println!(
+                    "tier: {used} of {limit} unique users used in the last 24 h; {left} left{}",
+                    if sendable > left {
+                        format!(" — {} recipient(s) will wait for budget", sendable - left)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        None => println!(
+            "duration: unknown — sender {} is not registered (`herald senders add`)",
+            job.sender
+        ),
+    }
+    Ok(())
+}

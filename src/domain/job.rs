@@ -1,0 +1,509 @@
+//! Job format v1 (DESIGN §1.2): the JSON a campaign system publishes, parsed into a checked
+//! [`Job`]. A job-level problem (bad JSON, wrong version, missing field, too many recipients,
+//! unknown category) rejects the whole job with the field and the reason; a recipient-level
+//! problem (invalid number, listed twice) skips only that recipient with a recorded reason.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ids::{CampaignId, IdError, IdempotencyKey, JobId, SenderId};
+use super::outcome::{Category, SkipReason};
+use super::phone::PhoneNumber;
+
+/// The only job version this herald understands.
+pub const SUPPORTED_VERSION: u64 = 1;
+/// Most recipients one job may carry (DESIGN §1.2); bounds a worker's memory per job.
+pub const MAX_RECIPIENTS: usize = 10_000;
+/// Largest job body accepted, checked before parsing: 10,000 recipients with components fit
+/// comfortably; anything larger is a mistake or an attack.
+pub const MAX_JOB_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a job was rejected. The message names the field and says why; it travels in the
+/// dead-letter header and in CLI errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    #[error("job is {0} bytes, more than the {MAX_JOB_BYTES} allowed")]
+    TooLarge(usize),
+    #[error("job is not valid JSON: {0}")]
+    Json(String),
+    #[error("job must be a JSON object")]
+    NotAnObject,
+    #[error("missing field `version`")]
+    MissingVersion,
+    #[error("unsupported job version {0} (this herald understands version {SUPPORTED_VERSION})")]
+    UnsupportedVersion(String),
+    #[error("field `{field}`: {reason}")]
+    Field { field: String, reason: String },
+    #[error("job has {0} recipients, more than the {MAX_RECIPIENTS} allowed per job")]
+    TooManyRecipients(usize),
+    #[error("job has no recipients")]
+    NoRecipients,
+}
+
+impl JobError {
+    fn field(field: impl Into<String>, reason: impl ToString) -> Self {
+        Self::Field {
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn id(field: &str, e: IdError) -> Self {
+        Self::field(field, e)
+    }
+}
+
+/// The template a job sends, as the campaign system names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TemplateRef {
+    pub name: String,
+    pub language: String,
+    pub category: Category,
+}
+
+/// One recipient to send to, with its key and its merged components.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub key: IdempotencyKey,
+    pub to: PhoneNumber,
+    /// Job components merged with this recipient's; shared when the recipient adds none.
+    pub components: Arc<Vec<Value>>,
+}
+
+/// A recipient skipped while parsing (invalid number, listed twice), recorded with its reason.
+#[derive(Debug, Clone)]
+pub struct SkippedRecipient {
+    pub key: IdempotencyKey,
+    /// The `to` as given: it may not be a phone number at all. Masked wherever it is shown.
+    pub to: String,
+    pub reason: SkipReason,
+}
+
+/// A checked job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub campaign: CampaignId,
+    pub sender: SenderId,
+    pub template: TemplateRef,
+    /// Valid, distinct recipients in the order given.
+    pub recipients: Vec<Recipient>,
+    /// Recipients skipped at parse time.
+    pub skipped: Vec<SkippedRecipient>,
+    pub not_before: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct WireJob {
+    job_id: String,
+    campaign_id: String,
+    sender: String,
+    template: WireTemplate,
+    #[serde(default)]
+    components: Vec<Value>,
+    recipients: Vec<WireRecipient>,
+    #[serde(default)]
+    not_before: Option<DateTime<Utc>>,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct WireTemplate {
+    name: String,
+    language: String,
+    category: String,
+}
+
+#[derive(Deserialize)]
+struct WireRecipient {
+    to: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    components: Option<Vec<Value>>,
+}
+
+impl Job {
+    /// Parses and checks a job body.
+    pub fn parse(body: &[u8]) -> Result<Self, JobError> {
+        if body.len() > MAX_JOB_BYTES {
+            return Err(JobError::TooLarge(body.len()));
+        }
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| JobError::Json(e.to_string()))?;
+        let Value::Object(map) = &value else {
+            return Err(JobError::NotAnObject);
+        };
+        match map.get("version") {
+            None => return Err(JobError::MissingVersion),
+            Some(Value::Number(n)) if n.as_u64() == Some(SUPPORTED_VERSION) => {}
+            Some(other) => return Err(JobError::UnsupportedVersion(other.to_string())),
+        }
+        if let Some(Value::Array(r)) = map.get("recipients")
+            && r.len() > MAX_RECIPIENTS
+        {
+            return Err(JobError::TooManyRecipients(r.len()));
+        }
+        let wire: WireJob = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            match inner.strip_prefix("missing field ") {
+                Some(name) if path == "." => {
+                    JobError::field(name.trim_matches('`'), "missing field")
+                }
+                _ => JobError::field(path, inner),
+            }
+        })?;
+        Self::from_wire(wire)
+    }
+
+    fn from_wire(w: WireJob) -> Result<Self, JobError> {
+        let id = JobId::parse(&w.job_id).map_err(|e| JobError::id("job_id", e))?;
+        let campaign =
+            CampaignId::parse(&w.campaign_id).map_err(|e| JobError::id("campaign_id", e))?;
+        let sender = SenderId::parse(&w.sender).map_err(|e| JobError::id("sender", e))?;
+        if w.template.name.trim().is_empty() {
+            return Err(JobError::field("template.name", "must not be empty"));
+        }
+        if w.template.language.trim().is_empty() {
+            return Err(JobError::field("template.language", "must not be empty"));
+        }
+        let category = w
+            .template
+            .category
+            .parse::<Category>()
+            .map_err(|e| JobError::field("template.category", e))?;
+        let template = TemplateRef {
+            name: w.template.name,
+            language: w.template.language,
+            category,
+        };
+        if let (Some(nb), Some(exp)) = (w.not_before, w.expires_at)
+            && exp <= nb
+        {
+            return Err(JobError::field(
+                "expires_at",
+                "must be later than not_before",
+            ));
+        }
+        if w.recipients.is_empty() {
+            return Err(JobError::NoRecipients);
+        }
+        for (i, c) in w.components.iter().enumerate() {
+            check_component(c).map_err(|r| JobError::field(format!("components[{i}]"), r))?;
+        }
+
+        let job_components = Arc::new(w.components);
+        let mut seen_keys = HashSet::with_capacity(w.recipients.len());
+        let mut seen_numbers = HashSet::with_capacity(w.recipients.len());
+        let mut recipients = Vec::with_capacity(w.recipients.len());
+        let mut skipped = Vec::new();
+        for (i, r) in w.recipients.into_iter().enumerate() {
+            let parsed = PhoneNumber::parse(&r.to);
+            let key = match (&r.key, &parsed) {
+                (Some(k), _) => IdempotencyKey::parse(k)
+                    .map_err(|e| JobError::id(&format!("recipients[{i}].key"), e))?,
+                (None, Ok(to)) => {
+                    IdempotencyKey::derive(&campaign, to, &template.name, &template.language)
+                }
+                (None, Err(_)) => IdempotencyKey::derive_from_raw(
+                    &campaign,
+                    r.to.trim(),
+                    &template.name,
+                    &template.language,
+                ),
+            };
+            if !seen_keys.insert(key.clone()) {
+                // The same key twice is the same message: it has one outcome, already covered.
+                continue;
+            }
+            let to = match parsed {
+                Ok(to) => to,
+                Err(_) => {
+                    skipped.push(SkippedRecipient {
+                        key,
+                        to: r.to,
+                        reason: SkipReason::InvalidNumber,
+                    });
+                    continue;
+                }
+            };
+            if !seen_numbers.insert(to.clone()) {
+                skipped.push(SkippedRecipient {
+                    key,
+                    to: to.as_str().to_owned(),
+                    reason: SkipReason::Duplicate,
+                });
+                continue;
+            }
+            let components = match r.components {
+                None => Arc::clone(&job_components),
+                Some(own) if own.is_empty() => Arc::clone(&job_components),
+                Some(own) => {
+                    for (j, c) in own.iter().enumerate() {
+                        check_component(c).map_err(|reason| {
+                            JobError::field(format!("recipients[{i}].components[{j}]"), reason)
+                        })?;
+                    }
+                    Arc::new(merge_components(&job_components, own))
+                }
+            };
+            recipients.push(Recipient {
+                key,
+                to,
+                components,
+            });
+        }
+        Ok(Self {
+            id,
+            campaign,
+            sender,
+            template,
+            recipients,
+            skipped,
+            not_before: w.not_before,
+            expires_at: w.expires_at,
+        })
+    }
+
+    /// Number of distinct keys in the job: sendable recipients plus those skipped at parse.
+    pub fn key_count(&self) -> usize {
+        self.recipients.len() + self.skipped.len()
+    }
+}
+
+fn check_component(c: &Value) -> Result<(), String> {
+    let Value::Object(m) = c else {
+        return Err("a component must be an object".into());
+    };
+    match m.get("type") {
+        Some(Value::String(t)) if !t.is_empty() => Ok(()),
+        _ => Err("a component needs a string `type`".into()),
+    }
+}
+
+/// Identity of a component for merging: its type, plus `sub_type` and `index` for buttons.
+fn component_slot(c: &Value) -> (String, String, String) {
+    let get = |k: &str| match c.get(k) {
+        Some(Value::String(s)) => s.to_ascii_lowercase(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    (get("type"), get("sub_type"), get("index"))
+}
+
+/// Merges job-level components with a recipient's: the recipient wins per component slot
+/// (type, and index for buttons); other job components are kept in order.
+pub fn merge_components(job: &[Value], recipient: Vec<Value>) -> Vec<Value> {
+    let mut merged: Vec<Value> = job.to_vec();
+    for c in recipient {
+        let slot = component_slot(&c);
+        match merged.iter_mut().find(|m| component_slot(m) == slot) {
+            Some(existing) => *existing = c,
+            None => merged.push(c),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job_json() -> Value {
+        json!({
+          "version": 1,
+          "job_id": "bf26-000017",
+          "campaign_id": "black-friday-2026",
+          "sender": "106540352242922",
+          "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+          "components": [ { "type": "header", "parameters": [ { "type": "image", "image": { "id": "4711" } } ] } ],
+          "recipients": [
+            { "to": "+4915112345678", "components": [ { "type": "body", "parameters": [ { "type": "text", "text": "Anna" } ] } ] },
+            { "to": "+4917698765432", "key": "order-991-reminder" }
+          ],
+          "not_before": "2026-11-27T08:00:00Z",
+          "expires_at": "2026-11-28T00:00:00Z"
+        })
+    }
+
+    fn parse(v: &Value) -> Result<Job, JobError> {
+        Job::parse(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let job = parse(&job_json()).unwrap();
+        assert_eq!(job.id.as_str(), "bf26-000017");
+        assert_eq!(job.template.category, Category::Marketing);
+        assert_eq!(job.recipients.len(), 2);
+        assert_eq!(job.recipients[1].key.as_str(), "order-991-reminder");
+        assert!(
+            job.recipients[0]
+                .key
+                .as_str()
+                .starts_with("k:black-friday-2026:")
+        );
+        assert_eq!(job.recipients[0].components.len(), 2);
+        assert_eq!(job.recipients[1].components.len(), 1);
+        assert!(job.not_before.is_some() && job.expires_at.is_some());
+    }
+
+    #[test]
+    fn bad_json_is_rejected_with_position() {
+        let err = Job::parse(b"{\"version\": 1,").unwrap_err();
+        assert!(
+            matches!(err, JobError::Json(ref m) if m.contains("line 1")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unsupported_versions_are_rejected() {
+        let mut v = job_json();
+        v["version"] = json!(2);
+        assert_eq!(
+            parse(&v).unwrap_err(),
+            JobError::UnsupportedVersion("2".into())
+        );
+        v.as_object_mut().unwrap().remove("version");
+        assert_eq!(parse(&v).unwrap_err(), JobError::MissingVersion);
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let mut v = job_json();
+        v.as_object_mut().unwrap().remove("campaign_id");
+        let err = parse(&v).unwrap_err();
+        assert_eq!(err.to_string(), "field `campaign_id`: missing field");
+        let mut v = job_json();
+        v["recipients"][1].as_object_mut().unwrap().remove("to");
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.contains("recipients[1]") && err.contains("to"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_their_path() {
+        let mut v = job_json();
+        v["recipients"][0]["to"] = json!(4915112345678u64);
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.contains("recipients[0].to"), "{err}");
+    }
+
+    #[test]
+    fn more_than_ten_thousand_recipients_are_rejected() {
+        let mut v = job_json();
+        v["recipients"] = Value::Array(vec![json!({"to": "+4915112345678"}); MAX_RECIPIENTS + 1]);
+        assert_eq!(parse(&v).unwrap_err(), JobError::TooManyRecipients(10_001));
+    }
+
+    #[test]
+    fn unknown_categories_are_rejected() {
+        let mut v = job_json();
+        v["template"]["category"] = json!("promo");
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.starts_with("field `template.category`"), "{err}");
+    }
+
+    #[test]
+    fn invalid_numbers_skip_the_recipient_not_the_job() {
+        let mut v = job_json();
+        v["recipients"][0]["to"] = json!("+49 1");
+        let job = parse(&v).unwrap();
+        assert_eq!(job.recipients.len(), 1);
+        assert_eq!(job.skipped.len(), 1);
+        assert_eq!(job.skipped[0].reason, SkipReason::InvalidNumber);
+        // Its key is stable, so re-running the job records it once.
+        let again = parse(&v).unwrap();
+        assert_eq!(again.skipped[0].key, job.skipped[0].key);
+    }
+
+    #[test]
+    fn a_recipient_listed_twice_is_sent_once() {
+        let mut v = job_json();
+        v["recipients"] = json!([
+            {"to": "+4915112345678"},
+            {"to": "+49 151 12345678"},
+            {"to": "+4915112345678", "key": "explicit"},
+        ]);
+        let job = parse(&v).unwrap();
+        assert_eq!(job.recipients.len(), 1);
+        // Same derived key: collapsed. Different key, same number: skipped as duplicate.
+        assert_eq!(job.skipped.len(), 1);
+        assert_eq!(job.skipped[0].reason, SkipReason::Duplicate);
+        assert_eq!(job.key_count(), 2);
+    }
+
+    #[test]
+    fn recipient_components_win_per_slot() {
+        let job = vec![
+            json!({"type": "header", "parameters": [1]}),
+            json!({"type": "body", "parameters": [2]}),
+            json!({"type": "button", "sub_type": "url", "index": "0", "parameters": [3]}),
+        ];
+        let own = vec![
+            json!({"type": "body", "parameters": ["mine"]}),
+            json!({"type": "button", "sub_type": "url", "index": "1", "parameters": [4]}),
+        ];
+        let merged = merge_components(&job, own);
+        assert_eq!(merged.len(), 4);
+        assert_eq!(merged[1]["parameters"][0], "mine");
+        assert_eq!(merged[2]["index"], "0");
+    }
+
+    #[test]
+    fn expiry_before_start_is_rejected() {
+        let mut v = job_json();
+        v["expires_at"] = json!("2026-11-26T00:00:00Z");
+        assert!(parse(&v).unwrap_err().to_string().contains("expires_at"));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let mut v = job_json();
+        v["priority"] = json!("high");
+        v["recipients"][0]["locale"] = json!("de");
+        assert!(parse(&v).is_ok());
+    }
+
+    #[test]
+    fn the_published_schema_requires_what_the_parser_requires() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../schema/job-v1.schema.json")).unwrap();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for field in &required {
+            let mut v = job_json();
+            v.as_object_mut().unwrap().remove(*field);
+            assert!(parse(&v).is_err(), "parser accepts a job without {field}");
+        }
+        for optional in ["components", "not_before", "expires_at"] {
+            assert!(!required.contains(&optional));
+            let mut v = job_json();
+            v.as_object_mut().unwrap().remove(optional);
+            assert!(parse(&v).is_ok(), "parser requires {optional}");
+        }
+        assert_eq!(
+            schema["properties"]["recipients"]["maxItems"],
+            json!(MAX_RECIPIENTS)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = Job::parse(&bytes);
+        }
+    }
+}

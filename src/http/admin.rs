@@ -1,0 +1,237 @@
+//! A small admin API beside the webhooks, for dashboards and runbooks that cannot run the CLI:
+//! `GET /api/campaigns/{id}` (state and keys counted per outcome) and
+//! `POST /api/campaigns/{id}/pause|resume|cancel`, with the same rules as
+//! `herald campaign …` (cancellation is final). Guarded by `HERALD_ADMIN_TOKEN` as a bearer
+//! token: when it is set every route needs it; when it is not, reads stay open (they hold no
+//! personal data) and the POST routes answer 403, so an unconfigured pod cannot be used to stop
+//! a campaign.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{error, info};
+
+use super::signature::secrets_match;
+use crate::domain::CampaignId;
+use crate::store::{Campaign, CampaignCounts, CampaignState, Store, StoreError};
+
+/// Longest reason accepted for a pause or cancel; it is shown in `campaign status`.
+const MAX_REASON_CHARS: usize = 500;
+
+struct AdminState {
+    store: Arc<dyn Store>,
+    token: Option<String>,
+}
+
+/// `/api/campaigns/{id}` and `/api/campaigns/{id}/{pause|resume|cancel}`.
+pub fn routes(store: Arc<dyn Store>, token: Option<String>) -> Router {
+    Router::new()
+        .route("/api/campaigns/{id}", get(show))
+        .route("/api/campaigns/{id}/{action}", post(control))
+        .with_state(Arc::new(AdminState { store, token }))
+}
+
+/// A campaign as the API shows it.
+#[derive(Debug, Serialize)]
+struct CampaignView {
+    campaign: String,
+    /// active, paused or cancelled.
+    state: &'static str,
+    /// Why it was paused or cancelled.
+    reason: Option<String>,
+    /// Keys in the ledger.
+    total: u64,
+    /// Keys not final yet (pending or being sent).
+    open: u64,
+    /// Keys per ledger state: sent, failed, skipped, unknown, pending, sending.
+    outcomes: BTreeMap<String, u64>,
+    /// Keys per state and reason (skip reason or Graph error code).
+    counts: Vec<CountView>,
+}
+
+#[derive(Debug, Serialize)]
+struct CountView {
+    state: String,
+    reason: Option<String>,
+    count: u64,
+}
+
+impl CampaignView {
+    fn new(c: Campaign, counts: CampaignCounts) -> Self {
+        let mut outcomes = BTreeMap::new();
+        for (state, _, n) in &counts.by_state {
+            *outcomes.entry(state.clone()).or_default() += n;
+        }
+        Self {
+            campaign: c.id.to_string(),
+            state: c.state.as_str(),
+            reason: c.reason,
+            total: counts.total(),
+            open: counts.state("pending") + counts.state("sending"),
+            outcomes,
+            counts: counts
+                .by_state
+                .into_iter()
+                .map(|(state, reason, count)| CountView {
+                    state,
+                    reason: (!reason.is_empty()).then_some(reason),
+                    count,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    reason: Option<String>,
+}
+
+/// An answer other than the campaign: a status and a message.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        error!(error = %e, "admin API: store error");
+        Self(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is not available".into(),
+        )
+    }
+}
+
+/// Whether the request may read (`write == false`) or change a campaign.
+fn authorise(state: &AdminState, headers: &HeaderMap, write: bool) -> Result<(), ApiError> {
+    let Some(expected) = &state.token else {
+        return if write {
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "campaign control over HTTP is disabled: set HERALD_ADMIN_TOKEN".into(),
+            ))
+        } else {
+            Ok(())
+        };
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(token) if secrets_match(token.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        )),
+    }
+}
+
+fn campaign_id(raw: &str) -> Result<CampaignId, ApiError> {
+    CampaignId::parse(raw)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("campaign id: {e}")))
+}
+
+async fn view(store: &dyn Store, campaign: Campaign) -> Result<Json<CampaignView>, ApiError> {
+    let counts = store.campaign_counts(&campaign.id).await?;
+    Ok(Json(CampaignView::new(campaign, counts)))
+}
+
+async fn show(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, ApiError> {
+    authorise(&s, &headers, false)?;
+    let id = campaign_id(&id)?;
+    let Some(campaign) = s.store.campaign(&id).await? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no campaign '{id}'"),
+        ));
+    };
+    view(s.store.as_ref(), campaign).await
+}
+
+async fn control(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<CampaignView>, ApiError> {
+    authorise(&s, &headers, true)?;
+    let target = match action.as_str() {
+        "pause" => CampaignState::Paused,
+        "resume" => CampaignState::Active,
+        "cancel" => CampaignState::Cancelled,
+        _ => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                "unknown action: use pause, resume or cancel".into(),
+            ));
+        }
+    };
+    let id = campaign_id(&id)?;
+    let body: ControlBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ControlBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"reason\": \"…\"}} or empty: {e}"),
+            )
+        })?
+    };
+    if let Some(reason) = &body.reason
+        && (reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control))
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "reason must be at most {MAX_REASON_CHARS} characters without control characters"
+            ),
+        ));
+    }
+    // Like `herald campaign pause`: a campaign may be paused before its first job arrives.
+    let current = s.store.ensure_campaign(&id).await?;
+    if current.state == CampaignState::Cancelled && target != CampaignState::Cancelled {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("campaign {id} is cancelled; cancellation is final"),
+        ));
+    }
+    let reason = match target {
+        CampaignState::Active => None,
+        _ => Some(body.reason.unwrap_or_else(|| "admin-api".into())),
+    };
+    s.store
+        .set_campaign_state(&id, target, reason.as_deref())
+        .await?;
+    info!(campaign = %id, state = target.as_str(), reason = reason.as_deref().unwrap_or(""),
+        "campaign state changed through the admin API");
+    let Some(updated) = s.store.campaign(&id).await? else {
+        return Err(StoreError::Corrupt(format!("campaign {id} vanished after an update")).into());
+    };
+    view(s.store.as_ref(), updated).await
+}

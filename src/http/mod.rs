@@ -1,0 +1,244 @@
+//! herald's HTTP side: `herald serve` (Meta's webhooks, the admin API, probes) and the health
+//! and metrics listeners every long-running process shares.
+//!
+//! Layout: `signature` X-Hub-Signature-256 · `opt_out` opt-out words · `notifications` Meta's
+//! payloads → herald's decisions (pure) · `webhooks` the `/webhooks` routes · `admin` the
+//! campaign API · `health` `/healthz`, `/readyz` and the [`Readiness`] trait · `prometheus`
+//! `/metrics` · `server` the serve lifecycle and drain · `worker` `herald worker` with its
+//! probes and metrics.
+
+mod admin;
+mod health;
+mod notifications;
+mod opt_out;
+mod prometheus;
+mod server;
+mod signature;
+mod webhooks;
+mod worker;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use health::{Readiness, ServeHealth, spawn_health_server};
+pub use notifications::{Note, Notification, ParseError, Revocation, TemplateStatus, parse};
+pub use opt_out::{DEFAULT_OPT_OUT_WORDS, OptOutWords};
+pub use prometheus::spawn_metrics_server;
+pub use server::{ServeConfig, ServerHandle, router, run};
+pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify};
+pub use webhooks::WebhookConfig;
+pub use worker::{WorkerCommand, worker_command};
+
+use crate::cli::{CliError, GlobalOpts};
+
+/// Longest drain accepted: Kubernetes' grace period must exceed it.
+const MAX_DRAIN_SECONDS: u64 = 600;
+/// Longest shutdown delay accepted: load balancers notice a failing readiness in seconds.
+const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(120);
+
+/// Where a long-running process listens (DESIGN §1.1).
+#[derive(Args, Debug, Clone)]
+pub struct EndpointOpts {
+    /// Webhooks, admin API and probes (`serve`); probes (`worker`).
+    #[arg(long, env = "HERALD_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Prometheus `/metrics`.
+    #[arg(long, env = "HERALD_METRICS_ADDR", default_value = "0.0.0.0:9477")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// `herald serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub endpoints: EndpointOpts,
+    /// The Meta app secret that signs webhooks (X-Hub-Signature-256). Required. Prefer the
+    /// environment variable: command lines are visible to other users of the machine.
+    #[arg(long, env = "HERALD_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+    /// The token Meta's subscription handshake must present (GET /webhooks). Without it every
+    /// handshake is refused.
+    #[arg(long, env = "HERALD_VERIFY_TOKEN", hide_env_values = true)]
+    pub verify_token: Option<String>,
+    /// Bearer token of the admin API (/api/campaigns/…). Without it, pause/resume/cancel over
+    /// HTTP are disabled (403) and reads need no token.
+    #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Inbound messages that revoke every consent of their sender, comma-separated; matched
+    /// ignoring case, surrounding punctuation and spacing. Replaces the built-in list.
+    #[arg(long, env = "HERALD_OPT_OUT_WORDS", default_value = DEFAULT_OPT_OUT_WORDS)]
+    pub opt_out_words: String,
+    /// After SIGTERM, keep answering this long with /readyz at 503 before closing the
+    /// listener, so load balancers stop routing here first (e.g. `5s`). Leave at 0 behind
+    /// Kubernetes with a preStop sleep, which does the same.
+    #[arg(long, env = "HERALD_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+    /// After the listener closed, how long requests in flight may take to finish.
+    #[arg(long, env = "HERALD_DRAIN_SECONDS", default_value_t = 25)]
+    pub drain_seconds: u64,
+}
+
+impl fmt::Debug for ServeArgs {
+    /// Secrets never reach a log line, even through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |s: &Option<String>| s.as_ref().map(|_| "<set>");
+        f.debug_struct("ServeArgs")
+            .field("endpoints", &self.endpoints)
+            .field("app_secret", &set(&self.app_secret))
+            .field("verify_token", &set(&self.verify_token))
+            .field("admin_token", &set(&self.admin_token))
+            .field("opt_out_words", &self.opt_out_words)
+            .field("shutdown_delay", &self.shutdown_delay)
+            .field("drain_seconds", &self.drain_seconds)
+            .finish()
+    }
+}
+
+impl ServeArgs {
+    /// Checks the settings and turns them into a [`ServeConfig`]; every problem is a usage
+    /// error (exit 2) found before anything starts.
+    pub fn config(&self) -> Result<ServeConfig, CliError> {
+        let non_empty = |s: &Option<String>| s.clone().filter(|v| !v.trim().is_empty());
+        let Some(app_secret) = non_empty(&self.app_secret) else {
+            return Err(CliError::Usage(
+                "HERALD_APP_SECRET (or --app-secret) is required: it verifies that webhook POSTs \
+                 come from Meta (Meta app dashboard → App settings → Basic → App secret)"
+                    .into(),
+            ));
+        };
+        let opt_out = OptOutWords::parse(&self.opt_out_words)
+            .map_err(|e| CliError::Usage(format!("HERALD_OPT_OUT_WORDS: {e}")))?;
+        if self.drain_seconds > MAX_DRAIN_SECONDS {
+            return Err(CliError::Usage(format!(
+                "--drain-seconds must be at most {MAX_DRAIN_SECONDS}, got {}",
+                self.drain_seconds
+            )));
+        }
+        if self.shutdown_delay > MAX_SHUTDOWN_DELAY {
+            return Err(CliError::Usage(format!(
+                "--shutdown-delay must be at most {}, got {}",
+                humantime::format_duration(MAX_SHUTDOWN_DELAY),
+                humantime::format_duration(self.shutdown_delay)
+            )));
+        }
+        Ok(ServeConfig {
+            webhooks: WebhookConfig {
+                app_secret,
+                verify_token: non_empty(&self.verify_token),
+                opt_out,
+            },
+            admin_token: non_empty(&self.admin_token),
+            shutdown_delay: self.shutdown_delay,
+            drain: Duration::from_secs(self.drain_seconds),
+        })
+    }
+}
+
+/// Runs `herald serve` until SIGTERM or Ctrl-C and the drain end.
+pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliError> {
+    let config = args.config()?;
+    if config.webhooks.verify_token.is_none() {
+        warn!("HERALD_VERIFY_TOKEN is not set: Meta's subscription handshake will be refused");
+    }
+    if config.admin_token.is_none() {
+        info!("HERALD_ADMIN_TOKEN is not set: campaign control over HTTP is disabled");
+    }
+    let store = g.open_store().await?;
+    let metrics = crate::telemetry::metrics::install(None)
+        .map_err(|e| CliError::runtime(format!("cannot install the metrics recorder: {e}")))?;
+    let listener = server::bind(args.endpoints.http_addr, "webhooks")
+        .await
+        .map_err(CliError::runtime)?;
+    let stop_metrics = CancellationToken::new();
+    let metrics_server =
+        spawn_metrics_server(args.endpoints.metrics_addr, metrics, stop_metrics.clone())
+            .await
+            .map_err(CliError::runtime)?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        crate::signal::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    info!(
+        addr = %args.endpoints.http_addr,
+        db = %g.database_url_redacted(),
+        "serving /webhooks, /api/campaigns, /healthz and /readyz"
+    );
+    let served = run(listener, Arc::clone(&store), config, shutdown).await;
+    stop_metrics.cancel();
+    let _ = metrics_server.task.await;
+    served.map_err(|e| CliError::runtime(format!("webhook server failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["herald", "serve"].iter().chain(args)).expect("parses");
+        match cli.command {
+            Command::Serve(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_has_no_conflicting_flags() {
+        // `worker` flattens the worker's own flags with the listener flags.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_needs_an_app_secret() {
+        // The flag wins over an inherited HERALD_APP_SECRET, so an empty one tests "missing".
+        let err = serve_args(&["--app-secret", " "]).config().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("HERALD_APP_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn serve_rejects_bad_settings_before_starting() {
+        for args in [
+            &["--app-secret", "s", "--drain-seconds", "601"][..],
+            &["--app-secret", "s", "--shutdown-delay", "10m"][..],
+            &["--app-secret", "s", "--opt-out-words", ","][..],
+        ] {
+            let err = serve_args(args).config().unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn serve_settings_become_a_config_without_leaking_secrets() {
+        let args = serve_args(&[
+            "--app-secret",
+            "app-secret-value",
+            "--verify-token",
+            "verify-value",
+            "--shutdown-delay",
+            "5s",
+        ]);
+        assert!(!format!("{args:?}").contains("app-secret-value"));
+        let config = args.config().unwrap();
+        assert_eq!(config.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(
+            config.webhooks.verify_token.as_deref(),
+            Some("verify-value")
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("app-secret-value") && !shown.contains("verify-value"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! `/webhooks`: Meta's subscription handshake (GET) and its notifications (POST). A POST is
+//! verified on its raw bytes, read by [`super::notifications`], applied to the store — all
+//! status updates of the POST in one `apply_deliveries` batch — and answered 200 once durable.
+//! Meta delivers at least once and retries anything but a 2xx for days, so every step is
+//! idempotent and a store failure answers 5xx to get the POST again later.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tracing::{debug, error, info, warn};
+
+use super::notifications::{self, Note, Notification};
+use super::opt_out::OptOutWords;
+use super::signature::{self, SIGNATURE_HEADER};
+use crate::store::{Store, StoreResult};
+use crate::telemetry::log_limit;
+use crate::telemetry::metrics::{self, webhook_kind as kind, webhook_result as result};
+
+/// Largest POST body read. Meta sends up to about 1,000 updates per POST (~600 KB); the
+/// margin is for long error texts. Bodies are read before the signature can be checked, so
+/// this is also what an anonymous caller can make herald buffer.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Longest a POST may spend in the store. Meta expects an answer within seconds; past this
+/// herald answers 503 and the redelivery applies it (every write is idempotent).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Webhook settings.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// `HERALD_APP_SECRET`: the key of `X-Hub-Signature-256`.
+    pub app_secret: String,
+    /// `HERALD_VERIFY_TOKEN`: what Meta sends in the subscription handshake. Without it every
+    /// handshake is refused (notifications still work once subscribed).
+    pub verify_token: Option<String>,
+    pub opt_out: OptOutWords,
+}
+
+impl fmt::Debug for WebhookConfig {
+    /// Secrets never reach a log line, even through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("app_secret", &"<set>")
+            .field("verify_token", &self.verify_token.as_ref().map(|_| "<set>"))
+            .field("opt_out", &self.opt_out)
+            .finish()
+    }
+}
+
+struct WebhookState {
+    store: Arc<dyn Store>,
+    config: WebhookConfig,
+}
+
+/// `GET /webhooks` and `POST /webhooks`.
+pub fn routes(store: Arc<dyn Store>, config: WebhookConfig) -> Router {
+    Router::new()
+        .route("/webhooks", get(verify).post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(Arc::new(WebhookState { store, config }))
+}
+
+#[derive(Deserialize)]
+struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// The subscription handshake: echo the challenge when mode and token match, else 403.
+async fn verify(State(s): State<Arc<WebhookState>>, Query(q): Query<Handshake>) -> Response {
+    let token_matches = match (&s.config.verify_token, &q.verify_token) {
+        (Some(expected), Some(given)) => {
+            signature::secrets_match(given.as_bytes(), expected.as_bytes())
+        }
+        _ => false,
+    };
+    if q.mode.as_deref() == Some("subscribe") && token_matches {
+        metrics::webhook_event(kind::VERIFICATION, result::APPLIED);
+        info!("webhook subscription verified");
+        let challenge = q.challenge.unwrap_or_default();
+        return (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            challenge,
+        )
+            .into_response();
+    }
+    metrics::webhook_event(kind::VERIFICATION, result::REJECTED);
+    if let Some(suppressed) = log_limit::admit("webhook.verification_rejected") {
+        warn!(
+            suppressed,
+            token_configured = s.config.verify_token.is_some(),
+            "webhook verification refused: hub.mode is not subscribe or hub.verify_token does not match HERALD_VERIFY_TOKEN"
+        );
+    }
+    StatusCode::FORBIDDEN.into_response()
+}
+
+/// A notification: verify, read, apply, answer.
+async fn receive(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let header = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
+    if let Err(e) = signature::verify(s.config.app_secret.as_bytes(), &body, header) {
+        metrics::webhook_event(kind::BODY, result::BAD_SIGNATURE);
+        if let Some(suppressed) = log_limit::admit("webhook.bad_signature") {
+            warn!(error = %e, suppressed, bytes = body.len(), "webhook POST refused (401)");
+        }
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let notification = match notifications::parse(&body, &s.config.opt_out) {
+        Ok(n) => n,
+        Err(e) => {
+            metrics::webhook_event(kind::BODY, result::INVALID);
+            if let Some(suppressed) = log_limit::admit("webhook.invalid_body") {
+                warn!(error = %e, suppressed, bytes = body.len(), "signed webhook POST is unreadable (400)");
+            }
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+    };
+    log_notes(&notification.notes);
+    let settled = notification.settled.clone();
+    match tokio::time::timeout(APPLY_TIMEOUT, apply(s.store.as_ref(), notification)).await {
+        Ok(Ok(applied)) => {
+            for ((k, r), n) in settled.into_iter().chain(applied) {
+                metrics::webhook_events(k, r, n);
+            }
+            StatusCode::OK.into_response()
+        }
+        Ok(Err(e)) => {
+            metrics::webhook_event(kind::BODY, result::ERROR);
+            if let Some(suppressed) = log_limit::admit("webhook.store_error") {
+                error!(error = %e, suppressed, "webhook not applied, Meta will redeliver it (500)");
+            }
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(_) => {
+            metrics::webhook_event(kind::BODY, result::ERROR);
+            if let Some(suppressed) = log_limit::admit("webhook.store_timeout") {
+                error!(
+                    suppressed,
+                    timeout = ?APPLY_TIMEOUT,
+                    "webhook not applied in time, Meta will redeliver it (503)"
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Applies one POST's decisions; returns the events it counted, by (kind, result).
+async fn apply(
+    store: &dyn Store,
+    n: Notification,
+) -> StoreResult<BTreeMap<(&'static str, &'static str), u64>> {
+    let mut counted = BTreeMap::new();
+    if !n.deliveries.is_empty() {
+        let statuses = n.deliveries.len() as u64;
+        let changed = store.apply_deliveries(&n.deliveries).await?.min(statuses);
+        // The store reports rows changed, not which update changed one: a status that changed
+        // nothing was a redelivery or is outranked by one the ledger already has.
+        counted.insert((kind::STATUS, result::APPLIED), changed);
+        counted.insert((kind::STATUS, result::DUPLICATE), statuses - changed);
+        debug!(statuses, changed, "delivery statuses applied");
+    }
+    for r in &n.revocations {
+        store
+            .revoke_consent(&r.phone, r.category, r.at, &r.source)
+            .await?;
+        info!(
+            phone = %r.phone,
+            category = r.category.map_or("all", |c| c.as_str()),
+            source = %r.source,
+            at = %r.at.to_rfc3339(),
+            "consent revoked from a webhook"
+        );
+        // A 131050 revocation is a side effect of a status event, already counted above.
+        if r.kind != kind::STATUS {
+            *counted.entry((r.kind, result::APPLIED)).or_default() += 1;
+        }
+    }
+    for t in &n.template_statuses {
+        let rows = store
+            .set_template_status(&t.name, &t.language, &t.status)
+            .await?;
+        if rows == 0 {
+            info!(template = %t.name, language = %t.language, status = %t.status,
+                "template status update for a template not in the store; ignored");
+            *counted
+                .entry((kind::TEMPLATE, result::IGNORED))
+                .or_default() += 1;
+        } else {
+            info!(template = %t.name, language = %t.language, status = %t.status, accounts = rows,
+                "template status updated");
+            *counted
+                .entry((kind::TEMPLATE, result::APPLIED))
+                .or_default() += 1;
+        }
+    }
+    Ok(counted)
+}
+
+fn log_notes(notes: &[Note]) {
+    for note in notes {
+        match note {
+            Note::Invalid { kind, what } => {
+                if let Some(suppressed) = log_limit::admit("webhook.invalid_item") {
+                    warn!(kind, problem = %what, suppressed, "webhook item skipped: unreadable");
+                }
+            }
+            Note::MarketingResumed { phone } => info!(
+                phone = %phone,
+                "user resumed marketing messages; consent is not restored automatically — record a new consent with its proof"
+            ),
+            Note::UnhandledField { field } => debug!(%field, "webhook field not handled; ignored"),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! herald: a high-throughput WhatsApp template dispatcher.
+//!
+//! The folders follow the pipeline: [`domain`] (checked types and the job format), [`policy`]
+//! (pure decisions: gate, error classification, cost, back-off), [`pacing`] (rate limiters),
+//! [`graph`] (the Cloud API client), [`engine`] (claim → gate → pace → send → record),
+//! [`store`] (SQLite / Postgres ledger), [`simulator`] (a local Cloud API), [`telemetry`]
+//! (metrics and logs), [`http`] (webhooks, admin API, probes) and [`cli`] (the `herald`
+//! command).
+
+pub mod amqp;
+pub mod cli;
+pub mod demo;
+pub mod domain;
+pub mod engine;
+pub mod graph;
+pub mod http;
+pub mod pacing;
+pub mod policy;
+pub mod signal;
+pub mod simulator;
+pub mod store;
+pub mod telemetry;

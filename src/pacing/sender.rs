@@ -1,0 +1,285 @@
+//! The per-number pacer.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::domain::SenderId;
+use crate::policy::backoff::{decrease_rate, recover_rate};
+use crate::telemetry::metrics;
+
+/// How pacing adapts. Defaults follow the reference: leave headroom for inbound traffic,
+/// halve on throttling, recover slowly.
+#[derive(Debug, Clone)]
+pub struct PacerConfig {
+    /// Share of the number's limit herald uses for broadcasts. 0.97 keeps every second under
+    /// the limit with margin for clock jitter; lower it (0.8) when the number also carries
+    /// heavy inbound traffic.
+    pub headroom: f64,
+    /// Factor applied to the rate on each 130429.
+    pub decrease_factor: f64,
+    /// Quiet time after which the rate steps back up.
+    pub recovery_interval: Duration,
+    /// Step size of each recovery, as a share of the ceiling.
+    pub recovery_step: f64,
+    /// Lowest rate herald backs off to (messages per second).
+    pub floor: f64,
+}
+
+impl Default for PacerConfig {
+    fn default() -> Self {
+        Self {
+            headroom: 0.97,
+            decrease_factor: 0.5,
+            recovery_interval: Duration::from_secs(10),
+            recovery_step: 0.1,
+            floor: 1.0,
+        }
+    }
+}
+
+/// A source of send slots shared by every worker (Postgres GCRA leases). With SQLite (one
+/// process) there is none and the local bucket is authoritative.
+#[async_trait]
+pub trait SlotSource: Send + Sync {
+    /// Waits until this process may send one more message for `sender` at `rate` per second.
+    /// Returns `false` when the source does not pace this store (single-process SQLite): the
+    /// local bucket then decides.
+    async fn acquire(&self, sender: &SenderId, rate: f64) -> bool;
+}
+
+struct Aimd {
+    rate: f64,
+    last_change: Instant,
+}
+
+/// Paces one business number.
+pub struct SenderPacer {
+    sender: SenderId,
+    config: PacerConfig,
+    /// The number's limit from Meta (80 or 1,000 per second).
+    limit: f64,
+    aimd: Mutex<Aimd>,
+    /// Replaced whenever the rate changes; sends wait on the current one.
+    limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
+    paused_until: Mutex<Option<Instant>>,
+    global: Option<Arc<dyn SlotSource>>,
+    wait_metric: ::metrics::Histogram,
+}
+
+/// A bucket of rate r and burst b admits up to b + r sends in one sliding second — which is
+/// how naive limiters overshoot Meta's cap. herald spaces sends evenly and allows only the
+/// burst of half the headroom (`(limit − ceiling) / 2`, at least 1), so `b + r ≤ limit`
+/// holds in every window with the other half left for network jitter, while short stalls (a
+/// ledger write, timer granularity) can still be made up.
+fn limiter_for(rate: f64, burst: u32) -> Arc<DefaultDirectRateLimiter> {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let quota = Quota::with_period(period)
+        .expect("period is positive")
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    Arc::new(RateLimiter::direct(quota))
+}
+
+/// The burst that keeps `burst + ceiling ≤ limit` with margin.
+fn burst_for(limit: f64, ceiling: f64) -> u32 {
+    (((limit - ceiling) / 2.0).floor() as u32).max(1)
+}
+
+impl SenderPacer {
+    pub fn new(
+        sender: SenderId,
+        limit_per_sec: u32,
+        config: PacerConfig,
+        global: Option<Arc<dyn SlotSource>>,
+    ) -> Self {
+        let limit = f64::from(limit_per_sec.max(1));
+        let ceiling = limit * config.headroom;
+        metrics::sender_rates(sender.as_str(), limit, ceiling);
+        let wait_metric = metrics::rate_wait_handle(sender.as_str());
+        Self {
+            sender,
+            limit,
+            aimd: Mutex::new(Aimd {
+                rate: ceiling,
+                last_change: Instant::now(),
+            }),
+            limiter: RwLock::new(limiter_for(ceiling, burst_for(limit, ceiling))),
+            paused_until: Mutex::new(None),
+            global,
+            config,
+            wait_metric,
+        }
+    }
+
+    fn ceiling(&self) -> f64 {
+        self.limit * self.config.headroom
+    }
+
+    /// The rate herald paces this number at now.
+    pub fn effective_rate(&self) -> f64 {
+        self.aimd.lock().expect("pacer lock").rate
+    }
+
+    /// Waits for the next send slot; returns how long it waited.
+    pub async fn acquire(&self) -> Duration {
+        let start = Instant::now();
+        let paused = *self.paused_until.lock().expect("pacer lock");
+        if let Some(until) = paused
+            && until > start
+        {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        self.maybe_recover();
+        let rate = self.effective_rate();
+        let paced = match &self.global {
+            Some(global) => global.acquire(&self.sender, rate).await,
+            None => false,
+        };
+        if !paced {
+            let limiter = Arc::clone(&self.limiter.read().expect("pacer lock"));
+            limiter.until_ready().await;
+        }
+        let waited = start.elapsed();
+        self.wait_metric.record(waited.as_secs_f64());
+        waited
+    }
+
+    fn set_rate(&self, aimd: &mut Aimd, rate: f64) {
+        aimd.rate = rate;
+        aimd.last_change = Instant::now();
+        *self.limiter.write().expect("pacer lock") =
+            limiter_for(rate, burst_for(self.limit, self.ceiling()));
+        metrics::sender_rates(self.sender.as_str(), self.limit, rate);
+    }
+
+    fn maybe_recover(&self) {
+        let mut aimd = self.aimd.lock().expect("pacer lock");
+        let ceiling = self.ceiling();
+        if aimd.rate < ceiling && aimd.last_change.elapsed() >= self.config.recovery_interval {
+            let next = recover_rate(aimd.rate, ceiling * self.config.recovery_step, ceiling);
+            self.set_rate(&mut aimd, next);
+        }
+    }
+
+    /// Meta answered 130429: halve the rate (at most once per 100 ms, so a burst of in-flight
+    /// rejections counts as one signal).
+    pub fn on_throttled(&self) {
+        let mut aimd = self.aimd.lock().expect("pacer lock");
+        if aimd.last_change.elapsed() < Duration::from_millis(100) && aimd.rate < self.ceiling() {
+            return;
+        }
+        let next = decrease_rate(aimd.rate, self.config.decrease_factor, self.config.floor);
+        self.set_rate(&mut aimd, next);
+    }
+
+    /// Stops sends for `d` (131057 throughput upgrade, app call limits).
+    pub fn pause_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut p = self.paused_until.lock().expect("pacer lock");
+        if p.is_none_or(|cur| cur < until) {
+            *p = Some(until);
+        }
+    }
+
+    /// How many sends a crash may leave `unknown`: the ledger marks keys as sending in groups
+    /// of about 100 ms of this number's rate.
+    pub fn mark_batch(&self) -> usize {
+        (self.effective_rate() / 10.0).clamp(1.0, 512.0) as usize
+    }
+}
+
+/// The pacers of one process, one per business number, shared by all jobs.
+#[derive(Default)]
+pub struct PacerRegistry {
+    config: PacerConfig,
+    global: Option<Arc<dyn SlotSource>>,
+    pacers: Mutex<HashMap<SenderId, (u32, Arc<SenderPacer>)>>,
+}
+
+impl PacerRegistry {
+    pub fn new(config: PacerConfig, global: Option<Arc<dyn SlotSource>>) -> Self {
+        Self {
+            config,
+            global,
+            pacers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pacer of `sender`; recreated if its limit changed (after `senders sync`).
+    pub fn get(&self, sender: &SenderId, limit_per_sec: u32) -> Arc<SenderPacer> {
+        let mut pacers = self.pacers.lock().expect("registry lock");
+        match pacers.get(sender) {
+            Some((limit, p)) if *limit == limit_per_sec => Arc::clone(p),
+            _ => {
+                let p = Arc::new(SenderPacer::new(
+                    sender.clone(),
+                    limit_per_sec,
+                    self.config.clone(),
+                    self.global.clone(),
+                ));
+                pacers.insert(sender.clone(), (limit_per_sec, Arc::clone(&p)));
+                p
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacer(limit: u32) -> SenderPacer {
+        SenderPacer::new(
+            SenderId::parse("1").unwrap(),
+            limit,
+            PacerConfig::default(),
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn sends_are_spaced_evenly_at_the_rate() {
+        let p = pacer(100);
+        let start = Instant::now();
+        for _ in 0..20 {
+            p.acquire().await;
+        }
+        // 20 sends at 97/s, burst 1: the 20th comes ~19 periods after the first.
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!(elapsed >= 19.0 / 97.0 * 0.95, "{elapsed}");
+    }
+
+    #[test]
+    fn throttling_halves_the_rate_once_per_burst() {
+        let p = pacer(80);
+        let start = p.effective_rate();
+        p.on_throttled();
+        assert!((p.effective_rate() - start / 2.0).abs() < 1e-9);
+        p.on_throttled(); // within 100 ms: same signal
+        assert!((p.effective_rate() - start / 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn burst_plus_rate_never_exceeds_the_limit() {
+        assert_eq!(burst_for(80.0, 80.0 * 0.97), 1);
+        assert_eq!(burst_for(1000.0, 970.0), 15);
+        assert_eq!(burst_for(80.0, 80.0), 1);
+        for limit in [20.0, 80.0, 1000.0] {
+            for headroom in [0.8, 0.9, 0.97] {
+                let ceiling = limit * headroom;
+                let b = f64::from(burst_for(limit, ceiling));
+                assert!(b + ceiling <= limit || b == 1.0, "{limit} {headroom}");
+            }
+        }
+    }
+
+    #[test]
+    fn mark_batches_follow_the_rate() {
+        assert_eq!(pacer(80).mark_batch(), 7);
+        assert_eq!(pacer(1_000_000).mark_batch(), 512);
+    }
+}

@@ -1,0 +1,240 @@
+//! What a message costs: Meta charges each delivered template by category × recipient market
+//! (reference §7). Prices are data (`data/rate-card.json`, replaceable with `--rate-card`),
+//! never scattered through code. Amounts are integer millionths of the currency ("micros") so
+//! sums are exact.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::domain::{Category, PhoneNumber};
+
+/// The rate card shipped with herald.
+pub const DEFAULT_RATE_CARD: &str = include_str!("../../data/rate-card.json");
+
+/// The market label for numbers whose country the rate card does not price.
+pub const UNPRICED_MARKET: &str = "other";
+
+#[derive(Debug, Clone, Deserialize)]
+struct RateCardFile {
+    name: String,
+    currency: String,
+    markets: Vec<MarketFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct MarketFile {
+    market: String,
+    calling_codes: Vec<String>,
+    marketing: f64,
+    utility: f64,
+    authentication: f64,
+}
+
+/// Prices per market and category, looked up by a number's country calling code.
+#[derive(Debug, Clone)]
+pub struct RateCard {
+    pub name: String,
+    pub currency: String,
+    /// calling code → (market, [marketing, utility, authentication] in micros)
+    by_code: HashMap<String, (String, [u64; 3])>,
+    /// Longest calling code in the card (codes are 1–3 digits).
+    max_code_len: usize,
+}
+
+/// The price of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub market: String,
+    pub micros: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RateCardError {
+    #[error("cannot read rate card {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("rate card is not valid: {0}")]
+    Invalid(String),
+}
+
+fn to_micros(usd: f64) -> u64 {
+    (usd * 1_000_000.0).round() as u64
+}
+
+fn category_index(c: Category) -> usize {
+    match c {
+        Category::Marketing => 0,
+        Category::Utility => 1,
+        Category::Authentication => 2,
+    }
+}
+
+impl RateCard {
+    pub fn parse(json: &str) -> Result<Self, RateCardError> {
+        let file: RateCardFile =
+            serde_json::from_str(json).map_err(|e| RateCardError::Invalid(e.to_string()))?;
+        let mut by_code = HashMap::new();
+        let mut max_code_len = 0;
+        for m in file.markets {
+            for p in [m.marketing, m.utility, m.authentication] {
+                if !(0.0..1000.0).contains(&p) {
+                    return Err(RateCardError::Invalid(format!(
+                        "market {}: price {p} out of range",
+                        m.market
+                    )));
+                }
+            }
+            let prices = [
+                to_micros(m.marketing),
+                to_micros(m.utility),
+                to_micros(m.authentication),
+            ];
+            for code in m.calling_codes {
+                if code.is_empty() || !code.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(RateCardError::Invalid(format!("calling code '{code}'")));
+                }
+                max_code_len = max_code_len.max(code.len());
+                by_code.insert(code, (m.market.clone(), prices));
+            }
+        }
+        Ok(Self {
+            name: file.name,
+            currency: file.currency,
+            by_code,
+            max_code_len,
+        })
+    }
+
+    /// The rate card shipped with herald.
+    pub fn builtin() -> Self {
+        Self::parse(DEFAULT_RATE_CARD).expect("the shipped rate card parses")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, RateCardError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RateCardError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// The market a number belongs to (longest matching calling code), or `other`.
+    pub fn market(&self, to: &PhoneNumber) -> &str {
+        self.lookup(to)
+            .map(|(m, _)| m.as_str())
+            .unwrap_or(UNPRICED_MARKET)
+    }
+
+    fn lookup(&self, to: &PhoneNumber) -> Option<&(String, [u64; 3])> {
+        let digits = to.digits();
+        (1..=self.max_code_len.min(digits.len()))
+            .rev()
+            .find_map(|len| self.by_code.get(&digits[..len]))
+    }
+
+    /// The list price of one delivered template of `category` to `to`; `None` when the
+    /// card has no price for that market.
+    pub fn price(&self, category: Category, to: &PhoneNumber) -> Option<Price> {
+        self.lookup(to).map(|(market, prices)| Price {
+            market: market.clone(),
+            micros: prices[category_index(category)],
+        })
+    }
+}
+
+/// Formats micros as an amount with the currency: `1234.5678 USD`.
+pub fn format_micros(micros: u64, currency: &str) -> String {
+    format!(
+        "{}.{:04} {currency}",
+        micros / 1_000_000,
+        (micros % 1_000_000) / 100
+    )
+}
+
+/// Running totals of estimated cost by (category, market).
+#[derive(Debug, Clone, Default)]
+pub struct CostTally {
+    pub by_category_market: std::collections::BTreeMap<(Category, String), (u64, u64)>,
+    /// Messages whose market the rate card does not price.
+    pub unpriced: u64,
+}
+
+impl CostTally {
+    /// Adds one message.
+    pub fn add(&mut self, card: &RateCard, category: Category, to: &PhoneNumber) {
+        match card.price(category, to) {
+            Some(p) => {
+                let e = self
+                    .by_category_market
+                    .entry((category, p.market))
+                    .or_default();
+                e.0 += 1;
+                e.1 += p.micros;
+            }
+            None => self.unpriced += 1,
+        }
+    }
+
+    pub fn total_micros(&self) -> u64 {
+        self.by_category_market.values().map(|(_, m)| m).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> PhoneNumber {
+        PhoneNumber::parse(s).unwrap()
+    }
+
+    #[test]
+    fn german_marketing_costs_the_list_price() {
+        let card = RateCard::builtin();
+        let p = card
+            .price(Category::Marketing, &n("+4915112345678"))
+            .unwrap();
+        assert_eq!(p.market, "DE");
+        assert_eq!(p.micros, 136_500);
+        let p = card.price(Category::Utility, &n("+4915112345678")).unwrap();
+        assert_eq!(p.micros, 55_000);
+    }
+
+    #[test]
+    fn markets_come_from_the_calling_code() {
+        let card = RateCard::builtin();
+        assert_eq!(card.market(&n("+31612345678")), "NL");
+        assert_eq!(card.market(&n("+447911123456")), "GB");
+        assert_eq!(card.market(&n("+12025550123")), "NA");
+        assert_eq!(card.market(&n("+5511987654321")), "BR");
+        assert_eq!(card.market(&n("+919876543210")), "IN");
+        assert_eq!(card.market(&n("+33612345678")), UNPRICED_MARKET);
+        assert!(
+            card.price(Category::Marketing, &n("+33612345678"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn tallies_sum_exactly() {
+        let card = RateCard::builtin();
+        let mut t = CostTally::default();
+        for _ in 0..3 {
+            t.add(&card, Category::Marketing, &n("+4915112345678"));
+        }
+        t.add(&card, Category::Marketing, &n("+33612345678"));
+        assert_eq!(t.total_micros(), 409_500);
+        assert_eq!(t.unpriced, 1);
+        assert_eq!(format_micros(t.total_micros(), "USD"), "0.4095 USD");
+    }
+
+    #[test]
+    fn bad_rate_cards_are_rejected() {
+        assert!(RateCard::parse("{}").is_err());
+        assert!(RateCard::parse(r#"{"name":"x","currency":"USD","markets":[{"market":"X","calling_codes":["4a"],"marketing":1,"utility":1,"authentication":1}]}"#).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Pure decisions, no I/O: what an answer from Meta means ([`classify`]), whether a recipient
+//! may be sent ([`gate`]), how long to wait before a retry ([`backoff`]) and what a message
+//! costs ([`cost`]). Each is a plain function over plain types, tested without a network.
+
+pub mod backoff;
+pub mod classify;
+pub mod cost;
+pub mod gate;

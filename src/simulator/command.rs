@@ -1,0 +1,277 @@
+//! `herald simulate`: the simulator as a standalone server. Flags (each with an environment
+//! variable) become a [`SimConfig`]; the server runs until Ctrl-C or SIGTERM and prints what it
+//! saw on the way out.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::config::{SimConfig, load_list, redacted};
+
+/// Run a local stand-in for the WhatsApp Cloud API: Meta's validation, error envelopes,
+/// throughput and pair limits, templates, faults and signed status webhooks. Point herald at
+/// it with HERALD_GRAPH_URL; read what it accepted at /__sim/stats.
+#[derive(clap::Args, Clone)]
+pub struct SimulateArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_SIM_ADDR", default_value = "127.0.0.1:8090")]
+    pub addr: SocketAddr,
+
+    /// Accepted messages per business number in any sliding second (Meta: 80, or 1000).
+    #[arg(long, env = "HERALD_SIM_RATE", default_value_t = 80)]
+    pub rate: u32,
+
+    /// Rate of one number, repeatable: PHONE_NUMBER_ID=RATE.
+    #[arg(long = "rate-override", env = "HERALD_SIM_RATE_OVERRIDES", value_name = "ID=RATE",
+          value_delimiter = ',', value_parser = parse_override)]
+    pub rate_overrides: Vec<(String, u32)>,
+
+    /// Messages one number may send one recipient at once before 131056 (0 = no pair limit).
+    #[arg(long, env = "HERALD_SIM_PAIR_BURST", default_value_t = 45)]
+    pub pair_burst: u32,
+
+    /// Pair-limit refill: one message per recipient per this many milliseconds.
+    #[arg(long, env = "HERALD_SIM_PAIR_INTERVAL_MS", default_value_t = 6000)]
+    pub pair_interval_ms: u64,
+
+    /// Latency added to every send answer, in milliseconds.
+    #[arg(long, env = "HERALD_SIM_LATENCY_MS", default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// Random extra latency up to this many milliseconds.
+    #[arg(long, env = "HERALD_SIM_JITTER_MS", default_value_t = 0)]
+    pub jitter_ms: u64,
+
+    /// Recipients (E.164) that are not on WhatsApp (131026); repeatable or comma-separated.
+    #[arg(
+        long,
+        env = "HERALD_SIM_UNDELIVERABLE",
+        value_name = "E164",
+        value_delimiter = ','
+    )]
+    pub undeliverable: Vec<String>,
+
+    /// Share of all recipients, picked by a stable hash, that are not on WhatsApp.
+    #[arg(long, env = "HERALD_SIM_UNDELIVERABLE_RATIO", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub undeliverable_ratio: f64,
+
+    /// Templates the account owns: a JSON list, or a saved message_templates answer. Without
+    /// it, any template is accepted.
+    #[arg(long, env = "HERALD_SIM_TEMPLATES", value_name = "FILE")]
+    pub templates: Option<PathBuf>,
+
+    /// Refuse every template (132001) when no --templates file is given.
+    #[arg(long, env = "HERALD_SIM_STRICT_TEMPLATES")]
+    pub strict_templates: bool,
+
+    /// Business numbers: a JSON list of phone-number objects. Without it, any id is accepted.
+    #[arg(long, env = "HERALD_SIM_NUMBERS", value_name = "FILE")]
+    pub numbers: Option<PathBuf>,
+
+    /// Require this bearer token (190 otherwise).
+    #[arg(long, env = "HERALD_ACCESS_TOKEN", hide_env_values = true)]
+    pub access_token: Option<String>,
+
+    /// Share of sends answered with a 5xx (131000 or 131016).
+    #[arg(long = "fault-5xx", env = "HERALD_SIM_FAULT_5XX", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub fault_5xx: f64,
+
+    /// Share of sends answered only after --fault-slow-ms more.
+    #[arg(long, env = "HERALD_SIM_FAULT_SLOW", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub fault_slow: f64,
+
+    /// Extra delay of a slow answer, in milliseconds.
+    #[arg(long, env = "HERALD_SIM_FAULT_SLOW_MS", default_value_t = 5000)]
+    pub fault_slow_ms: u64,
+
+    /// Share of sends accepted and then left unanswered: the connection is closed.
+    #[arg(long, env = "HERALD_SIM_FAULT_DROP", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub fault_drop: f64,
+
+    /// Share of sends answered 130429 regardless of the real rate.
+    #[arg(long = "fault-130429", env = "HERALD_SIM_FAULT_130429", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub fault_130429: f64,
+
+    /// POST signed status webhooks (sent, then delivered) for accepted messages here.
+    #[arg(long, env = "HERALD_SIM_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Key for the webhooks' X-Hub-Signature-256.
+    #[arg(long, env = "HERALD_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<String>,
+}
+
+impl fmt::Debug for SimulateArgs {
+    /// By hand, so the token and secret never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimulateArgs")
+            .field("addr", &self.addr)
+            .field("rate", &self.rate)
+            .field("rate_overrides", &self.rate_overrides)
+            .field("pair_burst", &self.pair_burst)
+            .field("pair_interval_ms", &self.pair_interval_ms)
+            .field("latency_ms", &self.latency_ms)
+            .field("jitter_ms", &self.jitter_ms)
+            .field("undeliverable", &self.undeliverable.len())
+            .field("undeliverable_ratio", &self.undeliverable_ratio)
+            .field("templates", &self.templates)
+            .field("strict_templates", &self.strict_templates)
+            .field("numbers", &self.numbers)
+            .field("access_token", &redacted(&self.access_token))
+            .field("fault_5xx", &self.fault_5xx)
+            .field("fault_slow", &self.fault_slow)
+            .field("fault_slow_ms", &self.fault_slow_ms)
+            .field("fault_drop", &self.fault_drop)
+            .field("fault_130429", &self.fault_130429)
+            .field("webhook_url", &self.webhook_url)
+            .field("app_secret", &redacted(&self.app_secret))
+            .finish()
+    }
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    let ratio: f64 = raw
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a number"))?;
+    if (0.0..=1.0).contains(&ratio) {
+        Ok(ratio)
+    } else {
+        Err(format!("{ratio} is not a share between 0 and 1"))
+    }
+}
+
+fn parse_override(raw: &str) -> Result<(String, u32), String> {
+    let (id, rate) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("'{raw}' is not PHONE_NUMBER_ID=RATE"))?;
+    let rate = rate
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{rate}' is not a rate per second"))?;
+    Ok((id.trim().to_owned(), rate))
+}
+
+impl SimulateArgs {
+    /// The configuration these flags describe, with template and number files read.
+    pub fn into_config(self) -> anyhow::Result<SimConfig> {
+        let templates = match &self.templates {
+            Some(path) => load_list(path).context("--templates")?,
+            None => Vec::new(),
+        };
+        let numbers = match &self.numbers {
+            Some(path) => load_list(path).context("--numbers")?,
+            None => Vec::new(),
+        };
+        let config = SimConfig {
+            rate_per_sec: self.rate,
+            rate_overrides: self.rate_overrides.into_iter().collect::<HashMap<_, _>>(),
+            pair_burst: self.pair_burst,
+            pair_interval: Duration::from_millis(self.pair_interval_ms),
+            latency: Duration::from_millis(self.latency_ms),
+            latency_jitter: Duration::from_millis(self.jitter_ms),
+            undeliverable: self.undeliverable.into_iter().collect::<HashSet<_>>(),
+            undeliverable_ratio: self.undeliverable_ratio,
+            templates,
+            accept_unknown_templates: !self.strict_templates,
+            numbers,
+            access_token: self.access_token,
+            fault_5xx_ratio: self.fault_5xx,
+            fault_slow_ratio: self.fault_slow,
+            fault_slow_delay: Duration::from_millis(self.fault_slow_ms),
+            fault_drop_ratio: self.fault_drop,
+            fault_130429_ratio: self.fault_130429,
+            webhook_url: self.webhook_url,
+            app_secret: self.app_secret,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Serves until Ctrl-C or SIGTERM, then prints the final stats.
+pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let addr = args.addr;
+    let config = args.into_config()?;
+    if config.webhook_url.is_some() && config.app_secret.is_none() {
+        eprintln!("warning: no --app-secret, webhooks go out unsigned");
+    }
+    let sim = super::spawn(config, addr).await?;
+    let url = sim.url();
+    println!("herald simulator listening on {url}");
+    println!("  use it with: HERALD_GRAPH_URL={url}");
+    println!("  stats:       curl {url}/__sim/stats");
+    println!("  reset:       curl -X POST {url}/__sim/reset");
+    shutdown_signal().await?;
+    let stats = sim.stats();
+    sim.shutdown().await;
+    println!("{}", serde_json::to_string_pretty(&stats)?);
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<SimulateArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied())).map(|c| c.args)
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let args = parse(&[
+            "--rate",
+            "1000",
+            "--rate-override",
+            "1=5,2=7",
+            "--latency-ms",
+            "250",
+            "--undeliverable",
+            "+491,+492",
+            "--fault-drop",
+            "0.01",
+            "--strict-templates",
+        ])
+        .unwrap();
+        let config = args.into_config().unwrap();
+        assert_eq!(config.rate_per_sec, 1000);
+        assert_eq!(config.rate_overrides.get("2"), Some(&7));
+        assert_eq!(config.latency, Duration::from_millis(250));
+        assert_eq!(config.undeliverable.len(), 2);
+        assert_eq!(config.fault_drop_ratio, 0.01);
+        assert!(!config.accept_unknown_templates);
+    }
+
+    #[test]
+    fn shares_outside_zero_to_one_are_usage_errors() {
+        assert!(parse(&["--fault-5xx", "2"]).is_err());
+        assert!(parse(&["--rate-override", "nonsense"]).is_err());
+    }
+}

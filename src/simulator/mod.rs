@@ -1,0 +1,252 @@
+//! A local stand-in for Meta's WhatsApp Cloud API (DESIGN §3), used by herald's tests,
+//! benchmarks and demo, and by users to load-test their setup without paying Meta.
+//!
+//! It sends nothing anywhere: it validates sends like Meta, enforces per-number throughput
+//! (130429) and the pair rate (131056), knows templates (132001/132015) and undeliverable
+//! recipients (131026), injects faults (5xx, slow answers, dropped connections), serves the
+//! template list and phone-number fields, posts signed status webhooks, and counts what it
+//! accepted — including duplicates — on `GET /__sim/stats`.
+//!
+//! Layout: `config` what an instance pretends to be · `send` the hot path · `lookups` the
+//! read endpoints · `limits` the rate arithmetic · `state` counters and per-number locks ·
+//! `hashing` compact keys for millions of recipients · `errors` Graph's error envelope ·
+//! `webhooks` status callbacks · `listener` connections a handler can cut · `command` the
+//! `herald simulate` subcommand.
+
+mod command;
+mod config;
+mod errors;
+mod hashing;
+mod limits;
+mod listener;
+mod lookups;
+mod send;
+mod state;
+mod webhooks;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+pub use command::{SimulateArgs, run};
+pub use config::{
+    DEFAULT_ACCOUNT_ID, SimConfig, SimNumber, SimTemplate, TemplateStatus, load_list,
+};
+pub use state::{NumberStats, SimStats};
+
+use errors::{ApiError, Code};
+use listener::{Connection, CuttableListener};
+use state::Shared;
+use webhooks::WebhookQueue;
+
+/// How long shutdown waits for answers in flight and queued webhooks before cutting them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running simulator. Dropping it stops the server too, without waiting.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    stop_webhooks: Arc<Notify>,
+    webhooks: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// The address the simulator listens on (with the real port when spawned on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to use as herald's Graph URL: `http://127.0.0.1:PORT`. A wildcard bind
+    /// address is reported as loopback, which is where local clients reach it.
+    pub fn url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        format!("http://{addr}")
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats()
+    }
+
+    /// Forgets all counters, limit state and seen callback data.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    /// Stops accepting, lets answers in flight finish and queued webhooks go out (each for at
+    /// most a few seconds), then returns.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            finish_or_abort(server).await;
+        }
+        self.stop_webhooks.notify_one();
+        if let Some(webhooks) = self.webhooks.take() {
+            finish_or_abort(webhooks).await;
+        }
+    }
+}
+
+async fn finish_or_abort(task: JoinHandle<()>) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(SHUTDOWN_GRACE, task).await.is_err() {
+        abort.abort();
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        self.stop_webhooks.notify_one();
+    }
+}
+
+/// Starts a simulator on `addr` (port 0 picks a free port) and returns once it accepts
+/// connections.
+pub async fn spawn(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
+    config
+        .validate()
+        .context("invalid simulator configuration")?;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("simulator cannot listen on {addr}"))?;
+    let addr = tcp.local_addr()?;
+
+    let (queue, poster) = match config.webhook_url.clone() {
+        Some(url) => {
+            let (queue, rx) = WebhookQueue::new();
+            (Some(queue), Some((url, rx)))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared::new(config, addr, queue));
+    let stop_webhooks = Arc::new(Notify::new());
+    let webhooks = poster.map(|(url, rx)| {
+        tokio::spawn(webhooks::run(
+            rx,
+            shared.clone(),
+            url,
+            stop_webhooks.clone(),
+        ))
+    });
+
+    let (stop_server, stopped) = oneshot::channel::<()>();
+    let app = router(shared.clone()).into_make_service_with_connect_info::<Connection>();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(CuttableListener::new(tcp), app).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "simulator server failed");
+        }
+    });
+
+    Ok(SimHandle {
+        addr,
+        shared,
+        stop_server: Some(stop_server),
+        server: Some(server),
+        stop_webhooks,
+        webhooks,
+    })
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/__sim/stats", get(stats))
+        .route("/__sim/reset", post(reset))
+        .route("/{version}/{id}/messages", post(send::messages))
+        .route(
+            "/{version}/{id}/marketing_messages",
+            post(send::marketing_messages),
+        )
+        .route(
+            "/{version}/{id}/message_templates",
+            get(lookups::message_templates),
+        )
+        .route("/{version}/{id}", get(lookups::phone_number))
+        .fallback(unknown_path)
+        .with_state(shared)
+}
+
+async fn stats(State(sim): State<Arc<Shared>>) -> Json<SimStats> {
+    Json(sim.stats())
+}
+
+async fn reset(State(sim): State<Arc<Shared>>) -> StatusCode {
+    sim.reset();
+    StatusCode::NO_CONTENT
+}
+
+async fn unknown_path(uri: Uri) -> Response {
+    ApiError::unknown_path(uri.path()).into_response()
+}
+
+/// 190 unless the request carries the configured token as `Authorization: Bearer …`.
+fn authorize(sim: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &sim.config.access_token else {
+        return Ok(());
+    };
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match presented {
+        Some(p) if p.trim() == token => Ok(()),
+        _ => Err(ApiError::new(Code::InvalidToken)),
+    }
+}
+
+/// Graph's version segment: `v` then `MAJOR.MINOR` (`v25.0`).
+fn check_version(version: &str) -> Result<(), ApiError> {
+    let valid = version.strip_prefix('v').is_some_and(|rest| {
+        rest.split_once('.').is_some_and(|(major, minor)| {
+            [major, minor]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::unknown_path(&format!("/{version}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_graph_style_versions_are_accepted() {
+        for ok in ["v25.0", "v1.10", "v123.4"] {
+            assert!(check_version(ok).is_ok(), "{ok}");
+        }
+        for bad in ["25.0", "v25", "v.0", "v25.", "vx.0", "v25.0.1", "__sim"] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+}

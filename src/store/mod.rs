@@ -1,0 +1,402 @@
+//! The store: senders, templates, consents, suppressions, campaigns and the **ledger** of
+//! idempotency keys — herald's source of truth. One trait, two implementations: SQLite (the
+//! embedded default, one process) and Postgres (many workers). Both pass the same conformance
+//! suite (`tests/it/store_conformance.rs`).
+//!
+//! Every method that touches recipients works on a batch: the hot path never runs a statement
+//! per recipient.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId};
+
+mod pg_slots;
+pub mod postgres;
+mod shared;
+pub mod sqlite;
+
+/// A store error: the database could not be reached or refused a statement. Callers retry the
+/// whole batch (every write is idempotent) or hand the job back.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened at all (bad path, no permission, server down): a
+    /// configuration problem to report, not a batch to retry. The URL has its password masked.
+    #[error("cannot open database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL '{0}' (use sqlite://… or postgres://…)")]
+    UnsupportedUrl(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Whether a business number may send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    pub id: SenderId,
+    /// WhatsApp Business Account (WABA) id: templates are approved per account.
+    pub account_id: String,
+    /// Business portfolio: owns the messaging tier shared by all its numbers.
+    pub portfolio_id: String,
+    pub display_number: String,
+    /// Messages per second Meta allows this number (80 by default, 1,000 after upgrade).
+    pub rate_per_sec: u32,
+    /// Unique users per rolling 24 h for the portfolio; `None` = unlimited.
+    pub tier_limit: Option<u32>,
+    /// Meta's status (CONNECTED, FLAGGED, …) or `STOPPED` when herald stopped it after a
+    /// sender-fatal error. Only CONNECTED sends.
+    pub status: String,
+    /// Why herald stopped it, if it did (error code and message).
+    pub status_reason: Option<String>,
+}
+
+impl Sender {
+    pub fn can_send(&self) -> bool {
+        self.status == "CONNECTED"
+    }
+}
+
+/// A template as approved (or not) for one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub account_id: String,
+    pub name: String,
+    pub language: String,
+    pub category: Category,
+    /// Meta's status: APPROVED, PENDING, REJECTED, PAUSED, DISABLED, …
+    pub status: String,
+}
+
+impl Template {
+    /// Only APPROVED (or REINSTATED) templates may be sent.
+    pub fn is_sendable(&self) -> bool {
+        matches!(self.status.as_str(), "APPROVED" | "REINSTATED")
+    }
+}
+
+/// Proof that a person agreed to receive a category of messages (GDPR: when, where, what).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub phone: PhoneNumber,
+    pub category: Category,
+    pub granted_at: DateTime<Utc>,
+    /// Where it was given: `checkout`, `web-form`, `import:crm-2026-11`…
+    pub source: String,
+    /// What the person saw or did: the opt-in text, a form id, a signed record reference.
+    pub proof: String,
+}
+
+/// What the store knows about one number for one category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentState {
+    /// Consent recorded and not revoked since.
+    Granted,
+    /// No consent on record for this category.
+    Missing,
+    /// Consent revoked (or never given and an opt-out recorded), or the number is suppressed.
+    OptedOut,
+}
+
+/// A campaign's control state, honoured by every worker within seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CampaignState {
+    Active,
+    Paused,
+    Cancelled,
+}
+
+impl CampaignState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "active" => Ok(Self::Active),
+            "paused" => Ok(Self::Paused),
+            "cancelled" => Ok(Self::Cancelled),
+            other => Err(StoreError::Corrupt(format!("campaign state '{other}'"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Campaign {
+    pub id: CampaignId,
+    pub state: CampaignState,
+    /// Why it was paused or cancelled (operator, or the error code that stopped it).
+    pub reason: Option<String>,
+}
+
+/// A key to claim in the ledger before sending.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub key: IdempotencyKey,
+    pub campaign: CampaignId,
+    pub job: JobId,
+    pub sender: SenderId,
+    /// E.164 number, or the raw text for a recipient skipped as `invalid_number`.
+    pub recipient: String,
+    pub template: String,
+    pub language: String,
+    pub category: Category,
+}
+
+/// What claiming a key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimStatus {
+    /// This owner holds the key now: gate it and send it.
+    Mine,
+    /// The key already has its final outcome (an earlier job or run): never send again.
+    Done,
+    /// Another live owner holds it (an overlapping job in another worker): leave it to them.
+    HeldElsewhere,
+    /// A previous owner died after it may have sent this key: the store recorded `unknown`.
+    WasInFlight,
+}
+
+/// The final outcome of one key, with how many attempts it took.
+#[derive(Debug, Clone)]
+pub struct OutcomeRecord {
+    pub key: IdempotencyKey,
+    pub outcome: Outcome,
+    pub attempts: u32,
+}
+
+/// One ledger row, for reports and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    pub key: IdempotencyKey,
+    pub campaign: CampaignId,
+    pub job: JobId,
+    pub sender: SenderId,
+    pub recipient: String,
+    pub template: String,
+    pub category: Category,
+    /// pending, sending, sent, failed, skipped or unknown.
+    pub state: String,
+    /// Skip reason or Graph error code, as text.
+    pub reason: Option<String>,
+    pub wamid: Option<String>,
+    pub attempts: u32,
+    /// Latest delivery status from webhooks: delivered, read or failed.
+    pub delivery: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Keys of a campaign counted by state (and skip reason), for `campaign status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CampaignCounts {
+    /// (state, reason-or-empty, count), sorted.
+    pub by_state: Vec<(String, String, u64)>,
+}
+
+impl CampaignCounts {
+    pub fn total(&self) -> u64 {
+        self.by_state.iter().map(|(_, _, n)| n).sum()
+    }
+
+    pub fn state(&self, state: &str) -> u64 {
+        self.by_state
+            .iter()
+            .filter(|(s, _, _)| s == state)
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+}
+
+/// A status webhook applied to the ledger.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub wamid: String,
+    /// Our key from `biz_opaque_callback_data`, when Meta echoed it.
+    pub key: Option<IdempotencyKey>,
+    /// sent, delivered, read or failed.
+    pub status: String,
+    pub at: DateTime<Utc>,
+    pub error_code: Option<i64>,
+    /// Billing category from `pricing.category` when billable.
+    pub billed_category: Option<String>,
+}
+
+/// Send slots leased for a number from the shared pacing row: the first is `first_in` from
+/// now, the others follow at the requested interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotLease {
+    pub first_in: Duration,
+}
+
+/// herald's persistence. Implementations must make every method safe to call again with the
+/// same arguments (retries after a lost connection) and safe under concurrent callers in
+/// several processes (Postgres).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    // --- senders -------------------------------------------------------------------------
+    async fn upsert_sender(&self, sender: &Sender) -> StoreResult<()>;
+    async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>>;
+    async fn senders(&self) -> StoreResult<Vec<Sender>>;
+    async fn set_sender_status(
+        &self,
+        id: &SenderId,
+        status: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<()>;
+
+    // --- templates -----------------------------------------------------------------------
+    async fn upsert_template(&self, template: &Template) -> StoreResult<()>;
+    async fn template(
+        &self,
+        account_id: &str,
+        name: &str,
+        language: &str,
+    ) -> StoreResult<Option<Template>>;
+    /// Sets the status of a template in every account that has it (webhook
+    /// `message_template_status_update` names it by name and language). Returns rows changed.
+    async fn set_template_status(
+        &self,
+        name: &str,
+        language: &str,
+        status: &str,
+    ) -> StoreResult<u64>;
+
+    // --- consent -------------------------------------------------------------------------
+    /// Records consents; a newer grant after a revocation re-enables the number for that
+    /// category. Returns how many were written.
+    async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64>;
+    /// Revokes consent for one category, or all when `category` is `None`; kept as history.
+    async fn revoke_consent(
+        &self,
+        phone: &PhoneNumber,
+        category: Option<Category>,
+        at: DateTime<Utc>,
+        source: &str,
+    ) -> StoreResult<()>;
+    /// Suppresses a number for every category (complaint, legal request, 131050 for
+    /// marketing is a revocation instead).
+    async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()>;
+    /// Consent of each number for `category`, in the order given. One query per batch.
+    async fn consent_states(
+        &self,
+        category: Category,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<ConsentState>>;
+
+    // --- campaigns -----------------------------------------------------------------------
+    /// Returns the campaign, creating it `active` if new.
+    async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign>;
+    async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>>;
+    async fn set_campaign_state(
+        &self,
+        id: &CampaignId,
+        state: CampaignState,
+        reason: Option<&str>,
+    ) -> StoreResult<()>;
+    /// How many campaigns are in each state (the `herald_campaigns` gauge; also a cheap
+    /// readiness question).
+    async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>>;
+
+    // --- ledger --------------------------------------------------------------------------
+    /// Claims keys for `owner` (one processing run of a job) for `lease`. New keys are
+    /// inserted `pending`; a `pending` key whose lease expired is taken over; a `sending` key
+    /// whose lease expired is recorded `unknown` (its sender died mid-request). Returns one
+    /// status per claim, in order.
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        claims: &[Claim],
+    ) -> StoreResult<Vec<ClaimStatus>>;
+    /// Marks keys as being sent, right before their requests go out: a crash from here on
+    /// makes them `unknown`, never resent. Increments `attempts`.
+    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()>;
+    /// Records final outcomes. A key that already has a final outcome keeps it.
+    async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()>;
+    /// Hands keys back as `pending` with no owner (deferred work, shutdown, paused campaign)
+    /// so a later run may claim them at once.
+    async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()>;
+    /// Extends the lease of every non-final key `owner` holds.
+    async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()>;
+    /// A page of a campaign's ledger ordered by key, after `after` (exclusive).
+    async fn ledger_page(
+        &self,
+        campaign: &CampaignId,
+        after: Option<&IdempotencyKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>>;
+    async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>>;
+    async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts>;
+    /// Applies status webhooks: monotonic (read > delivered > sent; failed is final), an
+    /// `unknown` key with a wamid becomes `sent`. Returns how many rows changed.
+    async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64>;
+
+    // --- messaging tier ------------------------------------------------------------------
+    /// Reserves tier budget for numbers about to be messaged by `portfolio`: a number already
+    /// reached in the rolling `window` is free; a new one takes one unit if `limit` allows.
+    /// Atomic across workers. Returns, in order, whether each number may be sent now.
+    async fn reserve_tier(
+        &self,
+        portfolio: &str,
+        limit: Option<u32>,
+        window: Duration,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<bool>>;
+    /// Unique numbers reached by the portfolio in the rolling `window`.
+    async fn tier_usage(&self, portfolio: &str, window: Duration) -> StoreResult<u64>;
+
+    // --- global pacing -------------------------------------------------------------------
+    /// Leases `n` consecutive send slots `interval` apart for `sender` from a row shared by
+    /// every worker. `None` when the store is single-process (SQLite): the local bucket is
+    /// authoritative there.
+    async fn lease_slots(
+        &self,
+        _sender: &SenderId,
+        _interval: Duration,
+        _n: u32,
+    ) -> StoreResult<Option<SlotLease>> {
+        Ok(None)
+    }
+
+    // --- personal data (GDPR) ------------------------------------------------------------
+    /// Everything stored about a number: consents, revocations, suppressions, ledger rows.
+    async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<serde_json::Value>;
+    /// Erases a number: consents and tier rows deleted, ledger rows keep their outcome with the
+    /// number replaced by a one-way hash, a suppression kept by hash so it is never messaged
+    /// again by mistake. Returns rows touched.
+    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64>;
+}
+
+/// Opens the store named by a `HERALD_DATABASE_URL` and applies migrations.
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(sqlite::SqliteStore::connect(url).await?)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Arc::new(postgres::PostgresStore::connect(url).await?)
+    } else {
+        return Err(StoreError::UnsupportedUrl(url.to_owned()));
+    };
+    store.migrate().await?;
+    Ok(store)
+}

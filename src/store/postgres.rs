@@ -1,0 +1,1051 @@
+//! The shared store for many workers: Postgres, with a bounded pool and a batched hot path.
+//!
+//! Every recipient batch is one statement over `UNNEST`ed arrays. Safety across processes comes
+//! from the database, not from the callers: claims insert with `ON CONFLICT DO NOTHING` and take
+//! over expired leases only on rows they could lock (`FOR UPDATE SKIP LOCKED`); batch updates
+//! lock their rows in key order so two workers (or a worker and the webhook server) never
+//! deadlock; tier reservations serialise per portfolio on a transaction advisory lock. Leases
+//! and the tier window use the database clock, so workers with skewed clocks agree.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Postgres, Row, Transaction};
+
+use super::shared::{self, DELIVERY_RANK_SQL};
+use super::{
+    Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent, ConsentState,
+    DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult, Template,
+};
+use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
+
+/// Connections per process. Bounded so that many workers stay under the server's
+/// `max_connections` (100 by default): the hot path needs one or two at a time per job.
+const POOL_SIZE: u32 = 8;
+/// How long a caller waits for a free connection before the batch fails (and is retried).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// First half of the two-part advisory lock key of tier reservations: keeps herald's locks
+/// apart from anyone else's on the same database ("hera" in ASCII).
+const TIER_LOCK_CLASS: i32 = 0x6865_7261;
+
+/// The Postgres store. Cheap to clone (the pool is a handle).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:pass@host/db`). Does not migrate; call
+    /// [`Store::migrate`].
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let connect_err = |source| StoreError::Connect {
+            url: shared::redact_url(url),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url)
+            .map_err(connect_err)?
+            .application_name("herald");
+        // One direct connection first: it fails fast with the real cause (refused, unknown
+        // host, bad password), where a pool would only report its acquire timeout.
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(connect_err)?
+            .close()
+            .await
+            .map_err(connect_err)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool, for the tests' own bookkeeping and for other Postgres-backed
+    /// adapters that want to share connections.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn tx(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+fn parse_category(raw: &str) -> StoreResult<Category> {
+    raw.parse().map_err(StoreError::Corrupt)
+}
+
+/// Keys as a sorted, distinct array: every statement that locks ledger rows takes them in
+/// this order, which is what rules out deadlocks between concurrent batches.
+fn sorted_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = keys.into_iter().collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Distinct keys of `claims` that have no status yet, sorted.
+fn unresolved<'a>(claims: &'a [Claim], status: &HashMap<String, ClaimStatus>) -> Vec<&'a str> {
+    sorted_keys(
+        claims
+            .iter()
+            .map(|c| c.key.as_str())
+            .filter(|k| !status.contains_key(*k)),
+    )
+}
+
+const LEDGER_COLUMNS: &str = "key, campaign, job, sender, recipient, template, category, state, \
+     reason, wamid, attempts, delivery, created_at, updated_at";
+
+fn ledger_row(r: &PgRow) -> StoreResult<LedgerRow> {
+    Ok(LedgerRow {
+        key: IdempotencyKey::from_trusted(r.try_get::<String, _>("key")?),
+        campaign: CampaignId::from_trusted(r.try_get::<String, _>("campaign")?),
+        job: JobId::from_trusted(r.try_get::<String, _>("job")?),
+        sender: SenderId::from_trusted(r.try_get::<String, _>("sender")?),
+        recipient: r.try_get("recipient")?,
+        template: r.try_get("template")?,
+        category: parse_category(r.try_get("category")?)?,
+        state: r.try_get("state")?,
+        reason: r.try_get("reason")?,
+        wamid: r.try_get("wamid")?,
+        attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(0),
+        delivery: r.try_get("delivery")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn sender_row(r: &PgRow) -> StoreResult<Sender> {
+    Ok(Sender {
+        id: SenderId::from_trusted(r.try_get::<String, _>("id")?),
+        account_id: r.try_get("account_id")?,
+        portfolio_id: r.try_get("portfolio_id")?,
+        display_number: r.try_get("display_number")?,
+        rate_per_sec: u32::try_from(r.try_get::<i32, _>("rate_per_sec")?)
+            .map_err(|_| StoreError::Corrupt("sender rate_per_sec out of range".into()))?,
+        tier_limit: r
+            .try_get::<Option<i64>, _>("tier_limit")?
+            .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+        status: r.try_get("status")?,
+        status_reason: r.try_get("status_reason")?,
+    })
+}
+
+fn campaign_row(r: &PgRow) -> StoreResult<Campaign> {
+    Ok(Campaign {
+        id: CampaignId::from_trusted(r.try_get::<String, _>("id")?),
+        state: CampaignState::parse(r.try_get("state")?)?,
+        reason: r.try_get("reason")?,
+    })
+}
+
+fn time_json(t: Option<DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn lease_slots(
+        &self,
+        sender: &SenderId,
+        interval: Duration,
+        n: u32,
+    ) -> StoreResult<Option<super::SlotLease>> {
+        super::pg_slots::lease(&self.pool, sender, interval, n)
+            .await
+            .map(Some)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        // sqlx serialises concurrent migrators (several workers starting at once) on its own
+        // advisory lock.
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- senders -------------------------------------------------------------------------
+
+    async fn upsert_sender(&self, s: &Sender) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO senders (id, account_id, portfolio_id, display_number, rate_per_sec,
+                                  tier_limit, status, status_reason, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+             ON CONFLICT (id) DO UPDATE SET
+                account_id = excluded.account_id, portfolio_id = excluded.portfolio_id,
+                display_number = excluded.display_number, rate_per_sec = excluded.rate_per_sec,
+                tier_limit = excluded.tier_limit, status = excluded.status,
+                status_reason = excluded.status_reason, updated_at = excluded.updated_at",
+        )
+        .bind(s.id.as_str())
+        .bind(&s.account_id)
+        .bind(&s.portfolio_id)
+        .bind(&s.display_number)
+        .bind(i32::try_from(s.rate_per_sec).unwrap_or(i32::MAX))
+        .bind(s.tier_limit.map(i64::from))
+        .bind(&s.status)
+        .bind(&s.status_reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>> {
+        sqlx::query("SELECT * FROM senders WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(sender_row)
+            .transpose()
+    }
+
+    async fn senders(&self) -> StoreResult<Vec<Sender>> {
+        sqlx::query("SELECT * FROM senders ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(sender_row)
+            .collect()
+    }
+
+    async fn set_sender_status(
+        &self,
+        id: &SenderId,
+        status: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE senders SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(status)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // --- templates -----------------------------------------------------------------------
+
+    async fn upsert_template(&self, t: &Template) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO templates (account_id, name, language, category, status, updated_at)
+             VALUES ($1, $2, $3, $4, $5, now())
+             ON CONFLICT (account_id, name, language) DO UPDATE SET
+                category = excluded.category, status = excluded.status,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&t.account_id)
+        .bind(&t.name)
+        .bind(&t.language)
+        .bind(t.category.as_str())
+        .bind(&t.status)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn template(
+        &self,
+        account_id: &str,
+        name: &str,
+        language: &str,
+    ) -> StoreResult<Option<Template>> {
+        let row = sqlx::query(
+            "SELECT category, status FROM templates
+             WHERE account_id = $1 AND name = $2 AND language = $3",
+        )
+        .bind(account_id)
+        .bind(name)
+        .bind(language)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Template {
+                account_id: account_id.to_owned(),
+                name: name.to_owned(),
+                language: language.to_owned(),
+                category: parse_category(r.try_get("category")?)?,
+                status: r.try_get("status")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_template_status(
+        &self,
+        name: &str,
+        language: &str,
+        status: &str,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE templates SET status = $3, updated_at = now()
+             WHERE name = $1 AND language = $2 AND status <> $3",
+        )
+        .bind(name)
+        .bind(language)
+        .bind(status)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    // --- consent -------------------------------------------------------------------------
+
+    async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64> {
+        if consents.is_empty() {
+            return Ok(0);
+        }
+        // One row per (phone, category) in the statement: ON CONFLICT may not touch a row
+        // twice. The latest grant of the batch is the one that counts.
+        let mut latest: HashMap<(&str, Category), &Consent> = HashMap::new();
+        for c in consents {
+            latest
+                .entry((c.phone.as_str(), c.category))
+                .and_modify(|e| {
+                    if c.granted_at >= e.granted_at {
+                        *e = c;
+                    }
+                })
+                .or_insert(c);
+        }
+        let rows: Vec<&Consent> = latest.into_values().collect();
+        let done = sqlx::query(
+            "INSERT INTO consents (phone, category, granted_at, source, proof)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
+             ON CONFLICT (phone, category) DO UPDATE SET
+                granted_at = excluded.granted_at, source = excluded.source, proof = excluded.proof
+             WHERE excluded.granted_at >= consents.granted_at",
+        )
+        .bind(rows.iter().map(|c| c.phone.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.category.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.granted_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.source.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|c| c.proof.as_str()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_consent(
+        &self,
+        phone: &PhoneNumber,
+        category: Option<Category>,
+        at: DateTime<Utc>,
+        source: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO revocations (phone, category, revoked_at, source) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(phone.as_str())
+        .bind(category.map(Category::as_str))
+        .bind(at)
+        .bind(source)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO suppressions (phone, phone_hash, reason) VALUES ($1, $2, $3)
+             ON CONFLICT (phone_hash, reason) DO NOTHING",
+        )
+        .bind(phone.as_str())
+        .bind(shared::phone_hash(phone))
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn consent_states(
+        &self,
+        category: Category,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<ConsentState>> {
+        if phones.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT
+                EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = u.hash) AS suppressed,
+                (SELECT c.granted_at FROM consents c
+                  WHERE c.phone = u.phone AND c.category = $1) AS granted_at,
+                (SELECT max(r.revoked_at) FROM revocations r
+                  WHERE r.phone = u.phone AND (r.category = $1 OR r.category IS NULL))
+                    AS revoked_at
+             FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS u(phone, hash, i)
+             ORDER BY u.i",
+        )
+        .bind(category.as_str())
+        .bind(phones.iter().map(PhoneNumber::as_str).collect::<Vec<_>>())
+        .bind(phones.iter().map(shared::phone_hash).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(shared::consent_state(
+                    r.try_get::<bool, _>("suppressed")?,
+                    r.try_get::<Option<DateTime<Utc>>, _>("granted_at")?,
+                    r.try_get::<Option<DateTime<Utc>>, _>("revoked_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    // --- campaigns -----------------------------------------------------------------------
+
+    async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
+        sqlx::query(
+            "INSERT INTO campaigns (id, state) VALUES ($1, 'active')
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT id, state, reason FROM campaigns WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        campaign_row(&row)
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
+        sqlx::query("SELECT id, state, reason FROM campaigns WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(campaign_row)
+            .transpose()
+    }
+
+    async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM campaigns GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(state, n)| Ok((CampaignState::parse(&state)?, u64::try_from(n).unwrap_or(0))))
+            .collect()
+    }
+
+    async fn set_campaign_state(
+        &self,
+        id: &CampaignId,
+        state: CampaignState,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        // An operator may pause or cancel a campaign before its first job arrives.
+        sqlx::query(
+            "INSERT INTO campaigns (id, state, reason) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET
+                state = excluded.state, reason = excluded.reason, updated_at = now()",
+        )
+        .bind(id.as_str())
+        .bind(state.as_str())
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // --- ledger --------------------------------------------------------------------------
+
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        claims: &[Claim],
+    ) -> StoreResult<Vec<ClaimStatus>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lease_secs = lease.as_secs_f64();
+        let mut status: HashMap<String, ClaimStatus> = HashMap::with_capacity(claims.len());
+        let mut tx = self.tx().await?;
+
+        // 1. New keys, inserted in key order. Insert comes first: a concurrent claimer of the
+        //    same keys waits here for our commit and then finds them held; since this is the
+        //    only statement of a claim that can wait, and all claimers wait in key order, no
+        //    two claims deadlock.
+        let mut order: Vec<&Claim> = claims.iter().collect();
+        order.sort_unstable_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
+        order.dedup_by(|a, b| a.key == b.key);
+        let inserted: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
+                                 category, state, owner, lease_until)
+             SELECT u.*, 'pending', $1, now() + $2 * interval '1 second'
+             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::text[]) AS u
+             ON CONFLICT (key) DO NOTHING
+             RETURNING key",
+        )
+        .bind(owner)
+        .bind(lease_secs)
+        .bind(order.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+        .bind(
+            order
+                .iter()
+                .map(|c| c.campaign.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(order.iter().map(|c| c.job.as_str()).collect::<Vec<_>>())
+        .bind(order.iter().map(|c| c.sender.as_str()).collect::<Vec<_>>())
+        .bind(
+            order
+                .iter()
+                .map(|c| c.recipient.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            order
+                .iter()
+                .map(|c| c.template.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            order
+                .iter()
+                .map(|c| c.language.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            order
+                .iter()
+                .map(|c| c.category.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for k in inserted {
+            status.insert(k, ClaimStatus::Mine);
+        }
+
+        // 2. Existing open keys we may take: our own (a re-claim extends the lease), unowned
+        //    (released) or with an expired lease. An expired `sending` key was possibly sent by
+        //    a dead owner: it becomes `unknown`, never sent again. Rows another transaction is
+        //    working on are skipped, not waited for: they are held elsewhere right now.
+        let rest = unresolved(claims, &status);
+        if !rest.is_empty() {
+            let taken = sqlx::query(
+                "WITH cand AS (
+                    SELECT key FROM ledger
+                    WHERE key = ANY($3) AND state IN ('pending', 'sending')
+                      AND (owner = $1 OR owner IS NULL OR lease_until IS NULL
+                           OR lease_until <= now())
+                    ORDER BY key
+                    FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE ledger l SET
+                    state = CASE WHEN l.state = 'sending' AND l.owner IS DISTINCT FROM $1
+                                 THEN 'unknown' ELSE l.state END,
+                    owner = CASE WHEN l.state = 'sending' AND l.owner IS DISTINCT FROM $1
+                                 THEN NULL ELSE $1 END,
+                    lease_until = CASE WHEN l.state = 'sending' AND l.owner IS DISTINCT FROM $1
+                                       THEN NULL ELSE now() + $2 * interval '1 second' END,
+                    updated_at = now()
+                 FROM cand WHERE l.key = cand.key
+                 RETURNING l.key, l.state",
+            )
+            .bind(owner)
+            .bind(lease_secs)
+            .bind(&rest)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &taken {
+                let s = if r.try_get::<&str, _>("state")? == "unknown" {
+                    ClaimStatus::WasInFlight
+                } else {
+                    ClaimStatus::Mine
+                };
+                status.insert(r.try_get("key")?, s);
+            }
+        }
+
+        // 3. The rest stay as they are: final (done) or held by another owner.
+        let rest = unresolved(claims, &status);
+        if !rest.is_empty() {
+            let rows = sqlx::query("SELECT key, state, owner FROM ledger WHERE key = ANY($1)")
+                .bind(&rest)
+                .fetch_all(&mut *tx)
+                .await?;
+            for r in &rows {
+                let s = shared::claim_status(owner, r.try_get("state")?, r.try_get("owner")?);
+                status.insert(r.try_get("key")?, s);
+            }
+        }
+        tx.commit().await?;
+
+        claims
+            .iter()
+            .map(|c| {
+                status.get(c.key.as_str()).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!("claimed key '{}' is not in the ledger", c.key))
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        // Rows are found by key and locked in key order; owner and state are checked on the
+        // locked rows, not in the scan, because the planner would otherwise happily walk the
+        // owner index (up to a whole job's keys) and filter it against the batch.
+        sqlx::query(
+            "WITH locked AS MATERIALIZED (
+                SELECT key, owner, state FROM ledger WHERE key = ANY($1)
+                ORDER BY key FOR UPDATE
+             )
+             UPDATE ledger l SET state = 'sending', attempts = l.attempts + 1, updated_at = now()
+             FROM locked
+             WHERE l.key = locked.key AND locked.owner = $2
+               AND locked.state IN ('pending', 'sending')",
+        )
+        .bind(sorted_keys(keys.iter().map(IdempotencyKey::as_str)))
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut rows: Vec<(&str, &'static str, Option<String>, Option<String>, i32)> =
+            shared::first_outcome_per_key(outcomes)
+                .into_iter()
+                .map(|o| {
+                    let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
+                    let attempts = i32::try_from(o.attempts).unwrap_or(i32::MAX);
+                    (o.key.as_str(), state, reason, wamid, attempts)
+                })
+                .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        // Only open keys take an outcome: the first recorded one wins. Rows are locked in key
+        // order first (see the module doc).
+        sqlx::query(
+            "WITH v AS (
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[])
+                    AS v(key, state, reason, wamid, attempts)
+             ),
+             locked AS (
+                SELECT l.key FROM ledger l
+                WHERE l.key = ANY($1) AND l.state IN ('pending', 'sending')
+                ORDER BY l.key FOR UPDATE
+             )
+             UPDATE ledger l SET
+                state = v.state, reason = v.reason, wamid = COALESCE(v.wamid, l.wamid),
+                attempts = GREATEST(l.attempts, v.attempts),
+                owner = NULL, lease_until = NULL, updated_at = now()
+             FROM v JOIN locked ON locked.key = v.key
+             WHERE l.key = v.key AND l.state IN ('pending', 'sending')",
+        )
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.3.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "WITH locked AS MATERIALIZED (
+                SELECT key, owner, state FROM ledger WHERE key = ANY($1)
+                ORDER BY key FOR UPDATE
+             )
+             UPDATE ledger l SET
+                state = 'pending', owner = NULL, lease_until = NULL, updated_at = now()
+             FROM locked
+             WHERE l.key = locked.key AND locked.owner = $2
+               AND locked.state IN ('pending', 'sending')",
+        )
+        .bind(sorted_keys(keys.iter().map(IdempotencyKey::as_str)))
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE ledger SET lease_until = now() + $2 * interval '1 second'
+             WHERE owner = $1 AND state IN ('pending', 'sending')",
+        )
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn ledger_page(
+        &self,
+        campaign: &CampaignId,
+        after: Option<&IdempotencyKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger
+             WHERE campaign = $1 AND ($2::text IS NULL OR key > $2)
+             ORDER BY key LIMIT $3"
+        ))
+        .bind(campaign.as_str())
+        .bind(after.map(IdempotencyKey::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ledger_row).collect()
+    }
+
+    async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>> {
+        sqlx::query(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE key = $1"
+        ))
+        .bind(key.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(ledger_row)
+        .transpose()
+    }
+
+    async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts> {
+        let rows = sqlx::query(
+            "SELECT state, COALESCE(reason, '') AS reason, count(*) AS n FROM ledger
+             WHERE campaign = $1 GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(campaign.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let by_state = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("state")?,
+                    r.try_get("reason")?,
+                    u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(CampaignCounts { by_state })
+    }
+
+    async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
+        let merged = shared::merge_deliveries(updates);
+        if merged.is_empty() {
+            return Ok(0);
+        }
+        // The target row: by our key when Meta echoed it and we know it, else by wamid. A key
+        // still `sending` (webhook faster than our own bookkeeping) or `unknown` (timed out)
+        // was accepted after all: it becomes `sent` with this wamid. A status only applies if
+        // it ranks above the stored one, so replays and reordering change nothing.
+        let done = sqlx::query(&format!(
+            "WITH v AS (
+                SELECT u.*,
+                       COALESCE((SELECT l.key FROM ledger l WHERE l.key = u.key),
+                                (SELECT l.key FROM ledger l WHERE l.wamid = u.wamid LIMIT 1))
+                           AS target
+                FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[],
+                            $6::text[]) AS u(wamid, key, status, rank, billed, error)
+             ),
+             locked AS (
+                SELECT l.key FROM ledger l JOIN v ON l.key = v.target
+                ORDER BY l.key FOR UPDATE OF l
+             )
+             UPDATE ledger l SET
+                state = CASE WHEN l.state IN ('sending', 'unknown') THEN 'sent' ELSE l.state END,
+                wamid = COALESCE(l.wamid, v.wamid),
+                owner = CASE WHEN l.state IN ('sending', 'unknown') THEN NULL ELSE l.owner END,
+                lease_until = CASE WHEN l.state IN ('sending', 'unknown')
+                                   THEN NULL ELSE l.lease_until END,
+                delivery = CASE WHEN v.rank > {DELIVERY_RANK_SQL} THEN v.status
+                                ELSE l.delivery END,
+                delivery_error = CASE WHEN v.rank > {DELIVERY_RANK_SQL} THEN v.error
+                                      ELSE l.delivery_error END,
+                billed_category = COALESCE(l.billed_category, v.billed),
+                updated_at = now()
+             FROM v JOIN locked ON locked.key = v.target
+             WHERE l.key = v.target
+               AND l.state IN ('sending', 'unknown', 'sent')
+               AND (l.state IN ('sending', 'unknown')
+                    OR v.rank > {DELIVERY_RANK_SQL}
+                    OR (l.billed_category IS NULL AND v.billed IS NOT NULL))"
+        ))
+        .bind(merged.iter().map(|m| m.wamid.as_str()).collect::<Vec<_>>())
+        .bind(merged.iter().map(|m| m.key.as_deref()).collect::<Vec<_>>())
+        .bind(merged.iter().map(|m| m.status.as_str()).collect::<Vec<_>>())
+        .bind(merged.iter().map(|m| m.rank).collect::<Vec<_>>())
+        .bind(
+            merged
+                .iter()
+                .map(|m| m.billed_category.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            merged
+                .iter()
+                .map(|m| m.error.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    // --- messaging tier ------------------------------------------------------------------
+
+    async fn reserve_tier(
+        &self,
+        portfolio: &str,
+        limit: Option<u32>,
+        window: Duration,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<bool>> {
+        if phones.is_empty() {
+            return Ok(Vec::new());
+        }
+        let window_secs = window.as_secs_f64();
+        let mut tx = self.tx().await?;
+        let (answers, touch) = if limit.is_none() {
+            shared::decide_tier(phones, &HashSet::new(), 0, None)
+        } else {
+            // One reservation per portfolio at a time, across every worker: the count and
+            // the stamps below must not interleave with another's or the tier overspends.
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(TIER_LOCK_CLASS)
+                .bind(portfolio)
+                .execute(&mut *tx)
+                .await?;
+            let in_window: HashSet<String> = sqlx::query_scalar(
+                // The batch is looked up by primary key first; left to itself the planner
+                // may prefer scanning the whole window through the time index.
+                "WITH batch AS MATERIALIZED (
+                    SELECT phone, last_reached_at FROM tier_reach
+                    WHERE portfolio = $1 AND phone = ANY($3)
+                 )
+                 SELECT phone FROM batch
+                 WHERE last_reached_at > now() - $2 * interval '1 second'",
+            )
+            .bind(portfolio)
+            .bind(window_secs)
+            .bind(phones.iter().map(PhoneNumber::as_str).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            // Counting the window is the costly part: skip it when every number is free.
+            let used = if phones.iter().all(|p| in_window.contains(p.as_str())) {
+                0
+            } else {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM tier_reach
+                     WHERE portfolio = $1 AND last_reached_at > now() - $2 * interval '1 second'",
+                )
+                .bind(portfolio)
+                .bind(window_secs)
+                .fetch_one(&mut *tx)
+                .await?;
+                u64::try_from(n).unwrap_or(0)
+            };
+            shared::decide_tier(phones, &in_window, used, limit)
+        };
+        if !touch.is_empty() {
+            // Sorted, so concurrent unlimited reservations (which take no advisory lock) stamp
+            // rows in the same order and cannot deadlock.
+            sqlx::query(
+                "INSERT INTO tier_reach (portfolio, phone, last_reached_at)
+                 SELECT $1, p, now() FROM UNNEST($2::text[]) AS p
+                 ON CONFLICT (portfolio, phone) DO UPDATE SET last_reached_at = excluded.last_reached_at",
+            )
+            .bind(portfolio)
+            .bind(sorted_keys(touch))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(answers)
+    }
+
+    async fn tier_usage(&self, portfolio: &str, window: Duration) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tier_reach
+             WHERE portfolio = $1 AND last_reached_at > now() - $2 * interval '1 second'",
+        )
+        .bind(portfolio)
+        .bind(window.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    // --- personal data (GDPR) ------------------------------------------------------------
+
+    async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
+        let hash = shared::phone_hash(phone);
+        // One snapshot for the whole export, so it is consistent with itself.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        let consents = sqlx::query(
+            "SELECT category, granted_at, source, proof FROM consents
+             WHERE phone = $1 ORDER BY category",
+        )
+        .bind(phone.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "category": r.try_get::<String, _>("category")?,
+                "granted_at": time_json(r.try_get("granted_at")?),
+                "source": r.try_get::<String, _>("source")?,
+                "proof": r.try_get::<String, _>("proof")?,
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let revocations = sqlx::query(
+            "SELECT category, revoked_at, source FROM revocations
+             WHERE phone = $1 ORDER BY revoked_at, id",
+        )
+        .bind(phone.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "category": r.try_get::<Option<String>, _>("category")?,
+                "revoked_at": time_json(r.try_get("revoked_at")?),
+                "source": r.try_get::<String, _>("source")?,
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let suppressions = sqlx::query(
+            "SELECT phone, reason, created_at FROM suppressions
+             WHERE phone_hash = $1 ORDER BY created_at, id",
+        )
+        .bind(&hash)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "reason": r.try_get::<String, _>("reason")?,
+                "created_at": time_json(r.try_get("created_at")?),
+                "erased": r.try_get::<Option<String>, _>("phone")?.is_none(),
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let tier = sqlx::query(
+            "SELECT portfolio, last_reached_at FROM tier_reach WHERE phone = $1 ORDER BY portfolio",
+        )
+        .bind(phone.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "portfolio": r.try_get::<String, _>("portfolio")?,
+                "last_reached_at": time_json(r.try_get("last_reached_at")?),
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let ledger = sqlx::query(
+            "SELECT key, campaign, job, sender, recipient, template, language, category, state,
+                    reason, wamid, attempts, delivery, delivery_error, billed_category,
+                    created_at, updated_at
+             FROM ledger WHERE recipient = $1 OR recipient = $2 ORDER BY created_at, key",
+        )
+        .bind(phone.as_str())
+        .bind(&hash)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "key": r.try_get::<String, _>("key")?,
+                "campaign": r.try_get::<String, _>("campaign")?,
+                "job": r.try_get::<String, _>("job")?,
+                "sender": r.try_get::<String, _>("sender")?,
+                "recipient": r.try_get::<String, _>("recipient")?,
+                "template": r.try_get::<String, _>("template")?,
+                "language": r.try_get::<String, _>("language")?,
+                "category": r.try_get::<String, _>("category")?,
+                "state": r.try_get::<String, _>("state")?,
+                "reason": r.try_get::<Option<String>, _>("reason")?,
+                "wamid": r.try_get::<Option<String>, _>("wamid")?,
+                "attempts": r.try_get::<i32, _>("attempts")?,
+                "delivery": r.try_get::<Option<String>, _>("delivery")?,
+                "delivery_error": r.try_get::<Option<String>, _>("delivery_error")?,
+                "billed_category": r.try_get::<Option<String>, _>("billed_category")?,
+                "created_at": time_json(r.try_get("created_at")?),
+                "updated_at": time_json(r.try_get("updated_at")?),
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok(json!({
+            "phone": phone.as_str(),
+            "phone_hash": hash,
+            "consents": consents,
+            "revocations": revocations,
+            "suppressions": suppressions,
+            "tier": tier,
+            "ledger": ledger,
+        }))
+    }
+
+    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
+        let hash = shared::phone_hash(phone);
+        let mut tx = self.tx().await?;
+        let mut touched = 0;
+        for (sql, uses_hash) in [
+            ("DELETE FROM consents WHERE phone = $1", false),
+            ("DELETE FROM revocations WHERE phone = $1", false),
+            ("DELETE FROM tier_reach WHERE phone = $1", false),
+            (
+                "UPDATE ledger SET recipient = $2, updated_at = now() WHERE recipient = $1",
+                true,
+            ),
+            // The suppression already kept by hash: drop only the number from it.
+            (
+                "UPDATE suppressions SET phone = NULL WHERE phone = $1",
+                false,
+            ),
+        ] {
+            let q = sqlx::query(sql).bind(phone.as_str());
+            let q = if uses_hash { q.bind(&hash) } else { q };
+            touched += q.execute(&mut *tx).await?.rows_affected();
+        }
+        // Never message an erased number again by mistake (a re-import, an old CSV).
+        touched += sqlx::query(
+            "INSERT INTO suppressions (phone, phone_hash, reason) VALUES (NULL, $1, 'erased')
+             ON CONFLICT (phone_hash, reason) DO NOTHING",
+        )
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(touched)
+    }
+}

@@ -1,0 +1,993 @@
+//! The embedded store: one SQLite file in WAL mode, for `herald send`, `demo` and small teams.
+//!
+//! SQLite has one writer at a time, so writes go through a one-connection pool and every batch
+//! is one statement or one `BEGIN IMMEDIATE` transaction (taking the write lock up front, so a
+//! second process on the same file — `herald serve` next to `herald send` — waits on the busy
+//! timeout instead of failing a lock upgrade). Reads use a small pool of their own, which WAL lets run beside the
+//! writer. Batches travel as one JSON array parameter expanded by `json_each`: one prepared
+//! statement per batch whatever its size, and no bind-variable limit to chunk around.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::shared::{self, DELIVERY_RANK_SQL};
+use super::{
+    Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent, ConsentState,
+    DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult, Template,
+};
+use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read connections: WAL readers never block the writer; a few cover the admin API and the
+/// gate's lookups beside a running send.
+const READ_CONNECTIONS: u32 = 4;
+
+/// The SQLite store. Cheap to clone (pools are handles).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: SQLite serialises writers anyway, and one connection never
+    /// contends for the lock with itself.
+    writer: SqlitePool,
+    /// Read-only work (lookups, reports). The writer pool itself for an in-memory database,
+    /// whose data lives only as long as its connection.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database at `url` (`sqlite://herald.db?mode=rwc` or `sqlite::memory:`),
+    /// creating the file if missing unless the URL sets another `mode=`. Does not migrate; call
+    /// [`Store::migrate`].
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let connect_err = |source| StoreError::Connect {
+            url: shared::redact_url(url),
+            source,
+        };
+        let mut options = SqliteConnectOptions::from_str(url).map_err(connect_err)?;
+        if !url.contains("mode=") {
+            // `sqlite://herald.db` should just work; an explicit `mode=` (ro, rw) is honoured.
+            options = options.create_if_missing(true);
+        }
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: commits skip their fsync, yet survive a crash of the process
+            // (kill -9) — only an OS crash or power cut may lose the last ones (never corrupting
+            // the file). Should a lost commit be a `mark_sending`, that key could be sent again;
+            // hosts that must rule that out too can set `synchronous=FULL` on the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let in_memory = is_in_memory(url);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            // An in-memory database dies with its last connection: never recycle it.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .map_err(connect_err)?;
+        let reader = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(READ_CONNECTIONS)
+                .connect_with(options)
+                .await
+                .map_err(connect_err)?
+        };
+        Ok(Self { writer, reader })
+    }
+
+    /// A write transaction holding the database write lock from its first statement.
+    async fn write_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn ms_to_time(ms: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn parse_category(raw: &str) -> StoreResult<Category> {
+    raw.parse().map_err(StoreError::Corrupt)
+}
+
+/// A batch as the JSON text `json_each` expands.
+fn to_json<T: serde::Serialize + ?Sized>(batch: &T) -> StoreResult<String> {
+    serde_json::to_string(batch).map_err(|e| StoreError::Corrupt(format!("encoding a batch: {e}")))
+}
+
+/// A JSON array of strings, the batch parameter of `json_each`.
+fn json_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
+    Value::Array(keys.into_iter().map(Value::from).collect()).to_string()
+}
+
+const LEDGER_COLUMNS: &str = "key, campaign, job, sender, recipient, template, category, state, \
+     reason, wamid, attempts, delivery, created_at, updated_at";
+
+fn ledger_row(r: &SqliteRow) -> StoreResult<LedgerRow> {
+    Ok(LedgerRow {
+        key: IdempotencyKey::from_trusted(r.try_get::<String, _>("key")?),
+        campaign: CampaignId::from_trusted(r.try_get::<String, _>("campaign")?),
+        job: JobId::from_trusted(r.try_get::<String, _>("job")?),
+        sender: SenderId::from_trusted(r.try_get::<String, _>("sender")?),
+        recipient: r.try_get("recipient")?,
+        template: r.try_get("template")?,
+        category: parse_category(r.try_get("category")?)?,
+        state: r.try_get("state")?,
+        reason: r.try_get("reason")?,
+        wamid: r.try_get("wamid")?,
+        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        delivery: r.try_get("delivery")?,
+        created_at: ms_to_time(r.try_get("created_at")?)?,
+        updated_at: ms_to_time(r.try_get("updated_at")?)?,
+    })
+}
+
+fn sender_row(r: &SqliteRow) -> StoreResult<Sender> {
+    Ok(Sender {
+        id: SenderId::from_trusted(r.try_get::<String, _>("id")?),
+        account_id: r.try_get("account_id")?,
+        portfolio_id: r.try_get("portfolio_id")?,
+        display_number: r.try_get("display_number")?,
+        rate_per_sec: u32::try_from(r.try_get::<i64, _>("rate_per_sec")?)
+            .map_err(|_| StoreError::Corrupt("sender rate_per_sec out of range".into()))?,
+        tier_limit: r
+            .try_get::<Option<i64>, _>("tier_limit")?
+            .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
+        status: r.try_get("status")?,
+        status_reason: r.try_get("status_reason")?,
+    })
+}
+
+fn campaign_row(r: &SqliteRow) -> StoreResult<Campaign> {
+    Ok(Campaign {
+        id: CampaignId::from_trusted(r.try_get::<String, _>("id")?),
+        state: CampaignState::parse(r.try_get("state")?)?,
+        reason: r.try_get("reason")?,
+    })
+}
+
+fn time_json(ms: Option<i64>) -> Value {
+    ms.and_then(DateTime::from_timestamp_millis)
+        .map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    // --- senders -------------------------------------------------------------------------
+
+    async fn upsert_sender(&self, s: &Sender) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO senders (id, account_id, portfolio_id, display_number, rate_per_sec,
+                                  tier_limit, status, status_reason, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET
+                account_id = excluded.account_id, portfolio_id = excluded.portfolio_id,
+                display_number = excluded.display_number, rate_per_sec = excluded.rate_per_sec,
+                tier_limit = excluded.tier_limit, status = excluded.status,
+                status_reason = excluded.status_reason, updated_at = excluded.updated_at",
+        )
+        .bind(s.id.as_str())
+        .bind(&s.account_id)
+        .bind(&s.portfolio_id)
+        .bind(&s.display_number)
+        .bind(i64::from(s.rate_per_sec))
+        .bind(s.tier_limit.map(i64::from))
+        .bind(&s.status)
+        .bind(&s.status_reason)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>> {
+        sqlx::query("SELECT * FROM senders WHERE id = ?1")
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(sender_row)
+            .transpose()
+    }
+
+    async fn senders(&self) -> StoreResult<Vec<Sender>> {
+        sqlx::query("SELECT * FROM senders ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(sender_row)
+            .collect()
+    }
+
+    async fn set_sender_status(
+        &self,
+        id: &SenderId,
+        status: &str,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE senders SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
+        )
+        .bind(id.as_str())
+        .bind(status)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    // --- templates -----------------------------------------------------------------------
+
+    async fn upsert_template(&self, t: &Template) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO templates (account_id, name, language, category, status, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (account_id, name, language) DO UPDATE SET
+                category = excluded.category, status = excluded.status,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&t.account_id)
+        .bind(&t.name)
+        .bind(&t.language)
+        .bind(t.category.as_str())
+        .bind(&t.status)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn template(
+        &self,
+        account_id: &str,
+        name: &str,
+        language: &str,
+    ) -> StoreResult<Option<Template>> {
+        let row = sqlx::query(
+            "SELECT category, status FROM templates
+             WHERE account_id = ?1 AND name = ?2 AND language = ?3",
+        )
+        .bind(account_id)
+        .bind(name)
+        .bind(language)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| {
+            Ok(Template {
+                account_id: account_id.to_owned(),
+                name: name.to_owned(),
+                language: language.to_owned(),
+                category: parse_category(r.try_get("category")?)?,
+                status: r.try_get("status")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_template_status(
+        &self,
+        name: &str,
+        language: &str,
+        status: &str,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE templates SET status = ?3, updated_at = ?4
+             WHERE name = ?1 AND language = ?2 AND status <> ?3",
+        )
+        .bind(name)
+        .bind(language)
+        .bind(status)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    // --- consent -------------------------------------------------------------------------
+
+    async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64> {
+        if consents.is_empty() {
+            return Ok(0);
+        }
+        let batch: Vec<(&str, &str, i64, &str, &str)> = consents
+            .iter()
+            .map(|c| {
+                (
+                    c.phone.as_str(),
+                    c.category.as_str(),
+                    c.granted_at.timestamp_millis(),
+                    c.source.as_str(),
+                    c.proof.as_str(),
+                )
+            })
+            .collect();
+        // The latest grant is the one that counts; an older one arriving late (re-import of
+        // an old file) must not replace it.
+        let done = sqlx::query(
+            "INSERT INTO consents (phone, category, granted_at, source, proof)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4
+             FROM json_each(?1) WHERE true
+             ON CONFLICT (phone, category) DO UPDATE SET
+                granted_at = excluded.granted_at, source = excluded.source, proof = excluded.proof
+             WHERE excluded.granted_at >= consents.granted_at",
+        )
+        .bind(to_json(&batch)?)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_consent(
+        &self,
+        phone: &PhoneNumber,
+        category: Option<Category>,
+        at: DateTime<Utc>,
+        source: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO revocations (phone, category, revoked_at, source) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(phone.as_str())
+        .bind(category.map(Category::as_str))
+        .bind(at.timestamp_millis())
+        .bind(source)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
+        let hash = shared::phone_hash(phone);
+        // Idempotent: a second suppression of the same number for the same reason adds nothing.
+        sqlx::query(
+            "INSERT INTO suppressions (phone, phone_hash, reason, created_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (phone_hash, reason) DO NOTHING",
+        )
+        .bind(phone.as_str())
+        .bind(&hash)
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn consent_states(
+        &self,
+        category: Category,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<ConsentState>> {
+        if phones.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch: Vec<(&str, String)> = phones
+            .iter()
+            .map(|p| (p.as_str(), shared::phone_hash(p)))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT
+                EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = p.value->>1)
+                    AS suppressed,
+                (SELECT c.granted_at FROM consents c
+                  WHERE c.phone = p.value->>0 AND c.category = ?1) AS granted_at,
+                (SELECT MAX(r.revoked_at) FROM revocations r
+                  WHERE r.phone = p.value->>0 AND (r.category = ?1 OR r.category IS NULL))
+                    AS revoked_at
+             FROM json_each(?2) p
+             ORDER BY p.key",
+        )
+        .bind(category.as_str())
+        .bind(to_json(&batch)?)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(shared::consent_state(
+                    r.try_get::<bool, _>("suppressed")?,
+                    r.try_get::<Option<i64>, _>("granted_at")?,
+                    r.try_get::<Option<i64>, _>("revoked_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    // --- campaigns -----------------------------------------------------------------------
+
+    async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO campaigns (id, state, created_at, updated_at) VALUES (?1, 'active', ?2, ?2)
+             ON CONFLICT (id) DO UPDATE SET id = id
+             RETURNING id, state, reason",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .fetch_one(&self.writer)
+        .await?;
+        campaign_row(&row)
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
+        sqlx::query("SELECT id, state, reason FROM campaigns WHERE id = ?1")
+            .bind(id.as_str())
+            .fetch_optional(&self.reader)
+            .await?
+            .as_ref()
+            .map(campaign_row)
+            .transpose()
+    }
+
+    async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM campaigns GROUP BY state")
+                .fetch_all(&self.reader)
+                .await?;
+        rows.into_iter()
+            .map(|(state, n)| Ok((CampaignState::parse(&state)?, u64::try_from(n).unwrap_or(0))))
+            .collect()
+    }
+
+    async fn set_campaign_state(
+        &self,
+        id: &CampaignId,
+        state: CampaignState,
+        reason: Option<&str>,
+    ) -> StoreResult<()> {
+        // An operator may pause or cancel a campaign before its first job arrives.
+        sqlx::query(
+            "INSERT INTO campaigns (id, state, reason, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (id) DO UPDATE SET
+                state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(id.as_str())
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    // --- ledger --------------------------------------------------------------------------
+
+    async fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        claims: &[Claim],
+    ) -> StoreResult<Vec<ClaimStatus>> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let lease_until = now.saturating_add(shared::millis(lease));
+        let distinct: HashSet<&str> = claims.iter().map(|c| c.key.as_str()).collect();
+        let rows: Vec<[&str; 8]> = claims
+            .iter()
+            .map(|c| {
+                [
+                    c.key.as_str(),
+                    c.campaign.as_str(),
+                    c.job.as_str(),
+                    c.sender.as_str(),
+                    &c.recipient,
+                    &c.template,
+                    &c.language,
+                    c.category.as_str(),
+                ]
+            })
+            .collect();
+        let mut tx = self.write_tx().await?;
+
+        // 1. New keys. The common case: every key is new, and this is the only statement.
+        let inserted = sqlx::query(
+            "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
+                                 category, state, owner, lease_until, created_at, updated_at)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
+                    value->>7, 'pending', ?1, ?2, ?3, ?3
+             FROM json_each(?4) WHERE true
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(to_json(&rows)?)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == distinct.len() as u64 {
+            tx.commit().await?;
+            return Ok(vec![ClaimStatus::Mine; claims.len()]);
+        }
+
+        // 2. Existing open keys we may take: our own (a re-claim extends the lease), unowned
+        //    (released) or with an expired lease. An expired `sending` key was possibly sent
+        //    by a dead owner: it becomes `unknown`, never sent again. Rows that already carry
+        //    exactly this claim (just inserted) are left alone.
+        let keys = json_keys(distinct.iter().copied());
+        let in_flight: HashSet<String> = sqlx::query_scalar::<_, Option<String>>(
+            "UPDATE ledger SET
+                state = CASE WHEN state = 'sending' AND owner IS NOT ?1
+                             THEN 'unknown' ELSE state END,
+                owner = CASE WHEN state = 'sending' AND owner IS NOT ?1 THEN NULL ELSE ?1 END,
+                lease_until = CASE WHEN state = 'sending' AND owner IS NOT ?1
+                                   THEN NULL ELSE ?2 END,
+                updated_at = ?3
+             WHERE key IN (SELECT value FROM json_each(?4))
+               AND state IN ('pending', 'sending')
+               AND (owner IS ?1 OR owner IS NULL OR lease_until IS NULL OR lease_until <= ?3)
+               AND NOT (owner IS ?1 AND lease_until IS ?2)
+             RETURNING CASE WHEN state = 'unknown' THEN key END",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+
+        // 3. Every key's standing now: ours (new or taken over), final, or held elsewhere.
+        let rows = sqlx::query(
+            "SELECT key, state, owner FROM ledger WHERE key IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut status: HashMap<String, ClaimStatus> = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let key: String = r.try_get("key")?;
+            let s = if in_flight.contains(&key) {
+                ClaimStatus::WasInFlight
+            } else {
+                shared::claim_status(owner, r.try_get("state")?, r.try_get("owner")?)
+            };
+            status.insert(key, s);
+        }
+        claims
+            .iter()
+            .map(|c| {
+                status.get(c.key.as_str()).copied().ok_or_else(|| {
+                    StoreError::Corrupt(format!("claimed key '{}' is not in the ledger", c.key))
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        // `+owner`: SQLite must find rows by key, not walk the owner index (every open key of
+        // the job) and filter it against the batch.
+        sqlx::query(
+            "UPDATE ledger SET state = 'sending', attempts = attempts + 1, updated_at = ?3
+             WHERE key IN (SELECT value FROM json_each(?1))
+               AND +owner = ?2 AND state IN ('pending', 'sending')",
+        )
+        .bind(json_keys(keys.iter().map(IdempotencyKey::as_str)))
+        .bind(owner)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<(&str, &str, Option<String>, Option<String>, u32)> =
+            shared::first_outcome_per_key(outcomes)
+                .into_iter()
+                .map(|o| {
+                    let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
+                    (o.key.as_str(), state, reason, wamid, o.attempts)
+                })
+                .collect();
+        // Only open keys take an outcome: the first recorded one wins.
+        sqlx::query(
+            "UPDATE ledger SET
+                state = v.state, reason = v.reason, wamid = COALESCE(v.wamid, ledger.wamid),
+                attempts = MAX(ledger.attempts, v.attempts),
+                owner = NULL, lease_until = NULL, updated_at = ?2
+             FROM (SELECT value->>0 AS key, value->>1 AS state, value->>2 AS reason,
+                          value->>3 AS wamid, value->>4 AS attempts
+                   FROM json_each(?1)) AS v
+             WHERE ledger.key = v.key AND ledger.state IN ('pending', 'sending')",
+        )
+        .bind(to_json(&batch)?)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE ledger SET state = 'pending', owner = NULL, lease_until = NULL, updated_at = ?3
+             WHERE key IN (SELECT value FROM json_each(?1))
+               AND +owner = ?2 AND state IN ('pending', 'sending')",
+        )
+        .bind(json_keys(keys.iter().map(IdempotencyKey::as_str)))
+        .bind(owner)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()> {
+        let lease_until = now_ms().saturating_add(shared::millis(lease));
+        sqlx::query(
+            "UPDATE ledger SET lease_until = ?2
+             WHERE owner = ?1 AND state IN ('pending', 'sending')",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn ledger_page(
+        &self,
+        campaign: &CampaignId,
+        after: Option<&IdempotencyKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger
+             WHERE campaign = ?1 AND (?2 IS NULL OR key > ?2)
+             ORDER BY key LIMIT ?3"
+        ))
+        .bind(campaign.as_str())
+        .bind(after.map(IdempotencyKey::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(ledger_row).collect()
+    }
+
+    async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>> {
+        sqlx::query(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE key = ?1"
+        ))
+        .bind(key.as_str())
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(ledger_row)
+        .transpose()
+    }
+
+    async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts> {
+        let rows = sqlx::query(
+            "SELECT state, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM ledger
+             WHERE campaign = ?1 GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(campaign.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        let by_state = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("state")?,
+                    r.try_get("reason")?,
+                    u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(CampaignCounts { by_state })
+    }
+
+    async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
+        let merged = shared::merge_deliveries(updates);
+        if merged.is_empty() {
+            return Ok(0);
+        }
+        let batch: Vec<_> = merged
+            .iter()
+            .map(|m| {
+                (
+                    &m.wamid,
+                    &m.key,
+                    &m.status,
+                    m.rank,
+                    &m.billed_category,
+                    &m.error,
+                )
+            })
+            .collect();
+        // The target row: by our key when Meta echoed it and we know it, else by wamid. A key
+        // still `sending` (webhook faster than our own bookkeeping) or `unknown` (timed out)
+        // was accepted after all: it becomes `sent` with this wamid. A status only applies if
+        // it ranks above the stored one, so replays and reordering change nothing.
+        let done = sqlx::query(&format!(
+            "WITH v AS (
+                SELECT value->>0 AS wamid, value->>2 AS status, value->>3 AS rank,
+                       value->>4 AS billed, value->>5 AS error,
+                       COALESCE((SELECT l.key FROM ledger l WHERE l.key = value->>1),
+                                (SELECT l.key FROM ledger l WHERE l.wamid = value->>0 LIMIT 1))
+                           AS target
+                FROM json_each(?1)
+             )
+             UPDATE ledger SET
+                state = CASE WHEN state IN ('sending', 'unknown') THEN 'sent' ELSE state END,
+                wamid = COALESCE(ledger.wamid, v.wamid),
+                owner = CASE WHEN state IN ('sending', 'unknown') THEN NULL ELSE owner END,
+                lease_until = CASE WHEN state IN ('sending', 'unknown')
+                                   THEN NULL ELSE lease_until END,
+                delivery = CASE WHEN v.rank > {DELIVERY_RANK_SQL} THEN v.status ELSE delivery END,
+                delivery_error = CASE WHEN v.rank > {DELIVERY_RANK_SQL} THEN v.error
+                                      ELSE delivery_error END,
+                billed_category = COALESCE(billed_category, v.billed),
+                updated_at = ?2
+             FROM v
+             WHERE ledger.key = v.target
+               AND ledger.state IN ('sending', 'unknown', 'sent')
+               AND (ledger.state IN ('sending', 'unknown')
+                    OR v.rank > {DELIVERY_RANK_SQL}
+                    OR (ledger.billed_category IS NULL AND v.billed IS NOT NULL))"
+        ))
+        .bind(to_json(&batch)?)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    // --- messaging tier ------------------------------------------------------------------
+
+    async fn reserve_tier(
+        &self,
+        portfolio: &str,
+        limit: Option<u32>,
+        window: Duration,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<bool>> {
+        if phones.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let since = now.saturating_sub(shared::millis(window));
+        let mut tx = self.write_tx().await?;
+        let (answers, touch) = if limit.is_none() {
+            shared::decide_tier(phones, &HashSet::new(), 0, None)
+        } else {
+            let in_window: HashSet<String> = sqlx::query_scalar(
+                // `+last_reached_at`: look the batch up by primary key, not by scanning the
+                // whole window.
+                "SELECT phone FROM tier_reach
+                 WHERE portfolio = ?1 AND +last_reached_at > ?2
+                   AND phone IN (SELECT value FROM json_each(?3))",
+            )
+            .bind(portfolio)
+            .bind(since)
+            .bind(json_keys(phones.iter().map(PhoneNumber::as_str)))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            // Counting the window is the costly part: skip it when every number is free.
+            let used = if phones.iter().all(|p| in_window.contains(p.as_str())) {
+                0
+            } else {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM tier_reach WHERE portfolio = ?1 AND last_reached_at > ?2",
+                )
+                .bind(portfolio)
+                .bind(since)
+                .fetch_one(&mut *tx)
+                .await?;
+                u64::try_from(n).unwrap_or(0)
+            };
+            shared::decide_tier(phones, &in_window, used, limit)
+        };
+        if !touch.is_empty() {
+            sqlx::query(
+                "INSERT INTO tier_reach (portfolio, phone, last_reached_at)
+                 SELECT ?1, value, ?2 FROM json_each(?3) WHERE true
+                 ON CONFLICT (portfolio, phone) DO UPDATE SET last_reached_at = excluded.last_reached_at",
+            )
+            .bind(portfolio)
+            .bind(now)
+            .bind(json_keys(touch))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(answers)
+    }
+
+    async fn tier_usage(&self, portfolio: &str, window: Duration) -> StoreResult<u64> {
+        let since = now_ms().saturating_sub(shared::millis(window));
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tier_reach WHERE portfolio = ?1 AND last_reached_at > ?2",
+        )
+        .bind(portfolio)
+        .bind(since)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    // --- personal data (GDPR) ------------------------------------------------------------
+
+    async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
+        let hash = shared::phone_hash(phone);
+        let mut conn = self.reader.acquire().await?;
+        let consents = sqlx::query(
+            "SELECT category, granted_at, source, proof FROM consents
+             WHERE phone = ?1 ORDER BY category",
+        )
+        .bind(phone.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "category": r.try_get::<String, _>("category")?,
+                "granted_at": time_json(r.try_get("granted_at")?),
+                "source": r.try_get::<String, _>("source")?,
+                "proof": r.try_get::<String, _>("proof")?,
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let revocations = sqlx::query(
+            "SELECT category, revoked_at, source FROM revocations
+             WHERE phone = ?1 ORDER BY revoked_at, id",
+        )
+        .bind(phone.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "category": r.try_get::<Option<String>, _>("category")?,
+                "revoked_at": time_json(r.try_get("revoked_at")?),
+                "source": r.try_get::<String, _>("source")?,
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let suppressions = sqlx::query(
+            "SELECT phone, reason, created_at FROM suppressions
+             WHERE phone_hash = ?1 ORDER BY created_at, id",
+        )
+        .bind(&hash)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "reason": r.try_get::<String, _>("reason")?,
+                "created_at": time_json(r.try_get("created_at")?),
+                "erased": r.try_get::<Option<String>, _>("phone")?.is_none(),
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let tier = sqlx::query(
+            "SELECT portfolio, last_reached_at FROM tier_reach WHERE phone = ?1 ORDER BY portfolio",
+        )
+        .bind(phone.as_str())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "portfolio": r.try_get::<String, _>("portfolio")?,
+                "last_reached_at": time_json(r.try_get("last_reached_at")?),
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        let ledger = sqlx::query(
+            "SELECT key, campaign, job, sender, recipient, template, language, category, state,
+                    reason, wamid, attempts, delivery, delivery_error, billed_category,
+                    created_at, updated_at
+             FROM ledger WHERE recipient = ?1 OR recipient = ?2 ORDER BY created_at, key",
+        )
+        .bind(phone.as_str())
+        .bind(&hash)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(json!({
+                "key": r.try_get::<String, _>("key")?,
+                "campaign": r.try_get::<String, _>("campaign")?,
+                "job": r.try_get::<String, _>("job")?,
+                "sender": r.try_get::<String, _>("sender")?,
+                "recipient": r.try_get::<String, _>("recipient")?,
+                "template": r.try_get::<String, _>("template")?,
+                "language": r.try_get::<String, _>("language")?,
+                "category": r.try_get::<String, _>("category")?,
+                "state": r.try_get::<String, _>("state")?,
+                "reason": r.try_get::<Option<String>, _>("reason")?,
+                "wamid": r.try_get::<Option<String>, _>("wamid")?,
+                "attempts": r.try_get::<i64, _>("attempts")?,
+                "delivery": r.try_get::<Option<String>, _>("delivery")?,
+                "delivery_error": r.try_get::<Option<String>, _>("delivery_error")?,
+                "billed_category": r.try_get::<Option<String>, _>("billed_category")?,
+                "created_at": time_json(r.try_get("created_at")?),
+                "updated_at": time_json(r.try_get("updated_at")?),
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+        Ok(json!({
+            "phone": phone.as_str(),
+            "phone_hash": hash,
+            "consents": consents,
+            "revocations": revocations,
+            "suppressions": suppressions,
+            "tier": tier,
+            "ledger": ledger,
+        }))
+    }
+
+    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
+        let hash = shared::phone_hash(phone);
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let mut touched = 0;
+        for sql in [
+            "DELETE FROM consents WHERE phone = ?1",
+            "DELETE FROM revocations WHERE phone = ?1",
+            "DELETE FROM tier_reach WHERE phone = ?1",
+            "UPDATE ledger SET recipient = ?2, updated_at = ?3 WHERE recipient = ?1",
+            "UPDATE suppressions SET phone = NULL WHERE phone = ?1",
+            // Never message an erased number again by mistake (a re-import, an old CSV).
+            "INSERT INTO suppressions (phone, phone_hash, reason, created_at)
+             VALUES (NULL, ?2, 'erased', ?3)
+             ON CONFLICT (phone_hash, reason) DO NOTHING",
+        ] {
+            touched += sqlx::query(sql)
+                .bind(phone.as_str())
+                .bind(&hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(touched)
+    }
+}

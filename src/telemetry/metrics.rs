@@ -1,0 +1,383 @@
+//! Every metric herald exports, named once. Prometheus conventions: counters end in `_total`,
+//! durations are `_seconds` histograms with explicit buckets. Labels come from small fixed
+//! sets: sender ids (a handful of business numbers), categories, outcomes, skip reasons and
+//! Graph error codes folded to the known list — never phone numbers, keys or error strings.
+//!
+//! The dashboard (`deploy/grafana/herald.json`) and alert rules (`deploy/prometheus/alerts.yml`)
+//! use only names from [`ALL`]; a test checks that.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::domain::{Category, Outcome};
+
+pub const MESSAGES: &str = "herald_messages_total";
+pub const SEND_DURATION: &str = "herald_send_duration_seconds";
+pub const INFLIGHT: &str = "herald_inflight_requests";
+pub const RATE_WAIT: &str = "herald_rate_limiter_wait_seconds";
+pub const SENDER_RATE_LIMIT: &str = "herald_sender_rate_limit";
+pub const SENDER_EFFECTIVE_RATE: &str = "herald_sender_effective_rate";
+pub const SENDER_STOPPED: &str = "herald_sender_stopped";
+pub const THROTTLED: &str = "herald_throttled_total";
+pub const RETRIES: &str = "herald_retries_total";
+pub const JOBS_CONSUMED: &str = "herald_jobs_consumed_total";
+pub const JOBS_ACKED: &str = "herald_jobs_acked_total";
+pub const JOBS_DEAD_LETTERED: &str = "herald_jobs_dead_lettered_total";
+pub const JOBS_DEFERRED: &str = "herald_jobs_deferred_total";
+pub const JOB_AGE: &str = "herald_job_age_seconds";
+pub const TIER_USED: &str = "herald_tier_used";
+pub const TIER_LIMIT: &str = "herald_tier_limit";
+pub const TIER_REMAINING: &str = "herald_tier_remaining";
+pub const ESTIMATED_COST: &str = "herald_estimated_cost_micros_total";
+pub const CAMPAIGNS: &str = "herald_campaigns";
+pub const WEBHOOK_EVENTS: &str = "herald_webhook_events_total";
+pub const BUDGET_REMAINING: &str = "herald_campaign_budget_remaining_micros";
+
+/// Every metric name herald exports.
+pub const ALL: &[&str] = &[
+    MESSAGES,
+    SEND_DURATION,
+    INFLIGHT,
+    RATE_WAIT,
+    SENDER_RATE_LIMIT,
+    SENDER_EFFECTIVE_RATE,
+    SENDER_STOPPED,
+    THROTTLED,
+    RETRIES,
+    JOBS_CONSUMED,
+    JOBS_ACKED,
+    JOBS_DEAD_LETTERED,
+    JOBS_DEFERRED,
+    JOB_AGE,
+    TIER_USED,
+    TIER_LIMIT,
+    TIER_REMAINING,
+    ESTIMATED_COST,
+    CAMPAIGNS,
+    WEBHOOK_EVENTS,
+    BUDGET_REMAINING,
+];
+
+/// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Rate-limiter waits: from none to a full second between sends for a throttled number.
+const WAIT_BUCKETS: &[f64] = &[0.0001, 0.001, 0.005, 0.0125, 0.05, 0.1, 0.5, 1.0, 5.0];
+/// Job age when picked up: seconds to hours of backlog.
+const AGE_BUCKETS: &[f64] = &[
+    0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+
+/// Graph error codes that get their own label value; anything else is `other`, so a new code
+/// from Meta cannot blow up the label set.
+const KNOWN_CODES: &[i64] = &[
+    0, 1, 2, 3, 4, 10, 100, 190, 368, 80007, 130403, 130429, 130472, 130497, 131000, 131005,
+    131008, 131009, 131016, 131021, 131026, 131031, 131042, 131047, 131048, 131049, 131050, 131051,
+    131053, 131056, 131057, 131063, 131064, 132000, 132001, 132005, 132007, 132012, 132015, 132016,
+    132068, 132069, 133004, 133010, 135000, 137000,
+];
+
+/// A bounded label value for a Graph error code.
+pub fn code_label(code: i64) -> String {
+    if KNOWN_CODES.contains(&code) || (200..300).contains(&code) {
+        code.to_string()
+    } else {
+        "other".into()
+    }
+}
+
+/// Installs the Prometheus recorder (once per process) and, when `addr` is given, the
+/// exporter's own HTTP listener on it (which needs a running Tokio runtime).
+/// Returns the handle so `/metrics` can also be rendered by herald's own server
+/// (`http::spawn_metrics_server`, which also runs the upkeep) and by tests.
+pub fn install(addr: Option<SocketAddr>) -> anyhow::Result<PrometheusHandle> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(SEND_DURATION.into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(RATE_WAIT.into()), WAIT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(JOB_AGE.into()), AGE_BUCKETS)?;
+    let handle = match addr {
+        // `install_recorder` ignores a configured listener: building the exporter and
+        // spawning it is what actually listens (and runs the histogram upkeep).
+        Some(addr) => {
+            let (recorder, exporter) = builder.with_http_listener(addr).build()?;
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder)?;
+            tokio::spawn(exporter);
+            handle
+        }
+        None => builder.install_recorder()?,
+    };
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        MESSAGES,
+        "Recipients by final outcome (sent, failed, skipped, unknown) with reason or error code"
+    );
+    describe_histogram!(
+        SEND_DURATION,
+        Unit::Seconds,
+        "Cloud API send request latency"
+    );
+    describe_gauge!(INFLIGHT, "Send requests in flight per sender");
+    describe_histogram!(
+        RATE_WAIT,
+        Unit::Seconds,
+        "Time a send waited for its sender's rate limiter"
+    );
+    describe_gauge!(
+        SENDER_RATE_LIMIT,
+        "Messages per second Meta allows the sender"
+    );
+    describe_gauge!(
+        SENDER_EFFECTIVE_RATE,
+        "Messages per second herald currently paces the sender at (after 130429 back-off)"
+    );
+    describe_gauge!(
+        SENDER_STOPPED,
+        "1 when herald stopped the sender after a sender-fatal error"
+    );
+    describe_counter!(THROTTLED, "Throttling answers from Meta (130429, 131056)");
+    describe_counter!(RETRIES, "Send retries by error code");
+    describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
+    describe_counter!(
+        JOBS_ACKED,
+        "Jobs acknowledged after every recipient was durable"
+    );
+    describe_counter!(JOBS_DEAD_LETTERED, "Jobs rejected to the dead-letter queue");
+    describe_counter!(
+        JOBS_DEFERRED,
+        "Jobs whose remaining recipients were deferred"
+    );
+    describe_histogram!(JOB_AGE, Unit::Seconds, "Job age when a worker picked it up");
+    describe_gauge!(
+        TIER_USED,
+        "Unique users reached by the portfolio in the rolling 24 h"
+    );
+    describe_gauge!(
+        TIER_LIMIT,
+        "The portfolio's messaging tier (unique users per 24 h)"
+    );
+    describe_gauge!(TIER_REMAINING, "Unique users the portfolio may still reach");
+    describe_counter!(
+        ESTIMATED_COST,
+        "Estimated cost of sent templates in millionths of the currency"
+    );
+    describe_gauge!(CAMPAIGNS, "Campaigns by state");
+    describe_counter!(WEBHOOK_EVENTS, "Webhook events received by kind and result");
+    describe_gauge!(
+        BUDGET_REMAINING,
+        "Campaign budget left in millionths of the currency"
+    );
+}
+
+/// Counts one recipient's final outcome.
+pub fn outcome(sender: &str, category: Category, outcome: &Outcome) {
+    let reason = match outcome {
+        Outcome::Sent { .. } | Outcome::Unknown => String::new(),
+        Outcome::Failed { code } => code_label(*code),
+        Outcome::Skipped { reason } => reason.as_str().to_owned(),
+    };
+    counter!(MESSAGES,
+        "outcome" => outcome.kind(),
+        "reason" => reason,
+        "sender" => sender.to_owned(),
+        "category" => category.as_str())
+    .increment(1);
+}
+
+/// Counts `n` recipients with the same outcome at once (skips decided per batch).
+pub fn outcomes(sender: &str, category: Category, outcome: &Outcome, n: u64) {
+    if n == 0 {
+        return;
+    }
+    let reason = match outcome {
+        Outcome::Sent { .. } | Outcome::Unknown => String::new(),
+        Outcome::Failed { code } => code_label(*code),
+        Outcome::Skipped { reason } => reason.as_str().to_owned(),
+    };
+    counter!(MESSAGES,
+        "outcome" => outcome.kind(),
+        "reason" => reason,
+        "sender" => sender.to_owned(),
+        "category" => category.as_str())
+    .increment(n);
+}
+
+/// Metric handles for one sender and category, looked up once per job run: the per-message
+/// path then updates atomics without touching the registry or allocating label strings.
+#[derive(Clone)]
+pub struct SendHandles {
+    pub sent: metrics::Counter,
+    pub latency: metrics::Histogram,
+    pub inflight: metrics::Gauge,
+}
+
+impl SendHandles {
+    pub fn new(sender: &str, category: Category) -> Self {
+        Self {
+            sent: counter!(MESSAGES,
+                "outcome" => "sent",
+                "reason" => "",
+                "sender" => sender.to_owned(),
+                "category" => category.as_str()),
+            latency: histogram!(SEND_DURATION, "sender" => sender.to_owned()),
+            inflight: gauge!(INFLIGHT, "sender" => sender.to_owned()),
+        }
+    }
+}
+
+/// The rate-limiter wait histogram of a sender, for the pacer to keep.
+pub fn rate_wait_handle(sender: &str) -> metrics::Histogram {
+    histogram!(RATE_WAIT, "sender" => sender.to_owned())
+}
+
+pub fn send_latency(sender: &str, elapsed: Duration) {
+    histogram!(SEND_DURATION, "sender" => sender.to_owned()).record(elapsed.as_secs_f64());
+}
+
+pub fn inflight(sender: &str, delta: f64) {
+    gauge!(INFLIGHT, "sender" => sender.to_owned()).increment(delta);
+}
+
+pub fn rate_wait(sender: &str, waited: Duration) {
+    histogram!(RATE_WAIT, "sender" => sender.to_owned()).record(waited.as_secs_f64());
+}
+
+pub fn sender_rates(sender: &str, limit: f64, effective: f64) {
+    gauge!(SENDER_RATE_LIMIT, "sender" => sender.to_owned()).set(limit);
+    gauge!(SENDER_EFFECTIVE_RATE, "sender" => sender.to_owned()).set(effective);
+}
+
+pub fn sender_stopped(sender: &str, stopped: bool) {
+    gauge!(SENDER_STOPPED, "sender" => sender.to_owned()).set(if stopped { 1.0 } else { 0.0 });
+}
+
+pub fn throttled(sender: &str, code: i64) {
+    counter!(THROTTLED, "sender" => sender.to_owned(), "code" => code_label(code)).increment(1);
+}
+
+/// `code` is the Graph error code, or `http_5xx` / `connect` for transport failures.
+pub fn retry(sender: &str, code: &str) {
+    counter!(RETRIES, "sender" => sender.to_owned(), "code" => code.to_owned()).increment(1);
+}
+
+pub fn job_consumed(age: Option<Duration>) {
+    counter!(JOBS_CONSUMED).increment(1);
+    if let Some(age) = age {
+        histogram!(JOB_AGE).record(age.as_secs_f64());
+    }
+}
+
+pub fn job_acked() {
+    counter!(JOBS_ACKED).increment(1);
+}
+
+/// `reason` is a short fixed word: invalid_json, unsupported_version, invalid_job,
+/// unknown_sender, unknown_template, template_not_approved, too_large.
+pub fn job_dead_lettered(reason: &'static str) {
+    counter!(JOBS_DEAD_LETTERED, "reason" => reason).increment(1);
+}
+
+pub fn job_deferred(reason: &'static str) {
+    counter!(JOBS_DEFERRED, "reason" => reason).increment(1);
+}
+
+pub fn tier(portfolio: &str, used: u64, limit: Option<u32>) {
+    gauge!(TIER_USED, "portfolio" => portfolio.to_owned()).set(used as f64);
+    if let Some(limit) = limit {
+        gauge!(TIER_LIMIT, "portfolio" => portfolio.to_owned()).set(f64::from(limit));
+        gauge!(TIER_REMAINING, "portfolio" => portfolio.to_owned())
+            .set((f64::from(limit) - used as f64).max(0.0));
+    }
+}
+
+pub fn estimated_cost(currency: &str, category: Category, market: &str, micros: u64) {
+    counter!(ESTIMATED_COST,
+        "currency" => currency.to_owned(),
+        "category" => category.as_str(),
+        "market" => market.to_owned())
+    .increment(micros);
+}
+
+pub fn campaigns(state: &'static str, count: u64) {
+    gauge!(CAMPAIGNS, "state" => state).set(count as f64);
+}
+
+/// `kind` is one of [`webhook_kind`], `result` one of [`webhook_result`].
+pub fn webhook_event(kind: &'static str, result: &'static str) {
+    webhook_events(kind, result, 1);
+}
+
+/// Counts `n` webhook events of one kind with the same result (a batch of statuses).
+pub fn webhook_events(kind: &'static str, result: &'static str, n: u64) {
+    if n > 0 {
+        counter!(WEBHOOK_EVENTS, "kind" => kind, "result" => result).increment(n);
+    }
+}
+
+/// `kind` label values of [`WEBHOOK_EVENTS`].
+pub mod webhook_kind {
+    /// A delivery status (sent, delivered, read, failed).
+    pub const STATUS: &str = "status";
+    /// An inbound message from a user.
+    pub const MESSAGE: &str = "message";
+    /// A `message_template_status_update`.
+    pub const TEMPLATE: &str = "template";
+    /// A `user_preferences` marketing stop or resume.
+    pub const USER_PREFERENCES: &str = "user_preferences";
+    /// Any other field or object herald does not handle.
+    pub const OTHER: &str = "other";
+    /// A whole POST, before it could be read (bad signature, not JSON, store down).
+    pub const BODY: &str = "body";
+    /// The subscription handshake (`GET /webhooks`).
+    pub const VERIFICATION: &str = "verification";
+}
+
+/// `result` label values of [`WEBHOOK_EVENTS`].
+pub mod webhook_result {
+    /// Changed the store.
+    pub const APPLIED: &str = "applied";
+    /// Changed nothing: a redelivery, or a status older than the one stored.
+    pub const DUPLICATE: &str = "duplicate";
+    /// Nothing for herald to do (a chat message, an unknown template, an unhandled field).
+    pub const IGNORED: &str = "ignored";
+    /// Signed but unreadable; logged.
+    pub const INVALID: &str = "invalid";
+    /// The X-Hub-Signature-256 header is missing or does not match.
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    /// A verification request with the wrong mode or token.
+    pub const REJECTED: &str = "rejected";
+    /// The store failed; Meta retries the POST.
+    pub const ERROR: &str = "error";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_codes_fold_into_other() {
+        assert_eq!(code_label(130429), "130429");
+        assert_eq!(code_label(250), "250");
+        assert_eq!(code_label(987654), "other");
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        for name in ALL {
+            assert!(name.starts_with("herald_"), "{name}");
+            assert!(
+                !name.contains("__") && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
+        }
+    }
+}

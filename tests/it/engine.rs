@@ -1,0 +1,534 @@
+//! The dispatch engine end to end against the simulator on a free port, with an SQLite store
+//! in a temporary directory: what a small team gets from `herald send`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use herald::domain::{Category, Job, PhoneNumber, SenderId};
+use herald::engine::{Engine, EngineConfig, JobReport, JobRun, RunControl, StopCause};
+use herald::graph::{GraphClient, GraphConfig};
+use herald::pacing::{PacerConfig, PacerRegistry};
+use herald::policy::cost::RateCard;
+use herald::simulator::{self, SimConfig, SimHandle, SimTemplate};
+use herald::store::{self, CampaignState, Consent, Sender, Store, Template};
+use serde_json::json;
+
+pub const SENDER: &str = "106540352242922";
+pub const ACCOUNT: &str = "102290129340398";
+
+/// A simulator, a fresh SQLite store with one sender and an approved template, and an engine.
+pub struct Env {
+    pub sim: SimHandle,
+    pub store: Arc<dyn Store>,
+    pub engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+pub struct EnvOptions {
+    pub sim: SimConfig,
+    pub rate: u32,
+    pub tier_limit: Option<u32>,
+    pub engine: EngineConfig,
+    pub http_timeout: Duration,
+    pub access_token: Option<String>,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        Self {
+            sim: SimConfig {
+                rate_per_sec: 1_000_000,
+                accept_unknown_templates: true,
+                ..SimConfig::default()
+            },
+            rate: 1_000_000,
+            tier_limit: None,
+            engine: EngineConfig {
+                retry_base: Duration::from_millis(5),
+                retry_cap: Duration::from_millis(50),
+                ..EngineConfig::default()
+            },
+            http_timeout: Duration::from_secs(10),
+            access_token: None,
+        }
+    }
+}
+
+impl Env {
+    pub async fn start(opts: EnvOptions) -> Env {
+        let sim = simulator::spawn(opts.sim, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("simulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = store::open(&url).await.expect("store opens");
+        store
+            .upsert_sender(&Sender {
+                id: SenderId::parse(SENDER).unwrap(),
+                account_id: ACCOUNT.into(),
+                portfolio_id: "portfolio-1".into(),
+                display_number: "+49 30 901820".into(),
+                rate_per_sec: opts.rate,
+                tier_limit: opts.tier_limit,
+                status: "CONNECTED".into(),
+                status_reason: None,
+            })
+            .await
+            .unwrap();
+        store
+            .upsert_template(&Template {
+                account_id: ACCOUNT.into(),
+                name: "flash_sale".into(),
+                language: "de".into(),
+                category: Category::Marketing,
+                status: "APPROVED".into(),
+            })
+            .await
+            .unwrap();
+        let graph = GraphClient::new(&GraphConfig {
+            base_url: sim.url(),
+            request_timeout: opts.http_timeout,
+            access_token: opts.access_token,
+            ..GraphConfig::default()
+        })
+        .unwrap();
+        let engine = Engine::new(
+            Arc::clone(&store),
+            graph,
+            Arc::new(PacerRegistry::new(PacerConfig::default(), None)),
+            Arc::new(RateCard::builtin()),
+            opts.engine,
+        );
+        Env {
+            sim,
+            store,
+            engine,
+            _dir: dir,
+        }
+    }
+
+    pub async fn consent_all(&self, numbers: &[String]) {
+        let consents: Vec<Consent> = numbers
+            .iter()
+            .map(|n| Consent {
+                phone: PhoneNumber::parse(n).unwrap(),
+                category: Category::Marketing,
+                granted_at: Utc::now() - chrono::Duration::days(1),
+                source: "test".into(),
+                proof: "checkbox".into(),
+            })
+            .collect();
+        self.store.grant_consents(&consents).await.unwrap();
+    }
+
+    pub async fn run(&self, job: &Arc<Job>) -> JobRun {
+        self.engine
+            .run_job(Arc::clone(job), &RunControl::default())
+            .await
+            .expect("run does not fail")
+    }
+
+    pub async fn finished(&self, job: &Arc<Job>) -> JobReport {
+        match self.run(job).await {
+            JobRun::Finished(r) => *r,
+            other => panic!("job did not finish: {other:?}"),
+        }
+    }
+}
+
+pub fn numbers(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("+49151{:08}", 10_000_000 + i))
+        .collect()
+}
+
+pub fn job(id: &str, campaign: &str, to: &[String]) -> Arc<Job> {
+    let recipients: Vec<_> = to.iter().map(|n| json!({ "to": n })).collect();
+    job_with(json!({
+        "version": 1,
+        "job_id": id,
+        "campaign_id": campaign,
+        "sender": SENDER,
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": recipients,
+    }))
+}
+
+pub fn job_with(v: serde_json::Value) -> Arc<Job> {
+    Arc::new(Job::parse(v.to_string().as_bytes()).expect("valid job"))
+}
+
+#[tokio::test]
+async fn each_recipient_is_sent_once() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(300);
+    env.consent_all(&to).await;
+    let report = env.finished(&job("j1", "c1", &to)).await;
+    assert_eq!(report.total("sent"), 300, "{report:?}");
+    assert!(report.is_complete());
+    let stats = env.sim.stats();
+    assert_eq!(stats.accepted, 300);
+    assert_eq!(stats.duplicates, 0);
+    let counts = env
+        .store
+        .campaign_counts(&herald::domain::CampaignId::parse("c1").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(counts.state("sent"), 300);
+}
+
+#[tokio::test]
+async fn a_job_run_twice_sends_nothing_the_second_time() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(120);
+    env.consent_all(&to).await;
+    let j = job("j1", "c1", &to);
+    assert_eq!(env.finished(&j).await.total("sent"), 120);
+    let again = env.finished(&j).await;
+    assert_eq!(again.total("sent"), 0);
+    assert_eq!(again.already_done, 120);
+    // An overlapping job of the same campaign with the same recipients: still nobody twice.
+    let overlap = env.finished(&job("j2", "c1", &to[60..])).await;
+    assert_eq!(overlap.total("sent"), 0);
+    assert_eq!(env.sim.stats().accepted, 120);
+    assert_eq!(env.sim.stats().duplicates, 0);
+}
+
+#[tokio::test]
+async fn no_consent_and_opted_out_recipients_are_skipped_with_reasons() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(10);
+    env.consent_all(&to[..8]).await;
+    env.store
+        .revoke_consent(
+            &PhoneNumber::parse(&to[0]).unwrap(),
+            Some(Category::Marketing),
+            Utc::now(),
+            "STOP",
+        )
+        .await
+        .unwrap();
+    let report = env.finished(&job("j1", "c1", &to)).await;
+    assert_eq!(report.total("sent"), 7);
+    assert_eq!(report.outcomes.get("skipped:no_consent"), Some(&2));
+    assert_eq!(report.outcomes.get("skipped:opted_out"), Some(&1));
+    assert_eq!(env.sim.stats().accepted, 7);
+}
+
+#[tokio::test]
+async fn invalid_numbers_and_duplicates_are_recorded_not_sent() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(3);
+    env.consent_all(&to).await;
+    let j = job_with(json!({
+        "version": 1, "job_id": "j1", "campaign_id": "c1", "sender": SENDER,
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": [
+            {"to": to[0]}, {"to": to[1]}, {"to": to[2]},
+            {"to": "+49 1"}, {"to": to[1], "key": "other-key"}
+        ],
+    }));
+    let report = env.finished(&j).await;
+    assert_eq!(report.total("sent"), 3);
+    assert_eq!(report.outcomes.get("skipped:invalid_number"), Some(&1));
+    assert_eq!(report.outcomes.get("skipped:duplicate"), Some(&1));
+    assert_eq!(env.sim.stats().accepted, 3);
+}
+
+#[tokio::test]
+async fn an_unapproved_template_sends_nothing() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(5);
+    env.consent_all(&to).await;
+    env.store
+        .upsert_template(&Template {
+            account_id: ACCOUNT.into(),
+            name: "flash_sale".into(),
+            language: "de".into(),
+            category: Category::Marketing,
+            status: "REJECTED".into(),
+        })
+        .await
+        .unwrap();
+    match env.run(&job("j1", "c1", &to)).await {
+        JobRun::Rejected(reason) => assert_eq!(reason.label(), "template_not_approved"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(env.sim.stats().accepted, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_sender_rejects_the_job() {
+    let env = Env::start(EnvOptions::default()).await;
+    let j = job_with(json!({
+        "version": 1, "job_id": "j1", "campaign_id": "c1", "sender": "999",
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": [{"to": "+4915112345678"}],
+    }));
+    match env.run(&j).await {
+        JobRun::Rejected(reason) => assert_eq!(reason.label(), "unknown_sender"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn at_80_per_second_the_api_never_sees_more_than_80_in_one_second() {
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 80,
+            accept_unknown_templates: true,
+            ..SimConfig::default()
+        },
+        rate: 80,
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(320);
+    env.consent_all(&to).await;
+    let started = std::time::Instant::now();
+    let report = env.finished(&job("j1", "c1", &to)).await;
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(report.total("sent"), 320);
+    let stats = env.sim.stats();
+    let n = &stats.numbers[SENDER];
+    assert_eq!(n.throttled_130429, 0, "{stats:?}");
+    assert!(n.max_in_one_second <= 80, "{stats:?}");
+    // ≈ 320 / 77.6 = 4.1 s: pacing is close to the limit, not far below it.
+    assert!(secs < 4.8, "took {secs:.2} s");
+}
+
+#[tokio::test]
+async fn server_errors_and_throttling_are_retried_to_success() {
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            fault_5xx_ratio: 0.05,
+            fault_130429_ratio: 0.1,
+            ..SimConfig::default()
+        },
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(200);
+    env.consent_all(&to).await;
+    let report = env.finished(&job("j1", "c1", &to)).await;
+    assert!(report.retries > 0);
+    // Every key ends sent, except (rarely) one that met Meta's "131000: at most 3 tries" rule.
+    let sent = report.total("sent");
+    let gave_up = report.outcomes.get("failed:131000").copied().unwrap_or(0);
+    assert_eq!(sent + gave_up, 200, "{report:?}");
+    assert_eq!(
+        report.outcomes.len(),
+        if gave_up > 0 { 2 } else { 1 },
+        "{report:?}"
+    );
+    assert!(sent >= 195, "{report:?}");
+    let stats = env.sim.stats();
+    assert_eq!(stats.accepted, sent);
+    assert_eq!(stats.duplicates, 0);
+}
+
+#[tokio::test]
+async fn undeliverable_numbers_fail_with_131026_and_are_not_retried() {
+    let to = numbers(20);
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            undeliverable: to[..4].iter().cloned().collect(),
+            ..SimConfig::default()
+        },
+        ..EnvOptions::default()
+    })
+    .await;
+    env.consent_all(&to).await;
+    let report = env.finished(&job("j1", "c1", &to)).await;
+    assert_eq!(report.total("sent"), 16);
+    assert_eq!(report.outcomes.get("failed:131026"), Some(&4));
+    assert_eq!(env.sim.stats().rejected.get("131026"), Some(&4));
+    let row = env
+        .store
+        .ledger_entry(&report.failed[0].0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, "failed");
+    assert_eq!(row.attempts, 1);
+    assert_eq!(row.reason.as_deref(), Some("131026"));
+}
+
+#[tokio::test]
+async fn a_timeout_after_the_request_was_written_is_unknown_and_not_resent() {
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            fault_slow_ratio: 1.0,
+            fault_slow_delay: Duration::from_secs(3),
+            ..SimConfig::default()
+        },
+        http_timeout: Duration::from_millis(300),
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(10);
+    env.consent_all(&to).await;
+    let j = job("j1", "c1", &to);
+    let report = env.finished(&j).await;
+    assert_eq!(report.total("unknown"), 10, "{report:?}");
+    // Run again: unknown is a final outcome, nothing is resent.
+    let again = env.finished(&j).await;
+    assert_eq!(again.already_done, 10);
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(env.sim.stats().duplicates, 0);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_after_the_request_is_unknown() {
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            fault_drop_ratio: 1.0,
+            ..SimConfig::default()
+        },
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(5);
+    env.consent_all(&to).await;
+    let report = env.finished(&job("j1", "c1", &to)).await;
+    assert_eq!(report.total("unknown"), 5, "{report:?}");
+    assert_eq!(env.sim.stats().duplicates, 0);
+}
+
+#[tokio::test]
+async fn a_template_error_pauses_the_campaign_and_resume_sends_the_rest_once() {
+    // The store thinks the template is approved; Meta does not know it (132001).
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            templates: vec![SimTemplate::approved("other", "de", Category::Marketing)],
+            ..SimConfig::default()
+        },
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(50);
+    env.consent_all(&to).await;
+    let j = job("j1", "c1", &to);
+    let report = env.finished(&j).await;
+    assert!(
+        matches!(
+            report.stop,
+            Some(StopCause::CampaignFatal { code: 132001, .. })
+        ),
+        "{report:?}"
+    );
+    assert_eq!(report.total("sent"), 0);
+    assert_eq!(
+        report.total("failed"),
+        0,
+        "the template's fault fails no recipient"
+    );
+    let c = env
+        .store
+        .campaign(&herald::domain::CampaignId::parse("c1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.state, CampaignState::Paused);
+    // While paused, the job is held back.
+    assert!(matches!(env.run(&j).await, JobRun::Deferred(_)));
+}
+
+#[tokio::test]
+async fn an_auth_error_stops_the_sender() {
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            access_token: Some("right".into()),
+            ..SimConfig::default()
+        },
+        access_token: Some("wrong".into()),
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(20);
+    env.consent_all(&to).await;
+    let report = env.finished(&job("j1", "c1", &to)).await;
+    assert!(
+        matches!(
+            report.stop,
+            Some(StopCause::SenderStopped { code: 190, .. })
+        ),
+        "{report:?}"
+    );
+    assert_eq!(report.total("failed"), 0);
+    let s = env
+        .store
+        .sender(&SenderId::parse(SENDER).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.status, "STOPPED");
+    assert!(!report.is_complete());
+}
+
+#[tokio::test]
+async fn expired_jobs_skip_everyone() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(5);
+    env.consent_all(&to).await;
+    let recipients: Vec<_> = to.iter().map(|n| json!({ "to": n })).collect();
+    let j = job_with(json!({
+        "version": 1, "job_id": "j1", "campaign_id": "c1", "sender": SENDER,
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": recipients,
+        "expires_at": (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339(),
+    }));
+    let report = env.finished(&j).await;
+    assert_eq!(report.outcomes.get("skipped:expired"), Some(&5));
+    assert_eq!(env.sim.stats().accepted, 0);
+}
+
+#[tokio::test]
+async fn a_cancelled_campaign_skips_its_recipients() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(5);
+    env.consent_all(&to).await;
+    let c = herald::domain::CampaignId::parse("c1").unwrap();
+    env.store.ensure_campaign(&c).await.unwrap();
+    env.store
+        .set_campaign_state(&c, CampaignState::Cancelled, Some("test"))
+        .await
+        .unwrap();
+    let report = env.finished(&job("j1", "c1", &to)).await;
+    assert_eq!(report.outcomes.get("skipped:campaign_cancelled"), Some(&5));
+    assert_eq!(env.sim.stats().accepted, 0);
+}
+
+#[tokio::test]
+async fn recipients_over_the_tier_budget_wait_instead_of_failing() {
+    let env = Env::start(EnvOptions {
+        tier_limit: Some(30),
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(50);
+    env.consent_all(&to).await;
+    let j = job("j1", "c1", &to);
+    let report = env.finished(&j).await;
+    assert_eq!(report.total("sent"), 30);
+    assert_eq!(report.remaining, 20);
+    assert!(report.resume_after.is_some());
+    // The 30 already reached are free on a re-run; the 20 still wait.
+    let again = env.finished(&j).await;
+    assert_eq!(again.total("sent"), 0);
+    assert_eq!(again.remaining, 20);
+    assert_eq!(env.sim.stats().accepted, 30);
+}

@@ -1,0 +1,7 @@
+mod amqp;
+mod deploy;
+mod engine;
+mod serve;
+mod simulator;
+mod store_conformance;
+mod support;

@@ -1,0 +1,1045 @@
+//! The store conformance suite: every behaviour of the `Store` contract, written once as a
+//! generic case over `Arc<dyn Store>` and run against SQLite and Postgres. Postgres-only cases
+//! at the end pin safety under concurrent workers (separate pools, as separate processes).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use herald::domain::{
+    CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId, SkipReason,
+};
+use herald::store::{
+    CampaignState, Claim, ClaimStatus, Consent, ConsentState, DeliveryUpdate, OutcomeRecord,
+    Sender, Store, StoreError, Template,
+};
+
+use crate::support;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn campaign(name: &str) -> CampaignId {
+    CampaignId::parse(name).unwrap()
+}
+
+fn key(k: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(k).unwrap()
+}
+
+fn keys(list: &[&str]) -> Vec<IdempotencyKey> {
+    list.iter().map(|k| key(k)).collect()
+}
+
+fn phone(i: u32) -> PhoneNumber {
+    PhoneNumber::from_trusted(format!("+491511{i:07}"))
+}
+
+fn claim_in(campaign_id: &str, k: &str) -> Claim {
+    Claim {
+        key: key(k),
+        campaign: campaign(campaign_id),
+        job: JobId::parse("job-1").unwrap(),
+        sender: SenderId::parse("106540352242922").unwrap(),
+        recipient: "+4915112345678".into(),
+        template: "flash_sale".into(),
+        language: "de".into(),
+        category: Category::Marketing,
+    }
+}
+
+fn claims(list: &[&str]) -> Vec<Claim> {
+    list.iter().map(|k| claim_in("bf", k)).collect()
+}
+
+fn outcome(k: &str, outcome: Outcome) -> OutcomeRecord {
+    OutcomeRecord {
+        key: key(k),
+        outcome,
+        attempts: 1,
+    }
+}
+
+fn sent(wamid: &str) -> Outcome {
+    Outcome::Sent {
+        wamid: wamid.into(),
+    }
+}
+
+fn delivery(wamid: &str, k: Option<&str>, status: &str) -> DeliveryUpdate {
+    DeliveryUpdate {
+        wamid: wamid.into(),
+        key: k.map(key),
+        status: status.into(),
+        at: Utc::now(),
+        error_code: (status == "failed").then_some(131_026),
+        billed_category: None,
+    }
+}
+
+async fn state_of(store: &Arc<dyn Store>, k: &str) -> String {
+    store
+        .ledger_entry(&key(k))
+        .await
+        .unwrap()
+        .expect("ledger row")
+        .state
+}
+
+// --- claims --------------------------------------------------------------------------------
+
+async fn new_keys_are_claimed_pending_for_their_owner(store: Arc<dyn Store>) {
+    let got = store
+        .claim("w1", MINUTE, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![ClaimStatus::Mine, ClaimStatus::Mine]);
+    let row = store.ledger_entry(&key("a")).await.unwrap().unwrap();
+    assert_eq!(row.state, "pending");
+    assert_eq!(row.campaign.as_str(), "bf");
+    assert_eq!(row.recipient, "+4915112345678");
+    assert_eq!(row.category, Category::Marketing);
+    assert_eq!(row.attempts, 0);
+    assert!(store.ledger_entry(&key("zz")).await.unwrap().is_none());
+    assert!(store.claim("w1", MINUTE, &[]).await.unwrap().is_empty());
+}
+
+async fn a_key_with_an_outcome_is_done_for_everyone(store: Arc<dyn Store>) {
+    store.claim("w1", MINUTE, &claims(&["a"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("a", sent("wamid.1"))])
+        .await
+        .unwrap();
+    for owner in ["w1", "w2"] {
+        let got = store.claim(owner, MINUTE, &claims(&["a"])).await.unwrap();
+        assert_eq!(got, vec![ClaimStatus::Done], "owner {owner}");
+    }
+}
+
+async fn the_same_owner_may_claim_again(store: Arc<dyn Store>) {
+    store
+        .claim("w1", MINUTE, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    store.mark_sending("w1", &keys(&["b"])).await.unwrap();
+    let got = store
+        .claim("w1", MINUTE, &claims(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![ClaimStatus::Mine; 3]);
+    assert_eq!(state_of(&store, "b").await, "sending");
+}
+
+async fn a_live_lease_of_another_owner_is_respected(store: Arc<dyn Store>) {
+    store
+        .claim("w1", MINUTE, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    store.mark_sending("w1", &keys(&["b"])).await.unwrap();
+    let got = store
+        .claim("w2", MINUTE, &claims(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ClaimStatus::HeldElsewhere,
+            ClaimStatus::HeldElsewhere,
+            ClaimStatus::Mine
+        ]
+    );
+}
+
+async fn an_expired_pending_key_is_taken_over(store: Arc<dyn Store>) {
+    store
+        .claim("dead", Duration::ZERO, &claims(&["a"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let got = store.claim("w2", MINUTE, &claims(&["a"])).await.unwrap();
+    assert_eq!(got, vec![ClaimStatus::Mine]);
+    // The dead owner lost it: its late writes no longer apply.
+    store.mark_sending("dead", &keys(&["a"])).await.unwrap();
+    assert_eq!(state_of(&store, "a").await, "pending");
+    store.mark_sending("w2", &keys(&["a"])).await.unwrap();
+    assert_eq!(state_of(&store, "a").await, "sending");
+}
+
+async fn an_expired_sending_key_becomes_unknown_and_is_never_resent(store: Arc<dyn Store>) {
+    store
+        .claim("dead", Duration::ZERO, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    store.mark_sending("dead", &keys(&["a"])).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let got = store
+        .claim("w2", MINUTE, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![ClaimStatus::WasInFlight, ClaimStatus::Mine]);
+    assert_eq!(state_of(&store, "a").await, "unknown");
+    let again = store.claim("w3", MINUTE, &claims(&["a"])).await.unwrap();
+    assert_eq!(again, vec![ClaimStatus::Done]);
+}
+
+async fn the_first_outcome_wins(store: Arc<dyn Store>) {
+    store
+        .claim("w1", MINUTE, &claims(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    store
+        .record_outcomes(&[
+            outcome("a", sent("wamid.a")),
+            outcome("b", Outcome::Failed { code: 131_026 }),
+            // Twice in one batch: the first one counts.
+            outcome(
+                "c",
+                Outcome::Skipped {
+                    reason: SkipReason::NoConsent,
+                },
+            ),
+            outcome("c", sent("wamid.c")),
+        ])
+        .await
+        .unwrap();
+    store
+        .record_outcomes(&[
+            outcome("a", Outcome::Failed { code: 1 }),
+            outcome("b", sent("wamid.b")),
+            outcome("c", Outcome::Unknown),
+        ])
+        .await
+        .unwrap();
+    let a = store.ledger_entry(&key("a")).await.unwrap().unwrap();
+    assert_eq!(
+        (a.state.as_str(), a.wamid.as_deref()),
+        ("sent", Some("wamid.a"))
+    );
+    let b = store.ledger_entry(&key("b")).await.unwrap().unwrap();
+    assert_eq!(
+        (b.state.as_str(), b.reason.as_deref()),
+        ("failed", Some("131026"))
+    );
+    assert_eq!(b.wamid, None);
+    let c = store.ledger_entry(&key("c")).await.unwrap().unwrap();
+    assert_eq!(
+        (c.state.as_str(), c.reason.as_deref()),
+        ("skipped", Some("no_consent"))
+    );
+}
+
+async fn sending_counts_attempts(store: Arc<dyn Store>) {
+    store.claim("w1", MINUTE, &claims(&["a"])).await.unwrap();
+    store.mark_sending("w1", &keys(&["a"])).await.unwrap();
+    store.mark_sending("w1", &keys(&["a"])).await.unwrap();
+    assert_eq!(
+        store
+            .ledger_entry(&key("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        2
+    );
+    store
+        .record_outcomes(&[OutcomeRecord {
+            key: key("a"),
+            outcome: sent("w"),
+            attempts: 3,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .ledger_entry(&key("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        3
+    );
+}
+
+async fn released_keys_are_claimable_at_once(store: Arc<dyn Store>) {
+    store
+        .claim("w1", Duration::from_secs(3600), &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    // Only the owner can hand keys back.
+    store.release("w2", &keys(&["a", "b"])).await.unwrap();
+    let held = store.claim("w2", MINUTE, &claims(&["a"])).await.unwrap();
+    assert_eq!(held, vec![ClaimStatus::HeldElsewhere]);
+    store.release("w1", &keys(&["a"])).await.unwrap();
+    assert_eq!(state_of(&store, "a").await, "pending");
+    let got = store
+        .claim("w2", MINUTE, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![ClaimStatus::Mine, ClaimStatus::HeldElsewhere]);
+}
+
+async fn a_renewed_lease_keeps_keys_held(store: Arc<dyn Store>) {
+    store
+        .claim("w1", Duration::ZERO, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    store
+        .record_outcomes(&[outcome("b", sent("wamid.b"))])
+        .await
+        .unwrap();
+    store.renew_lease("w1", MINUTE).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let got = store
+        .claim("w2", MINUTE, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![ClaimStatus::HeldElsewhere, ClaimStatus::Done]);
+}
+
+// --- reports -------------------------------------------------------------------------------
+
+async fn the_ledger_pages_by_key_and_counts_by_state(store: Arc<dyn Store>) {
+    let mine: Vec<Claim> = (0..25)
+        .map(|i| claim_in("bf", &format!("k{i:03}")))
+        .collect();
+    let other: Vec<Claim> = (0..5)
+        .map(|i| claim_in("other", &format!("o{i:03}")))
+        .collect();
+    store.claim("w1", MINUTE, &mine).await.unwrap();
+    store.claim("w1", MINUTE, &other).await.unwrap();
+    let outcomes: Vec<OutcomeRecord> = (0..25)
+        .filter_map(|i| {
+            let o = match i % 5 {
+                0 | 1 => sent(&format!("wamid.{i}")),
+                2 => Outcome::Skipped {
+                    reason: SkipReason::NoConsent,
+                },
+                3 => Outcome::Failed { code: 131_026 },
+                _ => return None,
+            };
+            Some(OutcomeRecord {
+                key: key(&format!("k{i:03}")),
+                outcome: o,
+                attempts: 1,
+            })
+        })
+        .collect();
+    store.record_outcomes(&outcomes).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut after: Option<IdempotencyKey> = None;
+    loop {
+        let page = store
+            .ledger_page(&campaign("bf"), after.as_ref(), 10)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        after = Some(page.last().unwrap().key.clone());
+        seen.extend(page.into_iter().map(|r| r.key.as_str().to_owned()));
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("k{i:03}")).collect();
+    assert_eq!(seen, expected);
+
+    let counts = store.campaign_counts(&campaign("bf")).await.unwrap();
+    assert_eq!(counts.total(), 25);
+    assert_eq!(counts.state("sent"), 10);
+    assert_eq!(counts.state("pending"), 5);
+    assert_eq!(
+        counts.by_state,
+        vec![
+            ("failed".to_owned(), "131026".to_owned(), 5),
+            ("pending".to_owned(), String::new(), 5),
+            ("sent".to_owned(), String::new(), 10),
+            ("skipped".to_owned(), "no_consent".to_owned(), 5),
+        ]
+    );
+    assert_eq!(
+        store
+            .campaign_counts(&campaign("nobody"))
+            .await
+            .unwrap()
+            .total(),
+        0
+    );
+}
+
+// --- consent -------------------------------------------------------------------------------
+
+fn consent(p: &PhoneNumber, category: Category, ago: TimeDelta) -> Consent {
+    Consent {
+        phone: p.clone(),
+        category,
+        granted_at: Utc::now() - ago,
+        source: "checkout".into(),
+        proof: "opt-in box v3 ticked".into(),
+    }
+}
+
+async fn consent_is_granted_missing_revoked_regranted_or_suppressed(store: Arc<dyn Store>) {
+    let (granted, missing, revoked, regranted, suppressed, all_revoked, utility_only) = (
+        phone(1),
+        phone(2),
+        phone(3),
+        phone(4),
+        phone(5),
+        phone(6),
+        phone(7),
+    );
+    let hour = TimeDelta::hours(1);
+    let written = store
+        .grant_consents(&[
+            consent(&granted, Category::Marketing, hour),
+            consent(&revoked, Category::Marketing, hour * 3),
+            consent(&regranted, Category::Marketing, hour * 3),
+            consent(&suppressed, Category::Marketing, hour),
+            consent(&all_revoked, Category::Marketing, hour * 3),
+            consent(&utility_only, Category::Utility, hour),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written, 6);
+    let two_hours_ago = Utc::now() - hour * 2;
+    store
+        .revoke_consent(
+            &revoked,
+            Some(Category::Marketing),
+            two_hours_ago,
+            "reply STOP",
+        )
+        .await
+        .unwrap();
+    store
+        .revoke_consent(
+            &regranted,
+            Some(Category::Marketing),
+            two_hours_ago,
+            "reply STOP",
+        )
+        .await
+        .unwrap();
+    store
+        .grant_consents(&[consent(&regranted, Category::Marketing, hour)])
+        .await
+        .unwrap();
+    // An older grant arriving late does not undo the newer one.
+    store
+        .grant_consents(&[consent(&regranted, Category::Marketing, hour * 10)])
+        .await
+        .unwrap();
+    store
+        .revoke_consent(&all_revoked, None, two_hours_ago, "support ticket")
+        .await
+        .unwrap();
+    store.suppress(&suppressed, "complaint").await.unwrap();
+    store.suppress(&suppressed, "complaint").await.unwrap();
+
+    let phones = [
+        granted.clone(),
+        missing.clone(),
+        revoked.clone(),
+        regranted.clone(),
+        suppressed.clone(),
+        all_revoked.clone(),
+        utility_only.clone(),
+        granted.clone(),
+    ];
+    let states = store
+        .consent_states(Category::Marketing, &phones)
+        .await
+        .unwrap();
+    use ConsentState::*;
+    assert_eq!(
+        states,
+        vec![
+            Granted, Missing, OptedOut, Granted, OptedOut, OptedOut, Missing, Granted
+        ]
+    );
+    let utility = store
+        .consent_states(Category::Utility, &[utility_only, granted, suppressed])
+        .await
+        .unwrap();
+    assert_eq!(utility, vec![Granted, Missing, OptedOut]);
+    assert!(
+        store
+            .consent_states(Category::Marketing, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// --- messaging tier ------------------------------------------------------------------------
+
+async fn the_tier_admits_new_numbers_up_to_the_limit(store: Arc<dyn Store>) {
+    let ps: Vec<PhoneNumber> = (0..5).map(phone).collect();
+    let got = store.reserve_tier("pf", Some(3), DAY, &ps).await.unwrap();
+    assert_eq!(got, vec![true, true, true, false, false]);
+    // Numbers already reached are free; the same new number twice in a batch costs one.
+    let again = vec![ps[0].clone(), ps[3].clone(), ps[1].clone()];
+    assert_eq!(
+        store
+            .reserve_tier("pf", Some(3), DAY, &again)
+            .await
+            .unwrap(),
+        vec![true, false, true]
+    );
+    assert_eq!(store.tier_usage("pf", DAY).await.unwrap(), 3);
+    let dup = vec![ps[4].clone(), ps[4].clone()];
+    assert_eq!(
+        store.reserve_tier("pf", Some(4), DAY, &dup).await.unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(store.tier_usage("pf", DAY).await.unwrap(), 4);
+    // Portfolios are separate; unlimited admits everyone and still records reach.
+    assert_eq!(store.tier_usage("other", DAY).await.unwrap(), 0);
+    let many: Vec<PhoneNumber> = (100..150).map(phone).collect();
+    assert!(
+        store
+            .reserve_tier("other", None, DAY, &many)
+            .await
+            .unwrap()
+            .iter()
+            .all(|b| *b)
+    );
+    assert_eq!(store.tier_usage("other", DAY).await.unwrap(), 50);
+}
+
+async fn the_tier_window_rolls(store: Arc<dyn Store>) {
+    let window = Duration::from_millis(600);
+    let (a, b, c) = (phone(1), phone(2), phone(3));
+    let got = store
+        .reserve_tier("pf", Some(2), window, &[a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![true, true, false]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // `a` is reached again: free, and its window starts anew.
+    assert_eq!(
+        store
+            .reserve_tier("pf", Some(2), window, std::slice::from_ref(&a))
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // `b` dropped out of the window, `a` did not: one unit left for `c`.
+    assert_eq!(store.tier_usage("pf", window).await.unwrap(), 1);
+    let got = store
+        .reserve_tier("pf", Some(2), window, &[c.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![true, false]);
+}
+
+// --- status webhooks -----------------------------------------------------------------------
+
+async fn deliveries_apply_monotonically(store: Arc<dyn Store>) {
+    store
+        .claim("w1", MINUTE, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    store
+        .record_outcomes(&[outcome("a", sent("wamid.a")), outcome("b", sent("wamid.b"))])
+        .await
+        .unwrap();
+    let delivery_of = |k: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.ledger_entry(&key(k)).await.unwrap().unwrap().delivery }
+    };
+
+    assert_eq!(
+        store
+            .apply_deliveries(&[delivery("wamid.a", None, "delivered")])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(delivery_of("a").await.as_deref(), Some("delivered"));
+    // A replay (at-least-once webhooks) changes nothing.
+    assert_eq!(
+        store
+            .apply_deliveries(&[delivery("wamid.a", None, "delivered")])
+            .await
+            .unwrap(),
+        0
+    );
+    // `read` may come first; a late `delivered` or `sent` does not step back.
+    let batch = [
+        delivery("wamid.b", None, "read"),
+        delivery("wamid.b", None, "delivered"),
+        delivery("wamid.a", None, "read"),
+    ];
+    assert_eq!(store.apply_deliveries(&batch).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .apply_deliveries(&[
+                delivery("wamid.a", None, "sent"),
+                delivery("wamid.b", None, "delivered")
+            ])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(delivery_of("a").await.as_deref(), Some("read"));
+    assert_eq!(delivery_of("b").await.as_deref(), Some("read"));
+    assert_eq!(state_of(&store, "a").await, "sent");
+    // Unknown wamids (another system's messages) are ignored.
+    assert_eq!(
+        store
+            .apply_deliveries(&[delivery("wamid.zz", None, "read")])
+            .await
+            .unwrap(),
+        0
+    );
+    // Pricing arrives once and is kept.
+    let mut priced = delivery("wamid.a", None, "sent");
+    priced.billed_category = Some("marketing".into());
+    assert_eq!(store.apply_deliveries(&[priced.clone()]).await.unwrap(), 1);
+    assert_eq!(store.apply_deliveries(&[priced]).await.unwrap(), 0);
+}
+
+async fn a_failed_delivery_is_final(store: Arc<dyn Store>) {
+    store.claim("w1", MINUTE, &claims(&["a"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("a", sent("wamid.a"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .apply_deliveries(&[delivery("wamid.a", None, "failed")])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .apply_deliveries(&[delivery("wamid.a", None, "read")])
+            .await
+            .unwrap(),
+        0
+    );
+    let row = store.ledger_entry(&key("a")).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.delivery.as_deref()),
+        ("sent", Some("failed"))
+    );
+}
+
+async fn an_unknown_key_is_resolved_by_its_webhook(store: Arc<dyn Store>) {
+    store
+        .claim("w1", MINUTE, &claims(&["a", "b"]))
+        .await
+        .unwrap();
+    store.mark_sending("w1", &keys(&["a", "b"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("a", Outcome::Unknown)])
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, "a").await, "unknown");
+    // Matched by our key (echoed in biz_opaque_callback_data): it was accepted after all.
+    let changed = store
+        .apply_deliveries(&[delivery("wamid.a", Some("a"), "delivered")])
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    let row = store.ledger_entry(&key("a")).await.unwrap().unwrap();
+    assert_eq!(row.state, "sent");
+    assert_eq!(row.wamid.as_deref(), Some("wamid.a"));
+    assert_eq!(row.delivery.as_deref(), Some("delivered"));
+    // Later webhooks find it by wamid alone.
+    assert_eq!(
+        store
+            .apply_deliveries(&[delivery("wamid.a", None, "read")])
+            .await
+            .unwrap(),
+        1
+    );
+    // A webhook faster than our own bookkeeping settles a key still `sending`; the outcome
+    // recorded afterwards keeps it.
+    assert_eq!(
+        store
+            .apply_deliveries(&[delivery("wamid.b", Some("b"), "sent")])
+            .await
+            .unwrap(),
+        1
+    );
+    store
+        .record_outcomes(&[outcome("b", sent("wamid.b"))])
+        .await
+        .unwrap();
+    let b = store.ledger_entry(&key("b")).await.unwrap().unwrap();
+    assert_eq!(
+        (b.state.as_str(), b.wamid.as_deref()),
+        ("sent", Some("wamid.b"))
+    );
+    assert_eq!(
+        store
+            .claim("w2", MINUTE, &claims(&["a", "b"]))
+            .await
+            .unwrap(),
+        vec![ClaimStatus::Done; 2]
+    );
+}
+
+// --- personal data -------------------------------------------------------------------------
+
+async fn a_contact_is_exported_then_erased(store: Arc<dyn Store>) {
+    let p = PhoneNumber::from_trusted("+4915112345678");
+    let other = phone(9);
+    store
+        .grant_consents(&[
+            consent(&p, Category::Marketing, TimeDelta::hours(2)),
+            consent(&other, Category::Marketing, TimeDelta::hours(2)),
+        ])
+        .await
+        .unwrap();
+    store
+        .revoke_consent(&p, Some(Category::Utility), Utc::now(), "reply STOP")
+        .await
+        .unwrap();
+    store.suppress(&p, "complaint").await.unwrap();
+    store
+        .reserve_tier("pf", Some(10), DAY, &[p.clone(), other.clone()])
+        .await
+        .unwrap();
+    store.claim("w1", MINUTE, &claims(&["a"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("a", sent("wamid.a"))])
+        .await
+        .unwrap();
+
+    let export = store.export_contact(&p).await.unwrap();
+    assert_eq!(export["consents"].as_array().unwrap().len(), 1);
+    assert_eq!(export["consents"][0]["source"], "checkout");
+    assert_eq!(export["revocations"].as_array().unwrap().len(), 1);
+    assert_eq!(export["suppressions"].as_array().unwrap().len(), 1);
+    assert_eq!(export["ledger"].as_array().unwrap().len(), 1);
+    assert_eq!(export["ledger"][0]["wamid"], "wamid.a");
+
+    let touched = store.erase_contact(&p).await.unwrap();
+    assert!(touched >= 5, "touched {touched}");
+    let row = store.ledger_entry(&key("a")).await.unwrap().unwrap();
+    assert_eq!(row.state, "sent", "the outcome is kept");
+    assert_eq!(
+        row.recipient.len(),
+        64,
+        "the number is replaced by its hash"
+    );
+    assert!(!row.recipient.contains("4915112345678"));
+    let after = store.export_contact(&p).await.unwrap();
+    assert!(after["consents"].as_array().unwrap().is_empty());
+    assert!(after["revocations"].as_array().unwrap().is_empty());
+    assert!(after["tier"].as_array().unwrap().is_empty());
+    assert!(!after.to_string().contains("checkout"));
+    let suppressions = after["suppressions"].as_array().unwrap();
+    assert!(suppressions.iter().all(|s| s["erased"] == true));
+    // Granting again by mistake (an old CSV) never makes the number sendable.
+    store
+        .grant_consents(&[consent(&p, Category::Marketing, TimeDelta::zero())])
+        .await
+        .unwrap();
+    let states = store
+        .consent_states(Category::Marketing, &[p.clone(), other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(states, vec![ConsentState::OptedOut, ConsentState::Granted]);
+    assert_eq!(store.tier_usage("pf", DAY).await.unwrap(), 1);
+    // Erasing twice is harmless.
+    store.erase_contact(&p).await.unwrap();
+}
+
+// --- senders, templates, campaigns ---------------------------------------------------------
+
+async fn senders_templates_and_campaigns_round_trip(store: Arc<dyn Store>) {
+    let mut s = Sender {
+        id: SenderId::parse("106540352242922").unwrap(),
+        account_id: "waba-1".into(),
+        portfolio_id: "pf-1".into(),
+        display_number: "+49 30 1234567".into(),
+        rate_per_sec: 80,
+        tier_limit: Some(2_000),
+        status: "CONNECTED".into(),
+        status_reason: None,
+    };
+    store.upsert_sender(&s).await.unwrap();
+    s.rate_per_sec = 1_000;
+    s.tier_limit = None;
+    store.upsert_sender(&s).await.unwrap();
+    assert_eq!(store.sender(&s.id).await.unwrap(), Some(s.clone()));
+    store
+        .set_sender_status(&s.id, "STOPPED", Some("131031 account locked"))
+        .await
+        .unwrap();
+    let stopped = store.sender(&s.id).await.unwrap().unwrap();
+    assert!(!stopped.can_send());
+    assert_eq!(
+        stopped.status_reason.as_deref(),
+        Some("131031 account locked")
+    );
+    assert_eq!(store.senders().await.unwrap().len(), 1);
+    assert_eq!(
+        store.sender(&SenderId::parse("1").unwrap()).await.unwrap(),
+        None
+    );
+
+    let t = |account: &str| Template {
+        account_id: account.into(),
+        name: "flash_sale".into(),
+        language: "de".into(),
+        category: Category::Marketing,
+        status: "APPROVED".into(),
+    };
+    store.upsert_template(&t("waba-1")).await.unwrap();
+    store.upsert_template(&t("waba-2")).await.unwrap();
+    assert_eq!(
+        store.template("waba-1", "flash_sale", "de").await.unwrap(),
+        Some(t("waba-1"))
+    );
+    assert_eq!(
+        store.template("waba-1", "flash_sale", "en").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_template_status("flash_sale", "de", "PAUSED")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .set_template_status("flash_sale", "de", "PAUSED")
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        !store
+            .template("waba-2", "flash_sale", "de")
+            .await
+            .unwrap()
+            .unwrap()
+            .is_sendable()
+    );
+
+    let id = campaign("bf");
+    assert_eq!(store.campaign(&id).await.unwrap(), None);
+    assert_eq!(
+        store.ensure_campaign(&id).await.unwrap().state,
+        CampaignState::Active
+    );
+    store
+        .set_campaign_state(&id, CampaignState::Paused, Some("operator"))
+        .await
+        .unwrap();
+    let c = store.ensure_campaign(&id).await.unwrap();
+    assert_eq!(
+        (c.state, c.reason.as_deref()),
+        (CampaignState::Paused, Some("operator"))
+    );
+    // Cancelling a campaign before its first job arrives sticks.
+    store
+        .set_campaign_state(&campaign("early"), CampaignState::Cancelled, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .ensure_campaign(&campaign("early"))
+            .await
+            .unwrap()
+            .state,
+        CampaignState::Cancelled
+    );
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let (store, _dir) = crate::support::sqlite_store().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(url) = crate::support::postgres_url().await else { return };
+                    let store = herald::store::open(&url).await.expect("open the Postgres store");
+                    super::$case(store).await;
+                    crate::support::drop_postgres_database(&url).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    new_keys_are_claimed_pending_for_their_owner,
+    a_key_with_an_outcome_is_done_for_everyone,
+    the_same_owner_may_claim_again,
+    a_live_lease_of_another_owner_is_respected,
+    an_expired_pending_key_is_taken_over,
+    an_expired_sending_key_becomes_unknown_and_is_never_resent,
+    the_first_outcome_wins,
+    sending_counts_attempts,
+    released_keys_are_claimable_at_once,
+    a_renewed_lease_keeps_keys_held,
+    the_ledger_pages_by_key_and_counts_by_state,
+    consent_is_granted_missing_revoked_regranted_or_suppressed,
+    the_tier_admits_new_numbers_up_to_the_limit,
+    the_tier_window_rolls,
+    deliveries_apply_monotonically,
+    a_failed_delivery_is_final,
+    an_unknown_key_is_resolved_by_its_webhook,
+    a_contact_is_exported_then_erased,
+    senders_templates_and_campaigns_round_trip,
+);
+
+// --- SQLite only ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unwritable_sqlite_path_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("no/such/dir/herald.db").display()
+    );
+    let err = herald::store::open(&url)
+        .await
+        .err()
+        .expect("opening must fail");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot open database") && msg.contains("herald.db"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn an_in_memory_sqlite_store_works() {
+    let store = herald::store::open("sqlite::memory:").await.unwrap();
+    let got = store.claim("w1", MINUTE, &claims(&["a"])).await.unwrap();
+    assert_eq!(got, vec![ClaimStatus::Mine]);
+    assert_eq!(state_of(&store, "a").await, "pending");
+}
+
+// --- Postgres only: many workers -----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_workers_never_both_own_a_key() {
+    let Some(url) = support::postgres_url().await else {
+        return;
+    };
+    let a = herald::store::open(&url).await.unwrap();
+    let b = herald::store::open(&url).await.unwrap();
+    let all: Vec<Claim> = (0..1_000)
+        .map(|i| claim_in("bf", &format!("k{i:04}")))
+        .collect();
+    // Overlapping batches in opposite orders: the worst case for lock ordering.
+    let run = |store: Arc<dyn Store>, owner: &'static str, reverse: bool| {
+        let mut batches: Vec<Vec<Claim>> = all.chunks(100).map(<[Claim]>::to_vec).collect();
+        if reverse {
+            batches.reverse();
+            for b in &mut batches {
+                b.reverse();
+            }
+        }
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for batch in batches {
+                let got = store.claim(owner, MINUTE, &batch).await.unwrap();
+                for (c, s) in batch.iter().zip(got) {
+                    assert_ne!(s, ClaimStatus::Done);
+                    if s == ClaimStatus::Mine {
+                        mine.push(c.key.as_str().to_owned());
+                    }
+                }
+            }
+            mine
+        })
+    };
+    let (ma, mb) = tokio::join!(
+        run(Arc::clone(&a), "w1", false),
+        run(Arc::clone(&b), "w2", true)
+    );
+    let (ma, mb): (HashSet<String>, HashSet<String>) = (
+        ma.unwrap().into_iter().collect(),
+        mb.unwrap().into_iter().collect(),
+    );
+    assert_eq!(
+        ma.len() + mb.len(),
+        1_000,
+        "every key has exactly one owner"
+    );
+    assert!(ma.is_disjoint(&mb));
+    assert_eq!(ma.union(&mb).count(), 1_000);
+    support::drop_postgres_database(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_tier_reservations_never_overspend() {
+    let Some(url) = support::postgres_url().await else {
+        return;
+    };
+    let a = herald::store::open(&url).await.unwrap();
+    let b = herald::store::open(&url).await.unwrap();
+    let limit = 250;
+    // 600 distinct numbers in all, 200 of them wanted by both workers.
+    let run = |store: Arc<dyn Store>, range: std::ops::Range<u32>| {
+        tokio::spawn(async move {
+            let phones: Vec<PhoneNumber> = range.map(phone).collect();
+            let mut granted = Vec::new();
+            for batch in phones.chunks(25) {
+                let got = store
+                    .reserve_tier("pf", Some(limit), DAY, batch)
+                    .await
+                    .unwrap();
+                granted.extend(
+                    batch
+                        .iter()
+                        .zip(got)
+                        .filter(|(_, ok)| *ok)
+                        .map(|(p, _)| p.clone()),
+                );
+            }
+            granted
+        })
+    };
+    let (ga, gb) = tokio::join!(run(Arc::clone(&a), 0..400), run(Arc::clone(&b), 200..600));
+    let distinct: HashSet<PhoneNumber> = ga.unwrap().into_iter().chain(gb.unwrap()).collect();
+    assert_eq!(
+        distinct.len(),
+        limit as usize,
+        "the tier is used up, never overspent"
+    );
+    assert_eq!(a.tier_usage("pf", DAY).await.unwrap(), u64::from(limit));
+    support::drop_postgres_database(&url).await;
+}
+
+// Hot-path timings live in `benches/store_ops.rs` (`cargo bench --bench store_ops`).
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_a_clear_error() {
+    let started = Instant::now();
+    let err = herald::store::open("postgres://herald:secret@127.0.0.1:1/herald")
+        .await
+        .err()
+        .expect("connecting must fail");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    eprintln!("{msg} (after {:?})", started.elapsed());
+    assert!(
+        msg.contains("127.0.0.1:1") && !msg.contains("secret"),
+        "{msg}"
+    );
+}

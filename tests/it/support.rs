@@ -1,0 +1,208 @@
+//! Helpers every integration test may use: a fresh SQLite store in a temporary directory, and a
+//! fresh Postgres database per test (skipped loudly when Postgres is not running, unless
+//! `HERALD_REQUIRE_SERVICES=1` makes missing services a failure, as in CI).
+
+#![allow(dead_code)] // each test module uses its own subset
+
+use std::sync::Arc;
+
+use herald::store::{self, Store};
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use tokio::sync::OnceCell;
+
+/// Admin connection used to create the per-test databases when `HERALD_DATABASE_URL` is not
+/// a Postgres URL.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Whether missing services (Postgres, RabbitMQ) must fail the test instead of skipping it.
+pub fn require_services() -> bool {
+    std::env::var("HERALD_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// A migrated SQLite store in its own temporary directory; keep the `TempDir` alive as long as
+/// the store is used.
+pub async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("herald.db").display()
+    );
+    let store = store::open(&url).await.expect("open the SQLite store");
+    (store, dir)
+}
+
+/// A URL to a new, empty Postgres database made for the calling test
+/// (`herald_t_<uuid>`), created through the admin connection of `HERALD_DATABASE_URL`
+/// (default [`DEFAULT_POSTGRES_URL`]). `None`, with a loud `SKIPPED` line, when Postgres is
+/// unreachable; panics instead when [`require_services`] is set.
+pub async fn postgres_url() -> Option<String> {
+    let admin_url = admin_url();
+    let shown = masked(&admin_url);
+    let mut admin = match PgConnection::connect(&admin_url).await {
+        Ok(conn) => conn,
+        Err(e) if require_services() => {
+            panic!("HERALD_REQUIRE_SERVICES=1 but Postgres at {shown} is unreachable: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: Postgres at {shown} is unreachable ({e}); set HERALD_DATABASE_URL to run the Postgres tests"
+            );
+            return None;
+        }
+    };
+    sweep_stale_databases(&admin_url).await;
+    let name = format!("herald_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("create test database {name} on {shown}: {e}"));
+    let _ = admin.close().await;
+    Some(with_database(&admin_url, &name))
+}
+
+/// The admin connection's URL: `HERALD_DATABASE_URL` when it names Postgres.
+fn admin_url() -> String {
+    std::env::var("HERALD_DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres:") || u.starts_with("postgresql:"))
+        .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// Drops a database made by [`postgres_url`], disconnecting whoever still uses it. Best
+/// effort: a test that panics before calling it leaves its database to the next sweep.
+pub async fn drop_postgres_database(url: &str) {
+    let name = url
+        .split('?')
+        .next()
+        .and_then(|base| base.rsplit('/').next())
+        .unwrap_or_default();
+    if !name.starts_with("herald_t_") {
+        return;
+    }
+    if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await;
+        let _ = admin.close().await;
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages.
+fn masked(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let (userinfo, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `url` with its database name replaced by `name`, query string kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match query {
+        Some(q) => format!("{scheme}://{authority}/{name}?{q}"),
+        None => format!("{scheme}://{authority}/{name}"),
+    }
+}
+
+/// Drops test databases left by earlier runs: older than an hour and with nobody connected,
+/// so a database another test process just created is never touched. Best effort, once per
+/// test binary.
+async fn sweep_stale_databases(admin_url: &str) {
+    static SWEPT: OnceCell<()> = OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            let Ok(mut admin) = PgConnection::connect(admin_url).await else {
+                return;
+            };
+            let stale: Vec<String> = sqlx::query_scalar(
+                "SELECT d.datname FROM pg_database d
+                 WHERE d.datname LIKE 'herald\\_t\\_%'
+                   AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)
+                   AND (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification
+                       < now() - interval '1 hour'",
+            )
+            .fetch_all(&mut admin)
+            .await
+            .unwrap_or_default();
+            for name in stale {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .execute(&mut admin)
+                    .await;
+            }
+            let _ = admin.close().await;
+        })
+        .await;
+}
+
+/// A migrated Postgres store on a fresh database, or `None` (skipped) without Postgres.
+pub async fn postgres_store() -> Option<Arc<dyn Store>> {
+    let url = postgres_url().await?;
+    Some(store::open(&url).await.expect("open the Postgres store"))
+}
+
+#[test]
+fn database_names_are_swapped_in_urls() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/test?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    assert_eq!(masked("postgres://u:p@h/test"), "postgres://u:***@h/test");
+    assert_eq!(masked("postgres://u@h/test"), "postgres://u@h/test");
+}
+
+/// RabbitMQ's URL for tests: `HERALD_AMQP_URL`, default the local broker. Checked by
+/// connecting; `None`, with a loud `SKIPPED` line, when the broker is unreachable; panics
+/// instead when [`require_services`] is set.
+pub async fn amqp_url() -> Option<String> {
+    let url = std::env::var("HERALD_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let attempt = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        herald::amqp::connect(&url, "test-probe"),
+    )
+    .await;
+    let error = match attempt {
+        Ok(Ok(conn)) => {
+            let _ = conn.close(200, "probe".into()).await;
+            return Some(url);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    if require_services() {
+        panic!(
+            "HERALD_REQUIRE_SERVICES=1 but RabbitMQ at {} is unreachable: {error}",
+            herald::amqp::redact_url(&url)
+        );
+    }
+    let url = herald::amqp::redact_url(&url);
+    eprintln!(
+        "SKIPPED: RabbitMQ at {url} is unreachable ({error}); start it (`rabbitmq-server -detached`) or set HERALD_AMQP_URL to run the RabbitMQ tests"
+    );
+    None
+}
+
+/// An AMQP prefix no other test (or run) uses, so each test has its own exchanges and queues.
+pub fn unique_prefix() -> String {
+    format!(
+        "herald-t-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
