@@ -239,11 +239,14 @@ pub struct DeliveryUpdate {
     pub billed_category: Option<String>,
 }
 
-/// Send slots leased for a number from the shared pacing row: the first is `first_in` from
-/// now, the others follow at the requested interval.
+/// Send slots leased for a number from the shared pacing row, on the store's clock
+/// (microseconds since the Unix epoch): the first is at `first_us`, the others follow at the
+/// requested interval. `store_now_us` is the store's clock when it granted the lease, so a
+/// worker can map the slots onto its own clock (see `pacing::global`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotLease {
-    pub first_in: Duration,
+    pub first_us: i64,
+    pub store_now_us: i64,
 }
 
 /// herald's persistence. Implementations must make every method safe to call again with the

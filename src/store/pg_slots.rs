@@ -31,8 +31,8 @@ pub async fn lease(
     .bind(span)
     .fetch_one(pool)
     .await?;
-    let ahead = u64::try_from(first_us.saturating_sub(now_us)).unwrap_or(0);
     Ok(SlotLease {
-        first_in: Duration::from_micros(ahead),
+        first_us,
+        store_now_us: now_us,
     })
 }
