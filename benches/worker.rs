@@ -61,6 +61,29 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (cpu / 100.0, hwm_kb / 1024.0)
 }
 
+/// Busy CPU seconds of the whole machine so far (every process: RabbitMQ, Postgres, the
+/// simulator and the workers), from /proc/stat.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is everything but idle and iowait.
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(6)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     if !full {
@@ -182,12 +205,14 @@ async fn run(workers: usize, recipients: usize) {
             "de",
             "--category",
             "marketing",
+            // Many jobs, so that every worker gets a share within its prefetch.
             "--job-size",
-            "10000",
+            "1000",
         ])
         .stdout(Stdio::null()));
 
     let started = Instant::now();
+    let busy_before = machine_busy_seconds();
     let procs: Vec<Kill> = (0..workers)
         .map(|_| {
             let mut c = herald();
@@ -207,6 +232,7 @@ async fn run(workers: usize, recipients: usize) {
     loop {
         let c = store.campaign_counts(&id).await.unwrap();
         if c.total() == recipients as u64 && c.state("pending") + c.state("sending") == 0 {
+            assert_eq!(c.state("sent"), recipients as u64, "not all sent: {c:?}");
             break;
         }
         assert!(
@@ -216,6 +242,7 @@ async fn run(workers: usize, recipients: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = started.elapsed().as_secs_f64();
+    let machine = machine_busy_seconds() - busy_before;
     let (mut cpu, mut rss) = (0.0, 0.0f64);
     for p in &procs {
         let (c, r) = proc_usage(p.0.id());
@@ -223,12 +250,18 @@ async fn run(workers: usize, recipients: usize) {
         rss = rss.max(r);
     }
     println!(
-        "workers: {workers}  {recipients} messages in {wall:.1} s = {:.0} messages/s; worker CPU {:.0} µs/message; peak RSS per worker {rss:.0} MiB (RabbitMQ + Postgres + simulator on the same 2 cores)",
+        "workers: {workers}  {recipients} messages in {wall:.1} s = {:.0} messages/s; worker CPU {:.0} µs/message; whole machine {:.0} µs/message; peak RSS per worker {rss:.0} MiB (RabbitMQ + Postgres + simulator on the same 2 cores)",
         recipients as f64 / wall,
-        cpu * 1e6 / recipients as f64
+        cpu * 1e6 / recipients as f64,
+        machine * 1e6 / recipients as f64
     );
     drop(procs);
     drop(store);
+    if let Ok(conn) = herald::amqp::connect(&amqp, "bench-cleanup").await
+        && let Ok(ch) = conn.create_channel().await
+    {
+        let _ = herald::amqp::Topology::new(prefix).delete(&ch).await;
+    }
     use sqlx::Connection;
     if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))

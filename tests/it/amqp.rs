@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::rabbit_node::RabbitNode;
 use crate::support;
 
 const SENDER: &str = "106540352242922";
@@ -57,16 +58,30 @@ impl Broker {
 
     /// A unique prefix with nothing declared yet (still deleted on drop).
     async fn undeclared() -> Option<Broker> {
-        let url = support::amqp_url().await?;
+        Some(Self::connect(support::amqp_url().await?).await)
+    }
+
+    /// A unique prefix, declared, on the broker at `url`.
+    async fn start_at(url: String) -> Broker {
+        let broker = Self::connect(url).await;
+        broker
+            .topology
+            .declare(broker.publisher.channel())
+            .await
+            .expect("declare the topology");
+        broker
+    }
+
+    async fn connect(url: String) -> Broker {
         let topology = Topology::new(support::unique_prefix());
         let conn = amqp::connect(&url, "test").await.expect("connect");
         let publisher = Publisher::open(&conn).await.expect("confirm channel");
-        Some(Broker {
+        Broker {
             url,
             topology,
             conn,
             publisher,
-        })
+        }
     }
 
     /// A fresh channel: a passive declare of a missing queue closes its channel, so probes
@@ -1307,4 +1322,100 @@ async fn a_worker_killed_mid_campaign_loses_nobody_and_sends_nobody_twice() {
     );
     assert!(unknown <= 60, "{counts:?}");
     support::drop_postgres_database(&pg).await;
+}
+
+#[tokio::test]
+async fn a_rabbitmq_restart_mid_campaign_is_survived() {
+    let _one_at_a_time = SCALE.lock().await;
+    // A node of its own: restarting the shared broker would break every other test.
+    let Some(node) = RabbitNode::start().await else {
+        return;
+    };
+    let Some(pg) = support::postgres_url().await else {
+        return;
+    };
+    let broker = Broker::start_at(node.url()).await;
+    let app = App::start(AppOptions {
+        rate: 200,
+        postgres: Some(pg.clone()),
+        ..AppOptions::default()
+    })
+    .await;
+    let to = numbers(2000);
+    app.consent(&to).await;
+    let _workers: Vec<_> = (0..2)
+        .map(|_| spawn_worker_process(&broker, &app, 4))
+        .collect();
+    wait_consumers(&broker, 2).await;
+    // 16 jobs: the two workers hold 8 (prefetch 4 each) unacked when the broker goes down;
+    // the other 8 wait in the durable queue and must still be there afterwards.
+    for (i, chunk) in to.chunks(125).enumerate() {
+        broker
+            .publish_job(&job(&format!("restart-{i}"), "restart", chunk))
+            .await;
+    }
+    app.wait_accepted(300).await;
+    node.stop().await;
+    let during = app.sim.stats().accepted;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    node.start_again().await;
+
+    let counts = wait_campaign_done(&app, "restart", 2000, Duration::from_secs(120)).await;
+    let stats = app.sim.stats();
+    assert!(
+        stats.accepted > during,
+        "nothing was sent after the restart: {stats:?}"
+    );
+    assert_eq!(stats.duplicates, 0, "{stats:?}");
+    // A restart interrupts no HTTP request: every key is sent, exactly once.
+    assert_eq!(counts.state("sent"), 2000, "{counts:?}");
+    assert_eq!(stats.accepted, 2000, "{stats:?}");
+    // Every job, redelivered or not, ends acknowledged; none is dead-lettered.
+    let after = Broker::start_at(node.url()).await;
+    let jobs = broker.topology.jobs_queue();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ch = after.channel().await;
+        let q = ch
+            .queue_declare(
+                jobs.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("the jobs queue survives the restart");
+        let _ = ch.close(200, "probe".into()).await;
+        let unacked = rabbit_unacked(&node, &jobs).await;
+        if q.message_count() == 0 && unacked == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{jobs}: {} ready, {unacked:?} unacked",
+            q.message_count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(after.ready(&broker.topology.dead_queue()).await, Some(0));
+    support::drop_postgres_database(&pg).await;
+}
+
+/// Unacknowledged messages of `queue` on a private node.
+async fn rabbit_unacked(node: &RabbitNode, queue: &str) -> Option<u64> {
+    let listed = node
+        .ctl_output(&[
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .await?;
+    listed.lines().find_map(|line| {
+        let (name, n) = line.split_once('\t')?;
+        (name == queue).then(|| n.trim().parse().ok())?
+    })
 }

@@ -1,6 +1,7 @@
 mod amqp;
 mod deploy;
 mod engine;
+mod rabbit_node;
 mod serve;
 mod simulator;
 mod store_conformance;
