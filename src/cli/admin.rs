@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
 use super::common::{CliError, GlobalOpts};
+use crate::cli::send::load_rate_card;
 use crate::domain::{CampaignId, Category, IdempotencyKey, PhoneNumber, SenderId, mask};
-use crate::store::{CampaignState, Consent, Sender, Template};
+use crate::policy::cost::{format_micros, parse_amount};
+use crate::store::{Budget, Campaign, CampaignState, Consent, Sender, Template};
 
 #[derive(Subcommand, Debug)]
 pub enum SendersCmd {
@@ -129,6 +131,25 @@ pub enum CampaignCmd {
         campaign: String,
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Cap what a campaign may spend. herald commits each message's estimated cost (rate card
+    /// price for its category and market) before sending, gives it back when the send fails,
+    /// and skips recipients that no longer fit as `budget_exhausted`. Every worker honours it
+    /// at once; raising it later lets the campaign's remaining jobs continue.
+    Budget {
+        campaign: String,
+        /// The limit, in the rate card's currency (e.g. 250 or 99.50).
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        amount: Option<String>,
+        /// Must match the rate card's currency (default: the rate card's).
+        #[arg(long)]
+        currency: Option<String>,
+        /// Remove the limit.
+        #[arg(long)]
+        clear: bool,
+        /// Rate card (JSON) the workers price with; default: the built-in one.
+        #[arg(long, env = "HERALD_RATE_CARD")]
+        rate_card: Option<PathBuf>,
     },
 }
 
@@ -493,6 +514,35 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
             )
             .await
         }
+        CampaignCmd::Budget {
+            campaign,
+            amount,
+            currency,
+            clear,
+            rate_card,
+        } => {
+            let id = campaign_id(&campaign)?;
+            let card = load_rate_card(&rate_card)?;
+            let budget = match (clear, amount) {
+                (true, _) | (false, None) => None,
+                (false, Some(raw)) => {
+                    let currency = currency.unwrap_or_else(|| card.currency.clone());
+                    if !currency.eq_ignore_ascii_case(&card.currency) {
+                        return Err(CliError::Usage(format!(
+                            "the rate card '{}' prices in {}; a budget in {currency} cannot be compared with it",
+                            card.name, card.currency
+                        )));
+                    }
+                    Some(Budget {
+                        micros: parse_amount(&raw).map_err(CliError::Usage)?,
+                        currency: card.currency.clone(),
+                    })
+                }
+            };
+            let c = store.set_campaign_budget(&id, budget.as_ref()).await?;
+            println!("campaign {id}: {}", budget_line(&c));
+            Ok(())
+        }
         CampaignCmd::Status { campaign } => {
             let id = campaign_id(&campaign)?;
             let Some(c) = store.campaign(&id).await? else {
@@ -504,8 +554,12 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
             println!(
                 "campaign {id}: {}{}",
                 c.state.as_str(),
-                c.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                c.reason
+                    .clone()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             );
+            println!("{}", budget_line(&c));
             println!(
                 "keys: {total} · done {} ({:.1} %) · open {open}",
                 total - open,
@@ -525,6 +579,22 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
             }
             Ok(())
         }
+    }
+}
+
+/// `budget 250.0000 USD · committed 12.3400 USD · left 237.6600 USD`, or the spend alone.
+fn budget_line(c: &Campaign) -> String {
+    match &c.budget {
+        Some(b) => format!(
+            "budget {} · committed {} · left {}",
+            format_micros(b.micros, &b.currency),
+            format_micros(c.committed_micros, &b.currency),
+            format_micros(c.budget_left().unwrap_or(0), &b.currency)
+        ),
+        None => format!(
+            "no budget · committed {} (estimated)",
+            format_micros(c.committed_micros, "").trim_end().to_owned()
+        ),
     }
 }
 

@@ -168,6 +168,9 @@ struct Run {
     /// The latest error answer or transport failure, for the operator.
     last_error: std::sync::Mutex<Option<String>>,
     handles: metrics::SendHandles,
+    /// Per recipient, the estimated cost charged to the campaign's budget (0: none); given
+    /// back when the send fails or is handed back.
+    charges: Arc<[AtomicU64]>,
 }
 
 impl Run {
@@ -462,6 +465,9 @@ impl Engine {
             retries: retry_tx,
             last_error: std::sync::Mutex::new(None),
             handles: metrics::SendHandles::new(job.sender.as_str(), category),
+            charges: (0..job.recipients.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         });
 
         let report = Arc::new(AsyncMutex::new(report));
@@ -471,6 +477,7 @@ impl Engine {
             run.owner.clone(),
             category,
             Arc::clone(&self.rate_card),
+            Arc::clone(&run.charges),
             events_rx,
             Arc::clone(&report),
             ctl.progress.clone(),
@@ -593,15 +600,48 @@ impl Engine {
                     &phones,
                 )
                 .await?;
+            let mut admitted = Vec::with_capacity(sendable.len());
             for (idx, ok) in sendable.into_iter().zip(allowed) {
-                run.outstanding.fetch_add(1, Ordering::AcqRel);
-                if !ok {
+                if ok {
+                    admitted.push(idx);
+                } else {
+                    run.outstanding.fetch_add(1, Ordering::AcqRel);
                     run.finish(Event::Release {
                         idx,
                         resume_in: self.config.tier_retry_after,
                     });
+                }
+            }
+
+            // Budget: the estimated cost is committed before the request; what no longer
+            // fits is skipped for good.
+            let costs: Vec<u64> = admitted
+                .iter()
+                .map(|&i| self.rate_card.micros(run.category, &job.recipients[i].to))
+                .collect();
+            let within = if costs.iter().any(|&c| c > 0) {
+                let charge = self.store.charge_budget(&job.campaign, &costs).await?;
+                if let Some(left) = &charge.left {
+                    metrics::budget_remaining(job.campaign.as_str(), &left.currency, left.micros);
+                }
+                charge.admitted
+            } else {
+                vec![true; admitted.len()]
+            };
+            for ((idx, cost), ok) in admitted.into_iter().zip(costs).zip(within) {
+                run.outstanding.fetch_add(1, Ordering::AcqRel);
+                if !ok {
+                    run.finish(Event::Final {
+                        idx,
+                        outcome: Outcome::Skipped {
+                            reason: SkipReason::BudgetExhausted,
+                        },
+                        attempts: 0,
+                        held: false,
+                    });
                     continue;
                 }
+                run.charges[idx].store(cost, Ordering::Release);
                 let item = Item {
                     idx,
                     attempts: 0,
@@ -1051,6 +1091,7 @@ async fn record_loop(
     owner: String,
     category: Category,
     rate_card: Arc<RateCard>,
+    charges: Arc<[AtomicU64]>,
     mut events: mpsc::UnboundedReceiver<Event>,
     report: Arc<AsyncMutex<JobReport>>,
     progress: Option<Arc<Progress>>,
@@ -1065,6 +1106,7 @@ async fn record_loop(
     let mut last_flush = Instant::now();
     let mut resume_in = Duration::ZERO;
     let mut released_total = 0u64;
+    let mut refund = 0u64;
     let mut closed = false;
     while !closed {
         tokio::select! {
@@ -1072,14 +1114,18 @@ async fn record_loop(
                 None => closed = true,
                 Some(ev) => {
                     let mut rep = report.lock().await;
+                    refund += take_charge(&ev, &charges);
                     apply_event(ev, &job, category, &sender, &rate_card, &mut rep, &mut outcomes,
                         &mut releases, &mut resume_in, &progress, &sent_counter, &mut cost);
                     // Take what else is ready under the same lock.
                     while outcomes.len() < config.record_batch {
                         match events.try_recv() {
-                            Ok(ev) => apply_event(ev, &job, category, &sender, &rate_card,
-                                &mut rep, &mut outcomes, &mut releases, &mut resume_in, &progress,
-                                &sent_counter, &mut cost),
+                            Ok(ev) => {
+                                refund += take_charge(&ev, &charges);
+                                apply_event(ev, &job, category, &sender, &rate_card,
+                                    &mut rep, &mut outcomes, &mut releases, &mut resume_in,
+                                    &progress, &sent_counter, &mut cost);
+                            }
                             Err(mpsc::error::TryRecvError::Empty) => break,
                             Err(mpsc::error::TryRecvError::Disconnected) => { closed = true; break; }
                         }
@@ -1100,6 +1146,10 @@ async fn record_loop(
             released_total += releases.len() as u64;
             releases.clear();
         }
+        if refund > 0 && (due || closed) {
+            write_with_retry(|| store.refund_budget(&job.campaign, refund)).await?;
+            refund = 0;
+        }
     }
     flush_cost(&rate_card, &mut cost, &report).await;
     let mut rep = report.lock().await;
@@ -1109,6 +1159,20 @@ async fn record_loop(
         rep.resume_after = Some(rep.resume_after.map_or(at, |cur| cur.max(at)));
     }
     Ok(())
+}
+
+/// The budget charge an event gives back: everything but a send that may have been billed
+/// (`sent`, or `unknown`, which may have been accepted) returns its estimated cost.
+fn take_charge(ev: &Event, charges: &[AtomicU64]) -> u64 {
+    let idx = match ev {
+        Event::Final {
+            outcome: Outcome::Sent { .. } | Outcome::Unknown,
+            ..
+        }
+        | Event::Retry => return 0,
+        Event::Final { idx, .. } | Event::Release { idx, .. } => *idx,
+    };
+    charges[idx].swap(0, Ordering::AcqRel)
 }
 
 /// Moves the cost of recently sent messages into the metrics and the report, once per ledger

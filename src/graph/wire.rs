@@ -1,4 +1,4 @@
-//! Meta's JSON shapes, as sent and received (see `shared/fixtures/graph/`).
+//! Meta's JSON shapes, as sent and received (see `tests/fixtures/graph/`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -165,7 +165,7 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         let path = format!(
-            "{}/../shared/fixtures/graph/{name}",
+            "{}/tests/fixtures/graph/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

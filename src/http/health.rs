@@ -180,6 +180,20 @@ impl ServeHealth {
                             .map_or(0, |(_, n)| *n);
                         crate::telemetry::metrics::campaigns(state.as_str(), n);
                     }
+                    // Budgets too, so the dashboard shows a budget before the first send.
+                    if let Ok(Ok(budgeted)) =
+                        tokio::time::timeout(PROBE_TIMEOUT, store.budgeted_campaigns()).await
+                    {
+                        for c in budgeted {
+                            if let (Some(b), Some(left)) = (&c.budget, c.budget_left()) {
+                                crate::telemetry::metrics::budget_remaining(
+                                    c.id.as_str(),
+                                    &b.currency,
+                                    left,
+                                );
+                            }
+                        }
+                    }
                 }
                 health.record_probe(matches!(answer, Ok(Ok(_))));
             }

@@ -144,6 +144,12 @@ impl RateCard {
             micros: prices[category_index(category)],
         })
     }
+
+    /// [`price`](Self::price) in micros only (0 when unpriced), without naming the market.
+    pub fn micros(&self, category: Category, to: &PhoneNumber) -> u64 {
+        self.lookup(to)
+            .map_or(0, |(_, prices)| prices[category_index(category)])
+    }
 }
 
 /// Formats micros as an amount with the currency: `1234.5678 USD`.
@@ -153,6 +159,55 @@ pub fn format_micros(micros: u64, currency: &str) -> String {
         micros / 1_000_000,
         (micros % 1_000_000) / 100
     )
+}
+
+/// Parses an amount of money (`250`, `99.5`, `0.000125`) into micros, exactly: no floating
+/// point, at most six decimals, not negative.
+pub fn parse_amount(raw: &str) -> Result<u64, String> {
+    let raw = raw.trim();
+    let bad = || format!("'{raw}' is not an amount (like 250 or 99.50)");
+    let (whole, frac) = raw.split_once('.').unwrap_or((raw, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty() || !digits(whole) || !digits(frac) {
+        return Err(bad());
+    }
+    if frac.len() > 6 {
+        return Err(format!("'{raw}' has more than six decimals"));
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac_micros: u64 = format!("{frac:0<6}").parse().map_err(|_| bad())?;
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(frac_micros))
+        .filter(|m| i64::try_from(*m).is_ok())
+        .ok_or_else(|| format!("'{raw}' is too large"))
+}
+
+/// Which sends fit a budget of `budget` micros with `committed` already spent, in order: each
+/// is admitted if its cost still fits, so a cheaper send after a refused one may still go.
+/// Without a budget all are admitted. Returns the verdicts and the total admitted.
+pub fn admit_within_budget(budget: Option<u64>, committed: u64, costs: &[u64]) -> (Vec<bool>, u64) {
+    let Some(budget) = budget else {
+        return (vec![true; costs.len()], costs.iter().sum());
+    };
+    let mut left = budget.saturating_sub(committed);
+    let mut added = 0;
+    let verdicts = costs
+        .iter()
+        .map(|&c| {
+            let fits = c <= left;
+            if fits {
+                left -= c;
+                added += c;
+            }
+            fits
+        })
+        .collect();
+    (verdicts, added)
 }
 
 /// Running totals of estimated cost by (category, market).
@@ -190,6 +245,61 @@ mod tests {
 
     fn n(s: &str) -> PhoneNumber {
         PhoneNumber::parse(s).unwrap()
+    }
+
+    #[test]
+    fn amounts_parse_exactly() {
+        assert_eq!(parse_amount("250"), Ok(250_000_000));
+        assert_eq!(parse_amount("99.5"), Ok(99_500_000));
+        assert_eq!(parse_amount(" 0.000125 "), Ok(125));
+        assert_eq!(parse_amount(".25"), Ok(250_000));
+        assert_eq!(parse_amount("7."), Ok(7_000_000));
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "1e3",
+            "12,50",
+            "1.2.3",
+            "0.0000001",
+            "99999999999999999",
+        ] {
+            assert!(parse_amount(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_budget_admits_sends_while_they_fit() {
+        let (v, added) = admit_within_budget(Some(100), 60, &[20, 30, 15, 5, 1]);
+        assert_eq!(v, [true, false, true, true, false]);
+        assert_eq!(added, 40);
+        // Spent already (or over, after a budget was lowered): nothing costly goes.
+        assert_eq!(admit_within_budget(Some(50), 60, &[1, 0]).0, [false, true]);
+        // No budget: everything, and the spend is still counted.
+        assert_eq!(
+            admit_within_budget(None, 60, &[7, 8]),
+            (vec![true, true], 15)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn admitted_sends_never_exceed_the_budget(
+            budget in 0u64..10_000,
+            committed in 0u64..10_000,
+            costs in proptest::collection::vec(0u64..3_000, 0..40),
+        ) {
+            let (v, added) = admit_within_budget(Some(budget), committed, &costs);
+            let sum: u64 = costs.iter().zip(&v).filter(|(_, ok)| **ok).map(|(c, _)| c).sum();
+            proptest::prop_assert_eq!(sum, added);
+            proptest::prop_assert!(added <= budget.saturating_sub(committed));
+            // Greedy: a refused send did not fit in what was left at its turn.
+            let mut left = budget.saturating_sub(committed);
+            for (c, ok) in costs.iter().zip(&v) {
+                proptest::prop_assert_eq!(*ok, *c <= left);
+                if *ok { left -= c; }
+            }
+        }
     }
 
     #[test]

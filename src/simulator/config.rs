@@ -378,7 +378,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../shared/fixtures/graph/{name}"))
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/graph/{name}"))
     }
 
     #[test]

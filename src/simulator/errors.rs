@@ -1,5 +1,5 @@
 //! The errors the simulator answers with, in Graph's envelope exactly as the fixtures in
-//! `shared/fixtures/graph/error-*.json` show it. HTTP statuses follow Meta's error-code table;
+//! `tests/fixtures/graph/error-*.json` show it. HTTP statuses follow Meta's error-code table;
 //! clients must decide on `error.code` anyway.
 
 use std::borrow::Cow;
@@ -232,7 +232,7 @@ mod tests {
 
     fn fixture(code: u32) -> Value {
         let path = format!(
-            "{}/../shared/fixtures/graph/error-{code}.json",
+            "{}/tests/fixtures/graph/error-{code}.json",
             env!("CARGO_MANIFEST_DIR")
         );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

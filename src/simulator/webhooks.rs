@@ -310,7 +310,7 @@ mod tests {
 
     fn webhook_fixture(name: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../shared/fixtures/webhooks/{name}",
+            "{}/tests/fixtures/webhooks/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))

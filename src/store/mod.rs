@@ -145,6 +145,36 @@ pub struct Campaign {
     pub state: CampaignState,
     /// Why it was paused or cancelled (operator, or the error code that stopped it).
     pub reason: Option<String>,
+    /// The most the campaign may spend, if its owner set a limit.
+    pub budget: Option<Budget>,
+    /// Estimated cost of every message sent or being sent so far (in the rate card's currency):
+    /// charged before a request goes out, given back when it fails.
+    pub committed_micros: u64,
+}
+
+impl Campaign {
+    /// What the campaign may still spend (`None` without a budget).
+    pub fn budget_left(&self) -> Option<u64> {
+        self.budget
+            .as_ref()
+            .map(|b| b.micros.saturating_sub(self.committed_micros))
+    }
+}
+
+/// A campaign's spending limit, in millionths of `currency` (the rate card's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    pub micros: u64,
+    pub currency: String,
+}
+
+/// The answer to charging a batch of sends against a campaign's budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetCharge {
+    /// Per send, in order: whether it fits.
+    pub admitted: Vec<bool>,
+    /// The budget left after this charge, with its currency; `None` without a budget.
+    pub left: Option<Budget>,
 }
 
 /// A key to claim in the ledger before sending.
@@ -320,6 +350,21 @@ pub trait Store: Send + Sync + 'static {
     /// How many campaigns are in each state (the `herald_campaigns` gauge; also a cheap
     /// readiness question).
     async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>>;
+    /// Sets a campaign's budget (`None` removes it), creating the campaign `active` if new.
+    /// What was already committed stays committed.
+    async fn set_campaign_budget(
+        &self,
+        id: &CampaignId,
+        budget: Option<&Budget>,
+    ) -> StoreResult<Campaign>;
+    /// Commits the estimated cost of each send, in order, against the campaign's budget:
+    /// each is admitted while it still fits (`policy::cost::admit_within_budget`). Atomic
+    /// across workers. Without a budget every send is admitted and the spend still counted.
+    async fn charge_budget(&self, id: &CampaignId, costs: &[u64]) -> StoreResult<BudgetCharge>;
+    /// Gives back the committed cost of sends that did not go out or were not billable.
+    async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()>;
+    /// Campaigns that have a budget and are not cancelled (the budget gauge).
+    async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>>;
 
     // --- ledger --------------------------------------------------------------------------
     /// Claims keys for `owner` (one processing run of a job) for `lease`. New keys are

@@ -19,10 +19,12 @@ use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::shared::{self, DELIVERY_RANK_SQL};
 use super::{
-    Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent, ConsentState,
-    DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult, Template,
+    Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
+    ConsentState, DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult,
+    Template,
 };
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
+use crate::policy::cost::admit_within_budget;
 
 /// Connections per process. Bounded so that many workers stay under the server's
 /// `max_connections` (100 by default): the hot path needs one or two at a time per job.
@@ -137,11 +139,25 @@ fn sender_row(r: &PgRow) -> StoreResult<Sender> {
     })
 }
 
+/// The columns [`campaign_row`] reads.
+macro_rules! campaign_columns {
+    () => {
+        "id, state, reason, budget_micros, budget_currency, committed_micros"
+    };
+}
+
 fn campaign_row(r: &PgRow) -> StoreResult<Campaign> {
+    let budget_micros: Option<i64> = r.try_get("budget_micros")?;
+    let currency: Option<String> = r.try_get("budget_currency")?;
     Ok(Campaign {
         id: CampaignId::from_trusted(r.try_get::<String, _>("id")?),
         state: CampaignState::parse(r.try_get("state")?)?,
         reason: r.try_get("reason")?,
+        budget: budget_micros.map(|m| Budget {
+            micros: u64::try_from(m).unwrap_or(0),
+            currency: currency.unwrap_or_default(),
+        }),
+        committed_micros: u64::try_from(r.try_get::<i64, _>("committed_micros")?).unwrap_or(0),
     })
 }
 
@@ -412,21 +428,29 @@ impl Store for PostgresStore {
         .bind(id.as_str())
         .execute(&self.pool)
         .await?;
-        let row = sqlx::query("SELECT id, state, reason FROM campaigns WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            campaign_columns!(),
+            " FROM campaigns WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
         campaign_row(&row)
     }
 
     async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
-        sqlx::query("SELECT id, state, reason FROM campaigns WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(campaign_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            campaign_columns!(),
+            " FROM campaigns WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(campaign_row)
+        .transpose()
     }
 
     async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
@@ -457,6 +481,106 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn set_campaign_budget(
+        &self,
+        id: &CampaignId,
+        budget: Option<&Budget>,
+    ) -> StoreResult<Campaign> {
+        let micros = budget.map(|b| i64::try_from(b.micros).unwrap_or(i64::MAX));
+        let row = sqlx::query(concat!(
+            "INSERT INTO campaigns (id, state, budget_micros, budget_currency)
+             VALUES ($1, 'active', $2, $3)
+             ON CONFLICT (id) DO UPDATE SET budget_micros = excluded.budget_micros,
+                budget_currency = excluded.budget_currency, updated_at = now()
+             RETURNING ",
+            campaign_columns!()
+        ))
+        .bind(id.as_str())
+        .bind(micros)
+        .bind(budget.map(|b| b.currency.as_str()))
+        .fetch_one(&self.pool)
+        .await?;
+        campaign_row(&row)
+    }
+
+    async fn charge_budget(&self, id: &CampaignId, costs: &[u64]) -> StoreResult<BudgetCharge> {
+        let total: u64 = costs.iter().sum();
+        let total_i = i64::try_from(total).unwrap_or(i64::MAX);
+        // The common case, no budget: one statement.
+        let unlimited = sqlx::query(
+            "UPDATE campaigns SET committed_micros = committed_micros + $2
+             WHERE id = $1 AND budget_micros IS NULL",
+        )
+        .bind(id.as_str())
+        .bind(total_i)
+        .execute(&self.pool)
+        .await?;
+        if unlimited.rows_affected() == 1 {
+            return Ok(BudgetCharge {
+                admitted: vec![true; costs.len()],
+                left: None,
+            });
+        }
+        // A budget: decide under the row lock, so workers charging at once never overspend.
+        let mut tx = self.tx().await?;
+        let row: Option<(Option<i64>, Option<String>, i64)> = sqlx::query_as(
+            "SELECT budget_micros, budget_currency, committed_micros FROM campaigns
+             WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (budget, currency, committed) = row.unwrap_or((None, None, 0));
+        let budget = budget.map(|b| u64::try_from(b).unwrap_or(0));
+        let committed = u64::try_from(committed).unwrap_or(0);
+        let (admitted, added) = admit_within_budget(budget, committed, costs);
+        if added > 0 {
+            sqlx::query(
+                "UPDATE campaigns SET committed_micros = committed_micros + $2 WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(i64::try_from(added).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(BudgetCharge {
+            admitted,
+            left: budget.map(|b| Budget {
+                micros: b.saturating_sub(committed + added),
+                currency: currency.unwrap_or_default(),
+            }),
+        })
+    }
+
+    async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
+        if micros == 0 {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE campaigns SET committed_micros = GREATEST(0, committed_micros - $2)
+             WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(i64::try_from(micros).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            campaign_columns!(),
+            " FROM campaigns WHERE budget_micros IS NOT NULL AND state <> 'cancelled' ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(campaign_row)
+        .collect()
     }
 
     // --- ledger --------------------------------------------------------------------------

@@ -22,10 +22,12 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::shared::{self, DELIVERY_RANK_SQL};
 use super::{
-    Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent, ConsentState,
-    DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult, Template,
+    Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
+    ConsentState, DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult,
+    Template,
 };
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
+use crate::policy::cost::admit_within_budget;
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,11 +162,25 @@ fn sender_row(r: &SqliteRow) -> StoreResult<Sender> {
     })
 }
 
+/// The columns [`campaign_row`] reads.
+macro_rules! campaign_columns {
+    () => {
+        "id, state, reason, budget_micros, budget_currency, committed_micros"
+    };
+}
+
 fn campaign_row(r: &SqliteRow) -> StoreResult<Campaign> {
+    let budget_micros: Option<i64> = r.try_get("budget_micros")?;
+    let currency: Option<String> = r.try_get("budget_currency")?;
     Ok(Campaign {
         id: CampaignId::from_trusted(r.try_get::<String, _>("id")?),
         state: CampaignState::parse(r.try_get("state")?)?,
         reason: r.try_get("reason")?,
+        budget: budget_micros.map(|m| Budget {
+            micros: u64::try_from(m).unwrap_or(0),
+            currency: currency.unwrap_or_default(),
+        }),
+        committed_micros: u64::try_from(r.try_get::<i64, _>("committed_micros")?).unwrap_or(0),
     })
 }
 
@@ -426,11 +442,12 @@ impl Store for SqliteStore {
 
     async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
         let now = now_ms();
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "INSERT INTO campaigns (id, state, created_at, updated_at) VALUES (?1, 'active', ?2, ?2)
              ON CONFLICT (id) DO UPDATE SET id = id
-             RETURNING id, state, reason",
-        )
+             RETURNING ",
+            campaign_columns!()
+        ))
         .bind(id.as_str())
         .bind(now)
         .fetch_one(&self.writer)
@@ -439,13 +456,17 @@ impl Store for SqliteStore {
     }
 
     async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
-        sqlx::query("SELECT id, state, reason FROM campaigns WHERE id = ?1")
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?
-            .as_ref()
-            .map(campaign_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            campaign_columns!(),
+            " FROM campaigns WHERE id = ?1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.reader)
+        .await?
+        .as_ref()
+        .map(campaign_row)
+        .transpose()
     }
 
     async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
@@ -478,6 +499,87 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+
+    async fn set_campaign_budget(
+        &self,
+        id: &CampaignId,
+        budget: Option<&Budget>,
+    ) -> StoreResult<Campaign> {
+        let micros = budget.map(|b| i64::try_from(b.micros).unwrap_or(i64::MAX));
+        let row = sqlx::query(concat!(
+            "INSERT INTO campaigns (id, state, created_at, updated_at, budget_micros, budget_currency)
+             VALUES (?1, 'active', ?2, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET budget_micros = excluded.budget_micros,
+                budget_currency = excluded.budget_currency, updated_at = excluded.updated_at
+             RETURNING ",
+            campaign_columns!()
+        ))
+        .bind(id.as_str())
+        .bind(now_ms())
+        .bind(micros)
+        .bind(budget.map(|b| b.currency.as_str()))
+        .fetch_one(&self.writer)
+        .await?;
+        campaign_row(&row)
+    }
+
+    async fn charge_budget(&self, id: &CampaignId, costs: &[u64]) -> StoreResult<BudgetCharge> {
+        let mut tx = self.write_tx().await?;
+        let row: Option<(Option<i64>, Option<String>, i64)> = sqlx::query_as(
+            "SELECT budget_micros, budget_currency, committed_micros FROM campaigns WHERE id = ?1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (budget, currency, committed) = row.unwrap_or((None, None, 0));
+        let budget = budget.map(|b| u64::try_from(b).unwrap_or(0));
+        let committed = u64::try_from(committed).unwrap_or(0);
+        let (admitted, added) = admit_within_budget(budget, committed, costs);
+        if added > 0 {
+            sqlx::query(
+                "UPDATE campaigns SET committed_micros = committed_micros + ?2 WHERE id = ?1",
+            )
+            .bind(id.as_str())
+            .bind(i64::try_from(added).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(BudgetCharge {
+            admitted,
+            left: budget.map(|b| Budget {
+                micros: b.saturating_sub(committed + added),
+                currency: currency.unwrap_or_default(),
+            }),
+        })
+    }
+
+    async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
+        if micros == 0 {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE campaigns SET committed_micros = MAX(0, committed_micros - ?2) WHERE id = ?1",
+        )
+        .bind(id.as_str())
+        .bind(i64::try_from(micros).unwrap_or(i64::MAX))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>> {
+        sqlx::query(concat!(
+            "SELECT ",
+            campaign_columns!(),
+            " FROM campaigns WHERE budget_micros IS NOT NULL AND state <> 'cancelled' ORDER BY id"
+        ))
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(campaign_row)
+        .collect()
     }
 
     // --- ledger --------------------------------------------------------------------------

@@ -311,6 +311,13 @@ pub fn campaigns(state: &'static str, count: u64) {
     gauge!(CAMPAIGNS, "state" => state).set(count as f64);
 }
 
+/// What a campaign may still spend. The campaign label is an operator-chosen id: campaigns
+/// are few and long-lived (like Prometheus job names), and only budgeted ones are reported.
+pub fn budget_remaining(campaign: &str, currency: &str, micros: u64) {
+    gauge!(BUDGET_REMAINING, "campaign" => campaign.to_owned(), "currency" => currency.to_owned())
+        .set(micros as f64);
+}
+
 /// `kind` is one of [`webhook_kind`], `result` one of [`webhook_result`].
 pub fn webhook_event(kind: &'static str, result: &'static str) {
     webhook_events(kind, result, 1);

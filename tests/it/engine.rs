@@ -532,3 +532,65 @@ async fn recipients_over_the_tier_budget_wait_instead_of_failing() {
     assert_eq!(again.remaining, 20);
     assert_eq!(env.sim.stats().accepted, 30);
 }
+
+#[tokio::test]
+async fn a_campaign_budget_caps_spend_and_failed_sends_give_theirs_back() {
+    // German marketing templates cost 0.1365 USD on the built-in rate card.
+    const PRICE: u64 = 136_500;
+    let to = numbers(30);
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            undeliverable: to[..4].iter().cloned().collect(),
+            ..SimConfig::default()
+        },
+        ..EnvOptions::default()
+    })
+    .await;
+    env.consent_all(&to).await;
+    let id = herald::domain::CampaignId::parse("capped").unwrap();
+    env.store
+        .set_campaign_budget(
+            &id,
+            Some(&herald::store::Budget {
+                micros: 10 * PRICE,
+                currency: "USD".into(),
+            }),
+        )
+        .await
+        .unwrap();
+
+    // Ten fit; four of them fail (131026, not billed) and give their cost back.
+    let first = env.finished(&job("j1", "capped", &to[..20])).await;
+    assert_eq!(first.total("sent"), 6, "{first:?}");
+    assert_eq!(first.outcomes.get("failed:131026"), Some(&4));
+    assert_eq!(first.outcomes.get("skipped:budget_exhausted"), Some(&10));
+    let c = env.store.campaign(&id).await.unwrap().unwrap();
+    assert_eq!(c.committed_micros, 6 * PRICE);
+    assert_eq!(c.budget_left(), Some(4 * PRICE));
+
+    // The next job of the campaign spends the four refunded slots, no more.
+    let second = env.finished(&job("j2", "capped", &to[20..])).await;
+    assert_eq!(second.total("sent"), 4, "{second:?}");
+    assert_eq!(second.outcomes.get("skipped:budget_exhausted"), Some(&6));
+    assert_eq!(env.sim.stats().accepted, 10);
+    let c = env.store.campaign(&id).await.unwrap().unwrap();
+    assert_eq!((c.committed_micros, c.budget_left()), (10 * PRICE, Some(0)));
+    // Skipped for good: a budget raised later does not resend them, and the report says why.
+    let row = env
+        .store
+        .ledger_entry(&herald::domain::IdempotencyKey::derive(
+            &id,
+            &PhoneNumber::parse(&to[25]).unwrap(),
+            "flash_sale",
+            "de",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.reason.as_deref()),
+        ("skipped", Some("budget_exhausted"))
+    );
+}

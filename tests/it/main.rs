@@ -1,4 +1,5 @@
 mod amqp;
+mod cli;
 mod deploy;
 mod engine;
 mod rabbit_node;

@@ -59,7 +59,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 /// A fixture's raw body and its `X-Hub-Signature-256`.
 fn fixture(name: &str) -> (Vec<u8>, String) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/webhooks");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks");
     let read = |ext: &str| {
         let path = dir.join(format!("{name}.{ext}"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -74,7 +74,7 @@ async fn get_json(url: &str) -> Value {
 
 fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/../shared/fixtures/graph/{name}",
+        "{}/tests/fixtures/graph/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()

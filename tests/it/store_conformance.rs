@@ -11,8 +11,8 @@ use herald::domain::{
     CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId, SkipReason,
 };
 use herald::store::{
-    CampaignState, Claim, ClaimStatus, Consent, ConsentState, DeliveryUpdate, OutcomeRecord,
-    Sender, Store, StoreError, Template,
+    Budget, CampaignState, Claim, ClaimStatus, Consent, ConsentState, DeliveryUpdate,
+    OutcomeRecord, Sender, Store, StoreError, Template,
 };
 
 use crate::support;
@@ -856,6 +856,98 @@ async fn senders_templates_and_campaigns_round_trip(store: Arc<dyn Store>) {
     );
 }
 
+async fn a_budget_admits_what_fits_and_refunds_give_it_back(store: Arc<dyn Store>) {
+    let id = CampaignId::parse("budgeted").unwrap();
+    // No budget: everything goes, the spend is still counted.
+    store.ensure_campaign(&id).await.unwrap();
+    let free = store.charge_budget(&id, &[100, 200]).await.unwrap();
+    assert_eq!(free.admitted, [true, true]);
+    assert_eq!(free.left, None);
+    let usd = |micros| Budget {
+        micros,
+        currency: "USD".into(),
+    };
+    let c = store
+        .set_campaign_budget(&id, Some(&usd(1_000)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.budget.clone(), c.committed_micros),
+        (Some(usd(1_000)), 300)
+    );
+    assert_eq!(c.budget_left(), Some(700));
+    // In order, each while it fits: 400 yes, 400 no, 300 yes.
+    let charge = store.charge_budget(&id, &[400, 400, 300]).await.unwrap();
+    assert_eq!(charge.admitted, [true, false, true]);
+    assert_eq!(charge.left, Some(usd(0)));
+    assert_eq!(
+        store.charge_budget(&id, &[1]).await.unwrap().admitted,
+        [false]
+    );
+    // A failed send gives its cost back; never below zero.
+    store.refund_budget(&id, 300).await.unwrap();
+    assert_eq!(
+        store.campaign(&id).await.unwrap().unwrap().budget_left(),
+        Some(300)
+    );
+    store.refund_budget(&id, 10_000).await.unwrap();
+    assert_eq!(
+        store.campaign(&id).await.unwrap().unwrap().committed_micros,
+        0
+    );
+    assert_eq!(store.budgeted_campaigns().await.unwrap().len(), 1);
+    // Cleared: unlimited again, and no longer reported.
+    store.set_campaign_budget(&id, None).await.unwrap();
+    assert!(store.budgeted_campaigns().await.unwrap().is_empty());
+    assert_eq!(
+        store.charge_budget(&id, &[5_000]).await.unwrap().admitted,
+        [true]
+    );
+    // A budget set before the campaign's first job creates the campaign.
+    let early = CampaignId::parse("early").unwrap();
+    let c = store
+        .set_campaign_budget(&early, Some(&usd(5)))
+        .await
+        .unwrap();
+    assert_eq!(c.state, CampaignState::Active);
+}
+
+async fn concurrent_charges_never_overspend(store: Arc<dyn Store>) {
+    let id = CampaignId::parse("race").unwrap();
+    store
+        .set_campaign_budget(
+            &id,
+            Some(&Budget {
+                micros: 10_000,
+                currency: "USD".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    // Eight "workers" charge 30 × 100 each at once: exactly 100 sends fit.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let id = id.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                for _ in 0..3 {
+                    let c = store.charge_budget(&id, &[100; 10]).await.unwrap();
+                    n += c.admitted.iter().filter(|a| **a).count();
+                }
+                n
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.unwrap();
+    }
+    assert_eq!(admitted, 100);
+    let c = store.campaign(&id).await.unwrap().unwrap();
+    assert_eq!(c.committed_micros, 10_000);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -902,6 +994,8 @@ conformance!(
     an_unknown_key_is_resolved_by_its_webhook,
     a_contact_is_exported_then_erased,
     senders_templates_and_campaigns_round_trip,
+    a_budget_admits_what_fits_and_refunds_give_it_back,
+    concurrent_charges_never_overspend,
 );
 
 // --- SQLite only ---------------------------------------------------------------------------
