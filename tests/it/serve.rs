@@ -1022,6 +1022,8 @@ const ENGINE_ALWAYS: &[&str] = &[
     m::SENDER_RATE_LIMIT,
     m::SENDER_EFFECTIVE_RATE,
     m::ESTIMATED_COST,
+    // The test's "clean" campaign has a budget.
+    m::BUDGET_REMAINING,
 ];
 /// Names the engine emits when the API throttles or fails.
 const ENGINE_ON_FAULTS: &[&str] = &[m::THROTTLED, m::RETRIES];
@@ -1039,7 +1041,6 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::TIER_REMAINING,
     m::CAMPAIGNS,
     m::WEBHOOK_EVENTS,
-    m::BUDGET_REMAINING,
 ];
 
 #[test]
@@ -1067,6 +1068,16 @@ async fn after_an_engine_run_the_metrics_match_the_simulator_and_pass_promtool()
     add_sender(&env, CLEAN).await;
     let to = numbers(120);
     env.consent_all(&to).await;
+    env.store
+        .set_campaign_budget(
+            &herald::domain::CampaignId::parse("metrics-clean").unwrap(),
+            Some(&herald::store::Budget {
+                micros: 100_000_000,
+                currency: "USD".into(),
+            }),
+        )
+        .await
+        .unwrap();
     let report = env.finished(&job_for(CLEAN, "clean", &to)).await;
     assert_eq!(report.total("sent"), 120, "{report:?}");
 
@@ -1103,6 +1114,15 @@ async fn after_an_engine_run_the_metrics_match_the_simulator_and_pass_promtool()
             "herald_messages_total{{outcome=\"sent\",sender=\"{sender}\"}} vs the simulator"
         );
     }
+    // 100 USD less 120 German marketing templates at 0.1365 USD.
+    assert_eq!(
+        sample(
+            &text,
+            m::BUDGET_REMAINING,
+            &[("campaign", "metrics-clean"), ("currency", "USD")]
+        ),
+        (100_000_000 - 120 * 136_500) as f64
+    );
     let present = families(&text);
     let missing: Vec<&str> = ENGINE_ALWAYS
         .iter()

@@ -73,10 +73,7 @@ async fn get_json(url: &str) -> Value {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/graph/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/graph/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
