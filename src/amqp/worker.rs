@@ -31,7 +31,7 @@ use super::disposition::{Disposition, decide, job_error_label};
 use super::events::{self, JobCompleted, JobDeadLettered};
 use super::state::WorkerState;
 use super::topology::{DELAY_HEADER, DelayTier, Topology, long, short};
-use crate::domain::{CampaignId, Job};
+use crate::domain::Job;
 use crate::engine::{Engine, JobRun, RunControl};
 use crate::policy::backoff::retry_delay;
 use crate::telemetry::metrics;
@@ -764,16 +764,16 @@ async fn close(conn: &Connection) {
     }
 }
 
-/// Keeps readiness honest while no job runs: a cheap primary-key read every few seconds.
+/// Keeps readiness honest while no job runs, and the campaign gauges fresh: one cheap query
+/// every few seconds.
 async fn probe_database(ctx: Arc<Ctx>, shutdown: CancellationToken) {
-    let probe = CampaignId::from_trusted("herald-readiness-probe");
     let mut every = tokio::time::interval(DB_PROBE_INTERVAL);
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let ok = ctx.engine.store().campaign(&probe).await.is_ok();
+        let ok = crate::http::health::probe_store_and_campaigns(ctx.engine.store().as_ref()).await;
         if ok != ctx.state.database_ok() {
             if ok {
                 info!("database reachable");

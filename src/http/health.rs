@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::server::{ServerHandle, bind, serve_until};
 use crate::store::{CampaignState, Store};
+use crate::telemetry::metrics;
 
 /// How long the health server waits for probe requests in flight when it stops: probes are
 /// instant, so only a stuck client would need longer.
@@ -164,41 +165,41 @@ impl ServeHealth {
                     () = stop.cancelled() => return,
                     _ = every.tick() => {}
                 }
-                // Counting campaigns by state answers "is the store there?" and feeds the
-                // campaigns gauge in one cheap query.
-                let answer =
-                    tokio::time::timeout(PROBE_TIMEOUT, store.campaign_state_counts()).await;
-                if let Ok(Ok(counts)) = &answer {
-                    for state in [
-                        CampaignState::Active,
-                        CampaignState::Paused,
-                        CampaignState::Cancelled,
-                    ] {
-                        let n = counts
-                            .iter()
-                            .find(|(s, _)| *s == state)
-                            .map_or(0, |(_, n)| *n);
-                        crate::telemetry::metrics::campaigns(state.as_str(), n);
-                    }
-                    // Budgets too, so the dashboard shows a budget before the first send.
-                    if let Ok(Ok(budgeted)) =
-                        tokio::time::timeout(PROBE_TIMEOUT, store.budgeted_campaigns()).await
-                    {
-                        for c in budgeted {
-                            if let (Some(b), Some(left)) = (&c.budget, c.budget_left()) {
-                                crate::telemetry::metrics::budget_remaining(
-                                    c.id.as_str(),
-                                    &b.currency,
-                                    left,
-                                );
-                            }
-                        }
-                    }
-                }
-                health.record_probe(matches!(answer, Ok(Ok(_))));
+                let ok = probe_store_and_campaigns(store.as_ref()).await;
+                health.record_probe(ok);
             }
         })
     }
+}
+
+/// One cheap question that answers "is the store there?" and refreshes the campaign gauges
+/// on the way: campaigns by state, and what each budgeted campaign may still spend (so a
+/// budget shows before its first send). `serve` and `worker` probe with it.
+pub async fn probe_store_and_campaigns(store: &dyn Store) -> bool {
+    let Ok(Ok(counts)) = tokio::time::timeout(PROBE_TIMEOUT, store.campaign_state_counts()).await
+    else {
+        return false;
+    };
+    for state in [
+        CampaignState::Active,
+        CampaignState::Paused,
+        CampaignState::Cancelled,
+    ] {
+        let n = counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n);
+        metrics::campaigns(state.as_str(), n);
+    }
+    if let Ok(Ok(budgeted)) = tokio::time::timeout(PROBE_TIMEOUT, store.budgeted_campaigns()).await
+    {
+        for c in budgeted {
+            if let (Some(b), Some(left)) = (&c.budget, c.budget_left()) {
+                metrics::budget_remaining(c.id.as_str(), &b.currency, left);
+            }
+        }
+    }
+    true
 }
 
 impl Readiness for ServeHealth {

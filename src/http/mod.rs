@@ -8,7 +8,7 @@
 //! probes and metrics.
 
 mod admin;
-mod health;
+pub(crate) mod health;
 mod notifications;
 mod opt_out;
 mod prometheus;

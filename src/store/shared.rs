@@ -183,23 +183,8 @@ pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A database URL safe to show in an error: the password, if any, is replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+/// A database URL safe to show in an error (one redaction for the whole crate).
+pub(crate) use crate::telemetry::redact::redact_url;
 
 #[cfg(test)]
 mod tests {
@@ -289,7 +274,7 @@ mod tests {
     fn passwords_are_redacted_from_urls() {
         assert_eq!(
             redact_url("postgres://u:secret@db:5432/x"),
-            "postgres://u:***@db:5432/x"
+            "postgres://u:****@db:5432/x"
         );
         assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
         assert_eq!(redact_url("sqlite://herald.db"), "sqlite://herald.db");

@@ -88,18 +88,9 @@ pub async fn drop_postgres_database(url: &str) {
     }
 }
 
-/// `url` with any password replaced by `***`, for messages.
+/// `url` with any password masked, for messages (herald's own redaction).
 fn masked(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, rest)), Some(_)) => {
-            let (userinfo, host) = rest.rsplit_once('@').unwrap_or(("", rest));
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    herald::telemetry::redact::redact_url(url)
 }
 
 /// `url` with its database name replaced by `name`, query string kept.
@@ -163,7 +154,7 @@ fn database_names_are_swapped_in_urls() {
         "postgres://u:p@h/x?sslmode=disable"
     );
     assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
-    assert_eq!(masked("postgres://u:p@h/test"), "postgres://u:***@h/test");
+    assert_eq!(masked("postgres://u:p@h/test"), "postgres://u:****@h/test");
     assert_eq!(masked("postgres://u@h/test"), "postgres://u@h/test");
 }
 
