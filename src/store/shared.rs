@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{ClaimStatus, ConsentState, DeliveryUpdate, OutcomeRecord};
+use super::{Budget, BudgetCharge, ClaimStatus, ConsentState, DeliveryUpdate, OutcomeRecord};
 use crate::domain::{Outcome, PhoneNumber};
+use crate::policy::cost::admit_within_budget;
 
 /// Ledger states a key may still leave: it has no outcome yet.
 pub(crate) const OPEN_STATES: [&str; 2] = ["pending", "sending"];
@@ -181,6 +182,24 @@ pub(crate) fn decide_tier<'a>(
 /// A duration in whole milliseconds, saturating (leases and windows are far below the limit).
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The decision half of `charge_budget`, the same for every store: from the campaign row's
+/// (budget, currency, committed) — `None` if there is no such campaign — which sends fit, and
+/// how much to add to the committed spend.
+pub(crate) fn decide_budget(
+    row: Option<(Option<i64>, Option<String>, i64)>,
+    costs: &[u64],
+) -> (BudgetCharge, u64) {
+    let (budget, currency, committed) = row.unwrap_or((None, None, 0));
+    let budget = budget.map(|b| u64::try_from(b).unwrap_or(0));
+    let committed = u64::try_from(committed).unwrap_or(0);
+    let (admitted, added) = admit_within_budget(budget, committed, costs);
+    let left = budget.map(|b| Budget {
+        micros: b.saturating_sub(committed + added),
+        currency: currency.unwrap_or_default(),
+    });
+    (BudgetCharge { admitted, left }, added)
 }
 
 /// A database URL safe to show in an error (one redaction for the whole crate).

@@ -27,7 +27,6 @@ use super::{
     Template,
 };
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
-use crate::policy::cost::admit_within_budget;
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -532,10 +531,7 @@ impl Store for SqliteStore {
         .bind(id.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let (budget, currency, committed) = row.unwrap_or((None, None, 0));
-        let budget = budget.map(|b| u64::try_from(b).unwrap_or(0));
-        let committed = u64::try_from(committed).unwrap_or(0);
-        let (admitted, added) = admit_within_budget(budget, committed, costs);
+        let (charge, added) = shared::decide_budget(row, costs);
         if added > 0 {
             sqlx::query(
                 "UPDATE campaigns SET committed_micros = committed_micros + ?2 WHERE id = ?1",
@@ -546,13 +542,7 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
-        Ok(BudgetCharge {
-            admitted,
-            left: budget.map(|b| Budget {
-                micros: b.saturating_sub(committed + added),
-                currency: currency.unwrap_or_default(),
-            }),
-        })
+        Ok(charge)
     }
 
     async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
