@@ -24,7 +24,7 @@ pub use disposition::{Disposition, decide};
 pub use enqueue::{BuiltJob, CsvJobs, CsvSpec, EnqueueArgs, check_csv, job_properties};
 pub use events::{JOB_COMPLETED, JOB_DEAD_LETTERED, JobCompleted, JobDeadLettered};
 pub use state::WorkerState;
-pub use topology::{DELAY_HEADER, DELAY_TIERS, DelayTier, Topology};
+pub use topology::{DEFERRAL_HEADER, DELAY_HEADER, DELAY_TIERS, DelayTier, Topology};
 pub use worker::{TICK, WorkerConfig, WorkerError, run_worker};
 
 use crate::cli::{CliError, GlobalOpts};

@@ -26,7 +26,22 @@ use lapin::{Channel, ExchangeKind};
 /// exchange. A headers exchange (not the default exchange) keeps the message's routing key —
 /// the sender id, per contract — so the job comes back to `{prefix}.jobs` exactly as
 /// published.
-pub const DELAY_HEADER: &str = "x-herald-delay";
+///
+/// The name must not start with `x-`: a headers exchange ignores such headers when matching,
+/// so a binding on one matches *every* message (`x-match: all` over nothing left). herald up
+/// to 0.1 bound on `x-herald-delay` and so put each deferred job into every delay queue, where
+/// it multiplied on each return ([`LEGACY_DELAY_HEADER`]).
+pub const DELAY_HEADER: &str = "herald-delay";
+
+/// The delay header of older heralds, whose bindings matched every message. [`Topology::declare`]
+/// removes those bindings; the copies they made are collapsed by the deferral token
+/// ([`DEFERRAL_HEADER`]).
+pub const LEGACY_DELAY_HEADER: &str = "x-herald-delay";
+
+/// Header naming one deferral of a job: a fresh token per republish, recorded in the store as
+/// the job's live copy. A deferred copy that comes back with another token than the recorded
+/// one is a duplicate and is dropped, so a deferred job exists once however it was copied.
+pub const DEFERRAL_HEADER: &str = "herald-deferral";
 
 /// Redeliveries after which RabbitMQ itself dead-letters a job to `{prefix}.dead`. High enough
 /// that nack-requeues during a long database outage or many rolling restarts never trip it
@@ -229,15 +244,21 @@ impl Topology {
             args.insert("x-overflow".into(), long("reject-publish"));
             ch.queue_declare(self.delay_queue(tier).into(), queue, args)
                 .await?;
-            let mut bind = FieldTable::default();
-            bind.insert("x-match".into(), long("all"));
-            bind.insert(DELAY_HEADER.into(), long(tier.name));
             ch.queue_bind(
                 self.delay_queue(tier).into(),
                 self.delay_exchange().into(),
                 "".into(),
                 QueueBindOptions::default(),
-                bind,
+                delay_binding(DELAY_HEADER, tier),
+            )
+            .await?;
+            // Upgrade: the old binding matched every message. Unbinding one that does not
+            // exist is a no-op for RabbitMQ.
+            ch.queue_unbind(
+                self.delay_queue(tier).into(),
+                self.delay_exchange().into(),
+                "".into(),
+                delay_binding(LEGACY_DELAY_HEADER, tier),
             )
             .await?;
         }
@@ -257,6 +278,14 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// The binding arguments that route a message whose `header` names `tier` to its queue.
+fn delay_binding(header: &str, tier: &DelayTier) -> FieldTable {
+    let mut bind = FieldTable::default();
+    bind.insert("x-match".into(), long("all"));
+    bind.insert(header.into(), long(tier.name));
+    bind
 }
 
 fn quorum() -> FieldTable {
@@ -302,6 +331,24 @@ mod tests {
         assert_eq!(DelayTier::for_delay(s(299)).name, "30s");
         assert_eq!(DelayTier::for_delay(s(300)).name, "5m");
         assert_eq!(DelayTier::for_delay(s(3 * 86_400)).name, "30m");
+    }
+
+    #[test]
+    fn the_delay_header_is_one_a_headers_exchange_matches_on() {
+        // RabbitMQ's headers exchange skips every header that starts with `x-`.
+        assert!(!DELAY_HEADER.starts_with("x-"));
+        assert!(!DEFERRAL_HEADER.starts_with("x-"));
+        let bind = delay_binding(DELAY_HEADER, &DELAY_TIERS[2]);
+        let matched: Vec<_> = bind
+            .inner()
+            .keys()
+            .filter(|k| !k.as_str().starts_with("x-"))
+            .collect();
+        assert_eq!(
+            matched.len(),
+            1,
+            "the binding must match on the tier header"
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ use super::connection::{AmqpError, Publisher, connect_with_backoff};
 use super::disposition::{Disposition, decide, job_error_label};
 use super::events::{self, JobCompleted, JobDeadLettered};
 use super::state::WorkerState;
-use super::topology::{DELAY_HEADER, DelayTier, Topology, long, short};
+use super::topology::{
+    DEFERRAL_HEADER, DELAY_HEADER, DelayTier, LEGACY_DELAY_HEADER, Topology, long, short,
+};
 use crate::domain::Job;
 use crate::engine::{Engine, JobRun, RunControl};
 use crate::policy::backoff::retry_delay;
@@ -70,6 +72,8 @@ const TRANSIT_HEADERS: &[&str] = &[
     "x-last-death-reason",
     "x-delivery-count",
     DELAY_HEADER,
+    LEGACY_DELAY_HEADER,
+    DEFERRAL_HEADER,
 ];
 
 /// Everything the worker needs to know about RabbitMQ.
@@ -430,7 +434,14 @@ async fn handle_delivery(ctx: Arc<Ctx>, session: Arc<Session>, delivery: Deliver
     let _in_flight = InFlightGuard::new(&ctx.state);
     metrics::job_consumed(job_age(&delivery.properties));
 
-    let job = match Job::parse(&delivery.data) {
+    let body = match decoded_body(&delivery) {
+        Ok(body) => body,
+        Err((code, reason)) => {
+            dead_letter(&ctx, &session, &delivery, None, code, reason).await;
+            return;
+        }
+    };
+    let job = match Job::parse(&body) {
         Ok(job) => Arc::new(job),
         Err(e) => {
             let code = job_error_label(&e);
@@ -438,6 +449,43 @@ async fn handle_delivery(ctx: Arc<Ctx>, session: Arc<Session>, delivery: Deliver
             return;
         }
     };
+    if delivery.routing_key.as_str() != job.sender.as_str() {
+        // The contract routes a job by its sender; a mismatch is a publisher bug that would
+        // otherwise send from a number the publisher did not route to.
+        let reason = format!(
+            "routing key '{}' is not the job's sender '{}' (publish with routing key = sender)",
+            truncate(delivery.routing_key.as_str(), 64),
+            job.sender
+        );
+        dead_letter(
+            &ctx,
+            &session,
+            &delivery,
+            Some(&job),
+            "routing_key_mismatch",
+            reason,
+        )
+        .await;
+        return;
+    }
+    // A deferred copy is run only if it is the job's live one (see `DEFERRAL_HEADER`).
+    let deferral = deferral_ref(&job);
+    let token = header_str(&delivery.properties, DEFERRAL_HEADER);
+    if let Some(token) = &token {
+        match ctx.engine.store().job_deferral(&deferral).await {
+            Ok(Some(live)) if &live != token => {
+                metrics::job_stale_copy_dropped();
+                info!(job = %job.id, "dropped a stale copy of a deferred job (another copy is the live one)");
+                ack(&delivery.acker).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                database_failed(&ctx, &delivery, &job, &e.to_string()).await;
+                return;
+            }
+        }
+    }
     let ctl = RunControl {
         shutdown: ctx.runs.clone(),
         progress: None,
@@ -448,24 +496,27 @@ async fn handle_delivery(ctx: Arc<Ctx>, session: Arc<Session>, delivery: Deliver
             ctx.state.set_database(true);
             run
         }
-        Err(e) => {
-            // The store is unreachable: nothing can be sent safely. Hand the job back after
-            // a back-off shared by every job of this worker.
-            ctx.state.set_database(false);
-            let n = ctx.db_failures.fetch_add(1, Ordering::AcqRel) + 1;
-            let wait = retry_delay(
-                n,
-                DB_RETRY_BASE,
-                DB_RETRY_CAP,
-                0.5 + rand::random::<f64>() / 2.0,
-            );
-            warn!(job = %job.id, error = %e, failures = n, retry_in = ?wait,
-                "job failed on the database; handing it back after a back-off");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = ctx.runs.cancelled() => {}
+        Err(crate::engine::EngineError::Store(e)) => {
+            if let Some(code) = e.refused_data() {
+                // A property of the job, not an outage: reject it (what its other recipients
+                // already recorded stays recorded) and stay ready for the next job.
+                ctx.db_failures.store(0, Ordering::Release);
+                ctx.state.set_database(true);
+                let reason = format!(
+                    "the database refused data of this job (error code {code}); recipients already recorded keep their outcome"
+                );
+                dead_letter(
+                    &ctx,
+                    &session,
+                    &delivery,
+                    Some(&job),
+                    "invalid_data",
+                    reason,
+                )
+                .await;
+                return;
             }
-            requeue(&delivery.acker).await;
+            database_failed(&ctx, &delivery, &job, &e.to_string()).await;
             return;
         }
     };
@@ -473,6 +524,9 @@ async fn handle_delivery(ctx: Arc<Ctx>, session: Arc<Session>, delivery: Deliver
     match decide(&run, Utc::now(), ctx.held_recheck) {
         Disposition::DeadLetter { code, reason } => {
             dead_letter(&ctx, &session, &delivery, Some(&job), code, reason).await;
+            if token.is_some() {
+                forget_deferral(&ctx, &deferral).await;
+            }
         }
         Disposition::Delay {
             delay,
@@ -480,8 +534,19 @@ async fn handle_delivery(ctx: Arc<Ctx>, session: Arc<Session>, delivery: Deliver
             reason,
         } => {
             let tier = DelayTier::for_delay(delay);
-            match republish_delayed(&ctx, &session, &delivery, &tier).await {
+            let next = uuid::Uuid::new_v4().simple().to_string();
+            match republish_delayed(&ctx, &session, &delivery, &tier, &next).await {
                 Ok(()) => {
+                    // Published first, recorded second: a crash in between leaves this
+                    // delivery unacked and its token still live, so it comes back and the new
+                    // copy is dropped as stale — never the other way round, which would lose
+                    // the job.
+                    if let Err(e) = ctx.engine.store().set_job_deferral(&deferral, &next).await {
+                        warn!(job = %job.id, error = %e, "could not record the deferred copy; handing the job back");
+                        ctx.state.set_database(false);
+                        pause_then_requeue(&ctx, &delivery.acker).await;
+                        return;
+                    }
                     metrics::job_deferred(label);
                     info!(job = %job.id, campaign = %job.campaign, reason = %reason,
                         wanted = ?delay, queue = %ctx.topology.delay_queue(&tier), "job deferred");
@@ -516,6 +581,9 @@ async fn handle_delivery(ctx: Arc<Ctx>, session: Arc<Session>, delivery: Deliver
             if ack(&delivery.acker).await {
                 metrics::job_acked();
             }
+            if token.is_some() {
+                forget_deferral(&ctx, &deferral).await;
+            }
             info!(job = %job.id, campaign = %job.campaign, sent = report.total("sent"),
                 failed = report.total("failed"), skipped = report.total("skipped"),
                 unknown = report.total("unknown"), already_done = report.already_done,
@@ -525,6 +593,92 @@ async fn handle_delivery(ctx: Arc<Ctx>, session: Arc<Session>, delivery: Deliver
             info!(job = %job.id, "shutting down: job handed back to the queue");
             requeue(&delivery.acker).await;
         }
+    }
+}
+
+/// The job's bytes, decoded by the message's `content_encoding`: none or `identity` as they
+/// are, `gzip` inflated (bounded by the job size limit, so a small bomb can't take the
+/// worker's memory). Anything else is refused with a dead-letter code and reason.
+fn decoded_body(delivery: &Delivery) -> Result<std::borrow::Cow<'_, [u8]>, (&'static str, String)> {
+    use std::io::Read;
+    let encoding = delivery
+        .properties
+        .content_encoding()
+        .as_ref()
+        .map(|e| e.as_str().trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match encoding.as_str() {
+        "" | "identity" => Ok(std::borrow::Cow::Borrowed(&delivery.data)),
+        "gzip" | "x-gzip" => {
+            let limit = crate::domain::job::MAX_JOB_BYTES;
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(&delivery.data[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    (
+                        "invalid_encoding",
+                        format!("gzip body does not inflate: {e}"),
+                    )
+                })?;
+            if out.len() > limit {
+                return Err((
+                    "too_large",
+                    format!("job inflates to more than the {limit} bytes allowed"),
+                ));
+            }
+            Ok(std::borrow::Cow::Owned(out))
+        }
+        other => Err((
+            "invalid_encoding",
+            format!(
+                "content encoding '{}' is not supported (send plain JSON or gzip)",
+                truncate(other, 32)
+            ),
+        )),
+    }
+}
+
+/// The store can't be reached: nothing can be sent or recorded safely. Hands the job back
+/// after a back-off shared by every job of this worker.
+async fn database_failed(ctx: &Ctx, delivery: &Delivery, job: &Job, error: &str) {
+    ctx.state.set_database(false);
+    let n = ctx.db_failures.fetch_add(1, Ordering::AcqRel) + 1;
+    let wait = retry_delay(
+        n,
+        DB_RETRY_BASE,
+        DB_RETRY_CAP,
+        0.5 + rand::random::<f64>() / 2.0,
+    );
+    warn!(job = %job.id, error = %error, failures = n, retry_in = ?wait,
+        "job failed on the database; handing it back after a back-off");
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = ctx.runs.cancelled() => {}
+    }
+    requeue(&delivery.acker).await;
+}
+
+/// The name a job's deferrals are recorded under: job ids are the campaign system's, unique
+/// within a campaign.
+fn deferral_ref(job: &Job) -> String {
+    format!("{}/{}", job.campaign, job.id)
+}
+
+/// The job is done with (acked or rejected): its deferral record goes. Best effort: a record
+/// left behind only makes a later stale copy of a finished job run once more, harmlessly.
+async fn forget_deferral(ctx: &Ctx, deferral: &str) {
+    if let Err(e) = ctx.engine.store().clear_job_deferral(deferral).await {
+        debug!(error = %e, "could not clear a job's deferral record");
+    }
+}
+
+/// A string header of the delivery.
+fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
     }
 }
 
@@ -564,13 +718,13 @@ async fn dead_letter(
         None => ids_from_body(&delivery.data, &delivery.properties),
     };
     if let Err(e) = published {
-        warn!(job = ?job_id, error = %e, "could not dead-letter the job; handing it back");
+        warn!(job = job_id.as_deref().unwrap_or("-"), error = %e, "could not dead-letter the job; handing it back");
         session.note_publish_failure();
         pause_then_requeue(ctx, &delivery.acker).await;
         return;
     }
     metrics::job_dead_lettered(code);
-    warn!(job = ?job_id, campaign = ?campaign, reason_code = code, reason = %reason,
+    warn!(job = job_id.as_deref().unwrap_or("-"), campaign = campaign.as_deref().unwrap_or("-"), reason_code = code, reason = %reason,
         "job rejected to {}", ctx.topology.dead_queue());
     ack(&delivery.acker).await;
     let event = JobDeadLettered {
@@ -602,9 +756,11 @@ async fn republish_delayed(
     session: &Session,
     delivery: &Delivery,
     tier: &DelayTier,
+    token: &str,
 ) -> Result<(), AmqpError> {
     let mut headers = transit_free_headers(&delivery.properties);
     headers.insert(DELAY_HEADER.into(), long(tier.name));
+    headers.insert(DEFERRAL_HEADER.into(), long(token));
     let deferrals = match headers.inner().get("x-herald-deferrals") {
         Some(AMQPValue::LongLongInt(n)) => *n,
         _ => 0,

@@ -121,6 +121,19 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
     let card = Arc::new(load_rate_card(&args.rate_card)?);
     let graph = g.graph_client()?;
     let store = g.open_store().await?;
+    // Held while the run lasts: with it, no other `herald send` sends from this database.
+    let _sending_lock = match lock_embedded_sending(&g.database_url) {
+        Some(lock) => {
+            let freed = store.end_abandoned_leases().await?;
+            if freed > 0 {
+                eprintln!(
+                    "taking over {freed} recipient(s) an earlier run left unfinished (those it may have sent become `unknown`)"
+                );
+            }
+            Some(lock)
+        }
+        None => None,
+    };
     let engine = Engine::new(
         store,
         graph,
@@ -193,8 +206,15 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
             } else {
                 let mut msg = format!(
                     "{} recipient(s) of job {} are not sent yet",
-                    report.remaining, job.id
+                    report.remaining + report.held_elsewhere,
+                    job.id
                 );
+                if report.held_elsewhere > 0 {
+                    msg.push_str(&format!(
+                        " ({} held by another herald process sending from this database; run the same command again when it has finished)",
+                        report.held_elsewhere
+                    ));
+                }
                 if let Some(cause) = &report.stop {
                     msg.push_str(&format!(" ({cause})"));
                 }
@@ -211,6 +231,29 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
             }
         }
     }
+}
+
+/// With SQLite one process owns sending: `herald send` takes an advisory lock beside the
+/// database file. Holding it proves that keys still leased in the ledger belong to a run that
+/// died (crash, `kill -9`), so they are taken over now instead of after their lease. `None`
+/// for other stores, an in-memory database, or when another `herald send` holds the lock
+/// (then leases decide, as between workers).
+fn lock_embedded_sending(database_url: &str) -> Option<std::fs::File> {
+    let rest = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return None;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{path}.send-lock"))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
 }
 
 pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError> {

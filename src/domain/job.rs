@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::ids::{CampaignId, IdError, IdempotencyKey, JobId, SenderId};
 use super::outcome::{Category, SkipReason};
 use super::phone::PhoneNumber;
+use super::strict_json;
 
 /// The only job version this herald understands.
 pub const SUPPORTED_VERSION: u64 = 1;
@@ -135,15 +136,19 @@ impl Job {
         if body.len() > MAX_JOB_BYTES {
             return Err(JobError::TooLarge(body.len()));
         }
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| JobError::Json(e.to_string()))?;
+        let value = strict_json::parse(body).map_err(JobError::Json)?;
         let Value::Object(map) = &value else {
             return Err(JobError::NotAnObject);
         };
         match map.get("version") {
             None => return Err(JobError::MissingVersion),
-            Some(Value::Number(n)) if n.as_u64() == Some(SUPPORTED_VERSION) => {}
-            Some(other) => return Err(JobError::UnsupportedVersion(other.to_string())),
+            // `1.0` is the same number: serialisers that write every number as a float (some
+            // JavaScript and spreadsheet exports) must not have their jobs refused for it.
+            Some(Value::Number(n)) if n.as_f64() == Some(SUPPORTED_VERSION as f64) => {}
+            Some(other) => return Err(JobError::UnsupportedVersion(truncated(other))),
+        }
+        if let Some(path) = text_with_control_character(&value, &mut String::new()) {
+            return Err(JobError::field(path, "contains a control character"));
         }
         if let Some(Value::Array(r)) = map.get("recipients")
             && r.len() > MAX_RECIPIENTS
@@ -157,7 +162,7 @@ impl Job {
                 Some(name) if path == "." => {
                     JobError::field(name.trim_matches('`'), "missing field")
                 }
-                _ => JobError::field(path, inner),
+                _ => JobError::field(path, without_values(&inner)),
             }
         })?;
         Self::from_wire(wire)
@@ -275,6 +280,103 @@ impl Job {
     /// Number of distinct keys in the job: sendable recipients plus those skipped at parse.
     pub fn key_count(&self) -> usize {
         self.recipients.len() + self.skipped.len()
+    }
+}
+
+/// The version as given, cut short: it is echoed in the reason of a rejected job.
+fn truncated(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(32) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
+
+/// A serde message without the offending value: `invalid type: integer `4915701800000`,
+/// expected a string` becomes `invalid type: integer, expected a string`. A rejected job's
+/// reason goes to logs, AMQP headers and events, and the value may be a phone number or a
+/// name. What follows `expected` is the schema's wording and is kept.
+fn without_values(msg: &str) -> String {
+    // `missing field `to`` and the like quote the schema, not the data.
+    let quotes_a_value = [
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+    ]
+    .iter()
+    .any(|p| msg.starts_with(p));
+    if !quotes_a_value {
+        return msg.to_owned();
+    }
+    let (head, tail) = match msg.find(", expected") {
+        Some(i) => msg.split_at(i),
+        None => (msg, ""),
+    };
+    let mut out = String::with_capacity(msg.len());
+    let mut quote: Option<char> = None;
+    for c in head.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '`' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    let mut out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    out.push_str(tail);
+    out
+}
+
+/// The path of the first string (value or object key) holding a control character, if any.
+/// Identifiers and numbers may hold none; free text (component parameters) may break lines
+/// and tabs but nothing else: a NUL byte, for one, can't be stored by Postgres, and a job
+/// carrying one must be refused with its reason, not retried as if the database were down.
+fn text_with_control_character(v: &Value, path: &mut String) -> Option<String> {
+    let bad = |s: &str, free_text: bool| {
+        s.chars()
+            .any(|c| c.is_control() && !(free_text && matches!(c, '\n' | '\r' | '\t')))
+    };
+    let free_text = path.contains("components");
+    match v {
+        Value::String(s) if bad(s, free_text) => Some(path_or_root(path)),
+        Value::Array(items) => {
+            let len = path.len();
+            for (i, item) in items.iter().enumerate() {
+                path.push_str(&format!("[{i}]"));
+                if let Some(p) = text_with_control_character(item, path) {
+                    return Some(p);
+                }
+                path.truncate(len);
+            }
+            None
+        }
+        Value::Object(map) => {
+            let len = path.len();
+            for (k, item) in map {
+                if bad(k, false) {
+                    return Some(format!("{} (a key)", path_or_root(path)));
+                }
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                if let Some(p) = text_with_control_character(item, path) {
+                    return Some(p);
+                }
+                path.truncate(len);
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+fn path_or_root(path: &str) -> String {
+    if path.is_empty() {
+        ".".into()
+    } else {
+        path.to_owned()
     }
 }
 
@@ -498,6 +600,95 @@ mod tests {
             schema["properties"]["recipients"]["maxItems"],
             json!(MAX_RECIPIENTS)
         );
+    }
+
+    #[test]
+    fn rejections_never_echo_a_value() {
+        let mut v = job_json();
+        v["recipients"][0]["to"] = json!(4915701800000u64);
+        let err = parse(&v).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "field `recipients[0].to`: invalid type: integer, expected a string"
+        );
+        let mut v = job_json();
+        v["not_before"] = json!("+4915701800000");
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(err.starts_with("field `not_before`"), "{err}");
+        assert!(!err.contains("4915701800000"), "{err}");
+        let mut v = job_json();
+        v["recipients"][1]["key"] = json!(["+4915701800000"]);
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(!err.contains("4915701800000"), "{err}");
+    }
+
+    #[test]
+    fn a_control_character_in_any_string_field_rejects_the_job_naming_the_field() {
+        type Edit<'a> = &'a dyn Fn(&mut Value);
+        let cases: [(Edit, &str); 6] = [
+            (
+                &|v| v["recipients"][0]["to"] = json!("+4915112\u{0}345678"),
+                "recipients[0].to",
+            ),
+            (
+                &|v| v["template"]["name"] = json!("flash\u{0}sale"),
+                "template.name",
+            ),
+            (
+                &|v| v["template"]["language"] = json!("de\u{0}"),
+                "template.language",
+            ),
+            (&|v| v["job_id"] = json!("j\u{0}1"), "job_id"),
+            (
+                &|v| v["recipients"][1]["key"] = json!("k\u{7}1"),
+                "recipients[1].key",
+            ),
+            (
+                &|v| v["components"][0]["parameters"][0]["image"]["id"] = json!("47\u{0}11"),
+                "components[0].parameters[0].image.id",
+            ),
+        ];
+        for (set, field) in cases {
+            let mut v = job_json();
+            set(&mut v);
+            let err = parse(&v).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("field `{field}`: contains a control character"),
+                "{v}"
+            );
+        }
+        // Line breaks in free text are fine.
+        let mut v = job_json();
+        v["recipients"][0]["components"][0]["parameters"][0]["text"] = json!("Anna\nMüller");
+        assert!(parse(&v).is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_not_last_wins() {
+        let body = br#"{"version":1,"job_id":"j","campaign_id":"c","sender":"1","job_id":"k",
+            "template":{"name":"t","language":"de","category":"marketing"},
+            "recipients":[{"to":"+4915112345678"}]}"#;
+        let err = Job::parse(body).unwrap_err().to_string();
+        assert!(err.contains("duplicate key `job_id`"), "{err}");
+        let body = br#"{"version":1,"job_id":"j","campaign_id":"c","sender":"1",
+            "template":{"name":"t","language":"de","category":"marketing"},
+            "recipients":[{"to":"+4915112345678","to":"+4917698765432"}]}"#;
+        let err = Job::parse(body).unwrap_err().to_string();
+        assert!(err.contains("duplicate key `to`"), "{err}");
+        assert!(!err.contains("4917698765432"), "{err}");
+    }
+
+    #[test]
+    fn version_one_point_zero_is_version_one() {
+        let body = job_json()
+            .to_string()
+            .replacen("\"version\":1", "\"version\":1.0", 1);
+        assert!(body.contains("1.0"));
+        assert!(Job::parse(body.as_bytes()).is_ok());
+        let mut v = job_json();
+        v["version"] = json!(1.5);
+        assert!(matches!(parse(&v), Err(JobError::UnsupportedVersion(_))));
     }
 
     proptest::proptest! {

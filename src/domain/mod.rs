@@ -6,6 +6,7 @@ pub mod ids;
 pub mod job;
 pub mod outcome;
 pub mod phone;
+pub mod strict_json;
 
 pub use ids::{CampaignId, IdempotencyKey, JobId, SenderId};
 pub use job::{Job, JobError, Recipient, TemplateRef};

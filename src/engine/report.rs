@@ -112,9 +112,10 @@ impl JobReport {
             .sum()
     }
 
-    /// Every key of this run has its final outcome (or had one already).
+    /// Every key of this run has its final outcome (or had one already). Keys held by
+    /// another run are not: that run may still die before sending them.
     pub fn is_complete(&self) -> bool {
-        self.remaining == 0 && self.stop.is_none()
+        self.remaining == 0 && self.held_elsewhere == 0 && self.stop.is_none()
     }
 }
 

@@ -27,9 +27,13 @@ pub enum SignatureError {
 pub fn verify(app_secret: &[u8], body: &[u8], header: Option<&[u8]>) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let header = std::str::from_utf8(header).map_err(|_| SignatureError::Malformed)?;
+    let header = header.trim();
+    // The algorithm name is case-insensitive (`SHA256=` from proxies that upper-case it); the
+    // hex digest decodes in either case anyway.
     let hex_digest = header
-        .trim()
-        .strip_prefix("sha256=")
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("sha256="))
+        .map(|_| &header[7..])
         .ok_or(SignatureError::Malformed)?;
     let expected = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)?;
     if expected.len() != 32 {
@@ -72,6 +76,22 @@ mod tests {
         let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
         let sig = sign(SECRET, body);
         assert_eq!(verify(SECRET, body, Some(sig.as_bytes())), Ok(()));
+    }
+
+    #[test]
+    fn the_prefix_and_the_digest_are_case_insensitive() {
+        let body = br#"{"entry":[]}"#;
+        let sig = sign(SECRET, body);
+        let upper = sig.replacen("sha256=", "SHA256=", 1);
+        assert_eq!(verify(SECRET, body, Some(upper.as_bytes())), Ok(()));
+        assert_eq!(
+            verify(SECRET, body, Some(sig.to_ascii_uppercase().as_bytes())),
+            Ok(())
+        );
+        assert_eq!(
+            verify(SECRET, body, Some("ä".repeat(40).as_bytes())),
+            Err(SignatureError::Malformed)
+        );
     }
 
     #[test]

@@ -42,6 +42,32 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The database refused a statement for the data it carried (a value it can't store, a
+    /// constraint, a size limit), not for being unreachable: the same data fails the same way
+    /// on every retry, so the work that carried it must be rejected with a reason rather than
+    /// handed back as if the database were down. Returns the database's error code.
+    pub fn refused_data(&self) -> Option<String> {
+        use sqlx::error::ErrorKind;
+        let Self::Database(sqlx::Error::Database(db)) = self else {
+            return None;
+        };
+        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        let constraint = matches!(
+            db.kind(),
+            ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation
+        );
+        // Postgres SQLSTATE classes 22 (data exception: a NUL byte, a bad encoding, a value
+        // out of range) and 54 (program limit exceeded); SQLite 18 (TOOBIG) and 20 (MISMATCH).
+        let postgres = code.len() == 5 && (code.starts_with("22") || code.starts_with("54"));
+        let sqlite = matches!(code.as_str(), "18" | "20");
+        (constraint || postgres || sqlite).then_some(code)
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Whether a business number may send.
@@ -387,6 +413,14 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()>;
     /// Extends the lease of every non-final key `owner` holds.
     async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()>;
+    /// Ends every lease at once, so the next claim takes the keys over (`pending`) or records
+    /// them `unknown` (`sending`). Only for a caller that knows no other process sends from
+    /// this store (SQLite, under `herald send`'s lock): there every held key was left by a
+    /// run that died. Multi-process stores ignore it (returns 0): there a lease is the only
+    /// sign of life. Returns how many keys were freed.
+    async fn end_abandoned_leases(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
     /// A page of a campaign's ledger ordered by key, after `after` (exclusive).
     async fn ledger_page(
         &self,
@@ -426,6 +460,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<SlotLease>> {
         Ok(None)
     }
+
+    // --- deferred jobs (RabbitMQ) --------------------------------------------------------
+    /// Records `token` as the live deferred copy of `job` (campaign and job id), replacing any
+    /// earlier one: a copy that comes back with another token is a duplicate.
+    async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()>;
+    /// The token of `job`'s live deferred copy, if it is deferred.
+    async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>>;
+    /// Forgets `job`'s deferral: it completed or was rejected.
+    async fn clear_job_deferral(&self, job: &str) -> StoreResult<()>;
 
     // --- personal data (GDPR) ------------------------------------------------------------
     /// Everything stored about a number: consents, revocations, suppressions, ledger rows.

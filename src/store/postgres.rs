@@ -1013,6 +1013,35 @@ impl Store for PostgresStore {
 
     // --- personal data (GDPR) ------------------------------------------------------------
 
+    async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO job_deferrals (job, token) VALUES ($1, $2)
+             ON CONFLICT (job) DO UPDATE SET token = EXCLUDED.token, deferred_at = now()",
+        )
+        .bind(job)
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM job_deferrals WHERE job = $1")
+                .bind(job)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn clear_job_deferral(&self, job: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM job_deferrals WHERE job = $1")
+            .bind(job)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
         let hash = shared::phone_hash(phone);
         // One snapshot for the whole export, so it is consistent with itself.

@@ -760,6 +760,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn end_abandoned_leases(&self) -> StoreResult<u64> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE ledger SET lease_until = ?1
+             WHERE state IN ('pending', 'sending') AND lease_until > ?1",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn ledger_page(
         &self,
         campaign: &CampaignId,
@@ -944,6 +956,37 @@ impl Store for SqliteStore {
     }
 
     // --- personal data (GDPR) ------------------------------------------------------------
+
+    async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO job_deferrals (job, token, deferred_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (job) DO UPDATE SET token = excluded.token,
+                 deferred_at = excluded.deferred_at",
+        )
+        .bind(job)
+        .bind(token)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM job_deferrals WHERE job = ?1")
+                .bind(job)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn clear_job_deferral(&self, job: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM job_deferrals WHERE job = ?1")
+            .bind(job)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
 
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
         let hash = shared::phone_hash(phone);

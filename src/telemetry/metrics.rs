@@ -27,6 +27,7 @@ pub const JOBS_CONSUMED: &str = "herald_jobs_consumed_total";
 pub const JOBS_ACKED: &str = "herald_jobs_acked_total";
 pub const JOBS_DEAD_LETTERED: &str = "herald_jobs_dead_lettered_total";
 pub const JOBS_DEFERRED: &str = "herald_jobs_deferred_total";
+pub const JOBS_STALE_COPIES: &str = "herald_jobs_stale_copies_dropped_total";
 pub const JOB_AGE: &str = "herald_job_age_seconds";
 pub const TIER_USED: &str = "herald_tier_used";
 pub const TIER_LIMIT: &str = "herald_tier_limit";
@@ -51,6 +52,7 @@ pub const ALL: &[&str] = &[
     JOBS_ACKED,
     JOBS_DEAD_LETTERED,
     JOBS_DEFERRED,
+    JOBS_STALE_COPIES,
     JOB_AGE,
     TIER_USED,
     TIER_LIMIT,
@@ -155,6 +157,10 @@ fn describe() {
     describe_counter!(
         JOBS_DEFERRED,
         "Jobs whose remaining recipients were deferred"
+    );
+    describe_counter!(
+        JOBS_STALE_COPIES,
+        "Deferred job copies dropped because a newer copy of the same job is the live one"
     );
     describe_histogram!(JOB_AGE, Unit::Seconds, "Job age when a worker picked it up");
     describe_gauge!(
@@ -288,6 +294,12 @@ pub fn job_dead_lettered(reason: &'static str) {
 
 pub fn job_deferred(reason: &'static str) {
     counter!(JOBS_DEFERRED, "reason" => reason).increment(1);
+}
+
+/// A deferred copy of a job came back but is not the job's live copy (a duplicate left by an
+/// older herald's delay routing, or by at-least-once dead-lettering): acked and dropped.
+pub fn job_stale_copy_dropped() {
+    counter!(JOBS_STALE_COPIES).increment(1);
 }
 
 pub fn tier(portfolio: &str, used: u64, limit: Option<u32>) {

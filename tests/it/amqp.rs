@@ -643,6 +643,126 @@ async fn a_job_due_in_seconds_comes_back_from_its_delay_queue_and_is_sent() {
     assert_eq!(app.sim.stats().accepted, 4);
 }
 
+/// Ready messages in every delay queue of the prefix, by tier name.
+async fn delay_counts(broker: &Broker) -> Vec<(&'static str, u32)> {
+    let mut out = Vec::new();
+    for tier in &amqp::DELAY_TIERS {
+        let n = broker
+            .ready(&broker.topology.delay_queue(tier))
+            .await
+            .expect("delay queue exists");
+        out.push((tier.name, n));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_deferred_job_waits_in_exactly_one_delay_queue_per_tier() {
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    let app = App::start(AppOptions::default()).await;
+    let to = numbers(2);
+    app.consent(&to).await;
+    let worker = start_worker(&broker, &app, Duration::from_secs(5));
+    // One job per tier: due in 10 s (5 s tier), 1 min (30 s), 10 min (5 min), 2 h (30 min).
+    let due = [("j-5s", 10), ("j-30s", 60), ("j-5m", 600), ("j-30m", 7200)];
+    for (id, secs) in due {
+        let mut body = job(id, "c-tiers", &to);
+        body["not_before"] = json!(Utc::now() + chrono::Duration::seconds(secs));
+        broker.publish_job(&body).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let counts = delay_counts(&broker).await;
+        let total: u32 = counts.iter().map(|(_, n)| n).sum();
+        if total >= 4 && worker.state.jobs_in_flight() == 0 {
+            assert_eq!(
+                counts,
+                vec![("5s", 1), ("30s", 1), ("5m", 1), ("30m", 1)],
+                "each deferred job is in its own tier's queue, once"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "delay queues hold {counts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    worker.stop().await;
+    for (tier, (id, _)) in amqp::DELAY_TIERS.iter().zip(due) {
+        let parked = broker
+            .get(&broker.topology.delay_queue(tier))
+            .await
+            .expect("the parked job");
+        assert_eq!(
+            parked.properties.message_id().as_ref().map(|m| m.as_str()),
+            Some(id)
+        );
+        assert!(header(&parked, amqp::DEFERRAL_HEADER).is_some());
+    }
+    assert_eq!(app.sim.stats().accepted, 0);
+}
+
+#[tokio::test]
+async fn copies_of_a_deferred_job_collapse_into_one_that_comes_back_once() {
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    let app = App::start(AppOptions::default()).await;
+    let to = numbers(3);
+    app.consent(&to).await;
+    let events = broker.events().await;
+    let mut body = job("j-copies", "c-copies", &to);
+    body["not_before"] = json!(Utc::now() + chrono::Duration::seconds(8));
+    // Three copies parked as an older herald left them: no deferral token, one per delay
+    // queue it wrongly matched (here all in the 5 s queue, to come back quickly).
+    for _ in 0..3 {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            amqp::DELAY_HEADER.into(),
+            AMQPValue::LongString("5s".into()),
+        );
+        broker
+            .publisher
+            .publish(
+                &broker.topology.delay_exchange(),
+                SENDER,
+                true,
+                body.to_string().as_bytes(),
+                amqp::job_properties("j-copies").with_headers(headers),
+            )
+            .await
+            .expect("parked");
+    }
+    let worker = start_worker(&broker, &app, Duration::from_secs(5));
+    let event = broker.next_event(&events, amqp::JOB_COMPLETED).await;
+    assert_eq!(event["job"], "j-copies");
+    assert_eq!(event["totals"]["sent"], 3);
+    // Let any further copy come back (5 s tier) and be dropped.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let deadline = Instant::now() + WAIT;
+    while worker.state.jobs_in_flight() > 0 {
+        assert!(Instant::now() < deadline, "a job is still in flight");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop().await;
+    let mut completed = 1;
+    while let Some(d) = broker.get(&events).await {
+        let v: Value = serde_json::from_slice(&d.data).unwrap();
+        if v["event"] == amqp::JOB_COMPLETED {
+            completed += 1;
+        }
+    }
+    assert_eq!(completed, 1, "the job ran to completion once");
+    let counts = delay_counts(&broker).await;
+    assert!(
+        counts.iter().all(|(_, n)| *n == 0),
+        "no copy is left: {counts:?}"
+    );
+    assert_eq!(broker.ready(&broker.topology.jobs_queue()).await, Some(0));
+    assert_eq!(app.sim.stats().accepted, 3);
+    assert_eq!(app.sim.stats().duplicates, 0);
+}
+
 #[tokio::test]
 async fn shutdown_hands_unsent_recipients_back_and_the_next_worker_finishes_them() {
     let Some(broker) = Broker::start().await else {
