@@ -516,6 +516,168 @@ async fn poison_jobs_are_dead_lettered_with_their_reason_and_the_worker_goes_on(
     assert_eq!(broker.ready(&broker.topology.jobs_queue()).await, Some(0));
 }
 
+#[tokio::test]
+async fn malformed_jobs_are_rejected_once_without_echoing_a_number_and_the_worker_goes_on() {
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    // Postgres: it is the store that refuses a NUL byte, which used to look like an outage.
+    let Some(url) = support::postgres_url().await else {
+        return;
+    };
+    let app = App::start(AppOptions {
+        postgres: Some(url.clone()),
+        ..AppOptions::default()
+    })
+    .await;
+    let to = numbers(3);
+    app.consent(&to).await;
+    let events = broker.events().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let _worker = WorkerProcess(
+        herald(&broker)
+            .arg("worker")
+            .env("HERALD_DATABASE_URL", &app.db_url)
+            .env("HERALD_GRAPH_URL", app.sim.url())
+            .env("HERALD_HTTP_ADDR", "127.0.0.1:0")
+            .env("HERALD_METRICS_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start herald worker"),
+    );
+    wait_consumers(&broker, 1).await;
+
+    let nul = |edit: &dyn Fn(&mut Value)| {
+        let mut v = job("bad", "c-bad", &to);
+        edit(&mut v);
+        v
+    };
+    let bad = [
+        nul(&|v| v["recipients"][0]["to"] = json!(format!("{}\u{0}", to[0]))),
+        nul(&|v| v["template"]["name"] = json!("flash\u{0}sale")),
+        nul(&|v| v["template"]["language"] = json!("de\u{0}")),
+        nul(&|v| v["campaign_id"] = json!("c\u{0}bad")),
+        nul(&|v| {
+            v["recipients"][1]["components"] =
+                json!([{"type": "body", "parameters": [{"type": "text", "text": "A\u{0}"}]}])
+        }),
+        nul(&|v| v["recipients"][2]["to"] = json!(4915701800000u64)),
+    ];
+    for v in &bad {
+        broker.publish_job(v).await;
+    }
+    // A duplicate key, whose second value is a number.
+    let dup = job("dup", "c-bad", &to).to_string().replacen(
+        "\"to\":",
+        "\"to\":\"+4915701800000\",\"to\":",
+        1,
+    );
+    broker.publish(dup.as_bytes(), SENDER, "dup").await;
+    // Routed to another number than the job's sender.
+    broker
+        .publish(
+            job("misrouted", "c-bad", &to).to_string().as_bytes(),
+            "111",
+            "misrouted",
+        )
+        .await;
+    // An encoding herald does not speak.
+    let publish_encoded = |body: Vec<u8>, id: &'static str, encoding: &'static str| {
+        let broker = &broker;
+        async move {
+            broker
+                .publisher
+                .publish(
+                    &broker.topology.jobs_exchange(),
+                    SENDER,
+                    true,
+                    &body,
+                    amqp::job_properties(id).with_content_encoding(encoding.into()),
+                )
+                .await
+                .expect("published");
+        }
+    };
+    publish_encoded(
+        job("brotli", "c-bad", &to).to_string().into_bytes(),
+        "brotli",
+        "br",
+    )
+    .await;
+    // Good jobs after all that: one gzipped, one plain.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, job("gz", "c-gz", &to).to_string().as_bytes()).unwrap();
+    publish_encoded(gz.finish().unwrap(), "gz", "gzip").await;
+    broker.publish_job(&job("good", "c-good", &to)).await;
+
+    let dead = broker.take(&broker.topology.dead_queue(), 9).await;
+    let mut codes: Vec<String> = dead
+        .iter()
+        .map(|d| header(d, "x-herald-reason-code").expect("reason code"))
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            "invalid_encoding",
+            "invalid_job",
+            "invalid_job",
+            "invalid_job",
+            "invalid_job",
+            "invalid_job",
+            "invalid_job",
+            "invalid_json",
+            "routing_key_mismatch"
+        ]
+    );
+    app.wait_accepted(6).await;
+    let mut completed = Vec::new();
+    while completed.len() < 2 {
+        completed.push(broker.next_event(&events, amqp::JOB_COMPLETED).await["job"].clone());
+    }
+    completed.sort_by_key(|v| v.to_string());
+    assert_eq!(completed, [json!("good"), json!("gz")]);
+    assert_eq!(broker.ready(&broker.topology.jobs_queue()).await, Some(0));
+    assert_eq!(
+        broker.ready(&broker.topology.dead_queue()).await,
+        Some(0),
+        "rejected once"
+    );
+
+    // No full number anywhere: not in headers, not in events, not in the log.
+    let digits: Vec<String> = to
+        .iter()
+        .map(|n| n.trim_start_matches('+').to_owned())
+        .chain(["4915701800000".to_owned()])
+        .collect();
+    let mut seen = Vec::new();
+    for d in &dead {
+        for h in ["x-herald-reason", "x-herald-reason-code"] {
+            seen.push(header(d, h).unwrap_or_default());
+        }
+    }
+    while let Some(d) = broker.get(&events).await {
+        seen.push(String::from_utf8_lossy(&d.data).into_owned());
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        logged.matches("job rejected to").count(),
+        9,
+        "the log names each rejection: {logged}"
+    );
+    seen.push(logged);
+    for text in &seen {
+        for n in &digits {
+            assert!(!text.contains(n.as_str()), "a number in: {text}");
+        }
+    }
+    drop(_worker);
+    support::drop_postgres_database(&url).await;
+}
+
 async fn a_job_is_sent_acked_and_announced(app: App) {
     let Some(broker) = Broker::start().await else {
         return;
