@@ -47,7 +47,9 @@ pub struct WorkerArgs {
     pub rate_card: Option<PathBuf>,
     /// How long a worker's claim on a recipient lasts without renewal. After a worker dies,
     /// its recipients are taken over (or recorded `unknown` if mid-request) this much later.
-    #[arg(long, env = "HERALD_LEASE_SECONDS", default_value_t = 60)]
+    /// A live worker renews its claims every quarter of this (a heartbeat), so it only lapses
+    /// when the worker is gone or cannot reach the database for most of it.
+    #[arg(long, env = "HERALD_LEASE_SECONDS", default_value_t = 10)]
     pub lease_seconds: u64,
 }
 

@@ -2,13 +2,14 @@
 //!
 //! - the **producer** claims keys in the ledger a batch at a time, gates them (consent, tier)
 //!   and feeds the sendable ones on;
-//! - the **dispatcher** marks small groups as `sending` (so a crash makes them `unknown`, never
-//!   resent), waits for the sender's pacer, and starts each request under the per-sender
-//!   in-flight bound; retries come back to it after their back-off;
+//! - the **marker** ([`super::mark`]) marks a few keys at a time as `sending` just before
+//!   their turn (so a crash makes only those and the requests in flight `unknown`);
+//! - the **dispatcher** waits for the sender's pacer and starts each request under the
+//!   per-sender in-flight bound; retries come back to it after their back-off;
 //! - the **recorder** writes outcomes to the ledger in batches and keeps the report.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -37,7 +38,8 @@ pub struct EngineConfig {
     /// Requests in flight per sender. Hides API latency: 1,000/s at 250 ms needs ~250.
     pub max_inflight_per_sender: usize,
     /// How long a claim stays ours without renewal; a dead worker's keys are taken over
-    /// (or recorded `unknown` if mid-send) after this.
+    /// (or recorded `unknown` if mid-send) after this. Renewed every quarter of it while the
+    /// run lives, so short is safe: a dead worker's work moves on within seconds.
     pub lease: Duration,
     /// First retry back-off; doubles per attempt with full jitter.
     pub retry_base: Duration,
@@ -63,7 +65,7 @@ impl Default for EngineConfig {
         Self {
             claim_batch: 500,
             max_inflight_per_sender: 256,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
             retry_base: Duration::from_millis(250),
             retry_cap: Duration::from_secs(30),
             inline_delay_limit: Duration::from_secs(20),
@@ -104,10 +106,10 @@ pub struct RunControl {
 
 /// The dispatch engine. Cheap to share: one per process, many jobs at once.
 pub struct Engine {
-    store: Arc<dyn Store>,
+    pub(super) store: Arc<dyn Store>,
     graph: GraphClient,
     pacers: Arc<PacerRegistry>,
-    pairs: Arc<PairLimiter>,
+    pub(super) pairs: Arc<PairLimiter>,
     rate_card: Arc<RateCard>,
     config: EngineConfig,
     /// Identifies this process in ledger owners.
@@ -118,21 +120,21 @@ pub struct Engine {
 
 /// A recipient travelling through the pipeline.
 #[derive(Debug, Clone, Copy)]
-struct Item {
+pub(super) struct Item {
     /// Index into `job.recipients`.
-    idx: usize,
+    pub(super) idx: usize,
     /// POSTs made so far.
-    attempts: u32,
+    pub(super) attempts: u32,
     /// 131056 answers so far (drives the 4^n delay).
     pair_hits: u32,
     /// 131000 answers so far: Meta advises at most three tries for that one code.
     generic_failures: u32,
     /// Already marked `sending` in the ledger.
-    marked: bool,
+    pub(super) marked: bool,
 }
 
 /// What the dispatcher and send tasks tell the recorder.
-enum Event {
+pub(super) enum Event {
     Final {
         idx: usize,
         outcome: Outcome,
@@ -145,14 +147,17 @@ enum Event {
         resume_in: Duration,
     },
     Retry,
+    /// The ledger no longer lets this run send the key: its lease lapsed and another run took
+    /// it over. That run records its outcome; this one leaves the key alone.
+    Lost { idx: usize },
 }
 
 /// State shared by the parts of one run.
-struct Run {
-    job: Arc<Job>,
+pub(super) struct Run {
+    pub(super) job: Arc<Job>,
     sender: Sender,
     category: Category,
-    owner: String,
+    pub(super) owner: String,
     url: String,
     pacer: Arc<SenderPacer>,
     inflight: Arc<Semaphore>,
@@ -160,9 +165,11 @@ struct Run {
     cancelled: std::sync::atomic::AtomicBool,
     /// Signalled when `stop` is set so waits can end early.
     stopping: CancellationToken,
-    /// Items the dispatcher took that have not reached a final event yet.
+    /// Items the producer passed on that have not reached a final event yet.
     outstanding: AtomicUsize,
-    idle: Notify,
+    /// Set by the marker once the producer has passed on everything it will.
+    pub(super) producer_done: AtomicBool,
+    pub(super) idle: Notify,
     events: mpsc::UnboundedSender<Event>,
     retries: mpsc::UnboundedSender<Item>,
     /// The latest error answer or transport failure, for the operator.
@@ -182,19 +189,19 @@ impl Run {
         self.stopping.cancel();
     }
 
-    fn stopped(&self) -> bool {
+    pub(super) fn stopped(&self) -> bool {
         self.stopping.is_cancelled()
     }
 
-    /// Ends an item's journey through the dispatcher.
-    fn finish(&self, event: Event) {
+    /// Ends an item's journey through the pipeline.
+    pub(super) fn finish(&self, event: Event) {
         let _ = self.events.send(event);
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_one();
         }
     }
 
-    fn key(&self, idx: usize) -> &IdempotencyKey {
+    pub(super) fn key(&self, idx: usize) -> &IdempotencyKey {
         &self.job.recipients[idx].key
     }
 }
@@ -448,9 +455,13 @@ impl Engine {
         // Two claim batches in the channel keep the dispatcher busy while the producer claims
         // the next one, and bound memory.
         let (work_tx, work_rx) = mpsc::channel::<Item>(self.config.claim_batch * 2);
+        let pacer = self.pacers.get(&job.sender, sender.rate_per_sec);
+        let (marked_tx, marked_rx) =
+            mpsc::channel::<Item>(super::mark::mark_ahead(pacer.effective_rate()));
+        let (remark_tx, remark_rx) = mpsc::unbounded_channel();
         let run = Arc::new(Run {
             url: self.graph.messages_url(&job.sender),
-            pacer: self.pacers.get(&job.sender, sender.rate_per_sec),
+            pacer,
             inflight: self.semaphore(job.sender.as_str()),
             job: Arc::clone(&job),
             sender,
@@ -460,6 +471,7 @@ impl Engine {
             cancelled: std::sync::atomic::AtomicBool::new(false),
             stopping: CancellationToken::new(),
             outstanding: AtomicUsize::new(0),
+            producer_done: AtomicBool::new(false),
             idle: Notify::new(),
             events: events_tx,
             retries: retry_tx,
@@ -490,9 +502,10 @@ impl Engine {
             self.config.clone(),
         ));
 
-        let dispatcher = self.dispatch_loop(Arc::clone(&run), work_rx, retry_rx);
+        let marker = self.mark_loop(Arc::clone(&run), work_rx, remark_rx, marked_tx);
+        let dispatcher = self.dispatch_loop(Arc::clone(&run), marked_rx, retry_rx, remark_tx);
         let producer = self.produce(Arc::clone(&run), work_tx, Arc::clone(&report), ctl);
-        let (produced, ()) = tokio::join!(producer, dispatcher);
+        let (produced, (), ()) = tokio::join!(producer, marker, dispatcher);
         control.abort();
         let _ = control.await;
         let stop = run.stop.lock().expect("stop lock").clone();
@@ -680,131 +693,66 @@ impl Engine {
         Ok(())
     }
 
-    /// Marks, paces and starts requests; ends when the producer is done and nothing is
-    /// outstanding.
+    /// Paces and starts requests for marked items; ends when the producer is done and
+    /// nothing is outstanding. Unmarked items back from a wait go to the marker first.
     async fn dispatch_loop(
         &self,
         run: Arc<Run>,
-        mut work: mpsc::Receiver<Item>,
+        mut marked: mpsc::Receiver<Item>,
         mut retries: mpsc::UnboundedReceiver<Item>,
+        remarks: mpsc::UnboundedSender<Item>,
     ) {
-        let mut work_open = true;
-        let mut group: Vec<Item> = Vec::new();
         loop {
-            if !work_open && run.outstanding.load(Ordering::Acquire) == 0 {
+            if run.producer_done.load(Ordering::Acquire)
+                && run.outstanding.load(Ordering::Acquire) == 0
+            {
                 break;
             }
-            tokio::select! {
+            let item = tokio::select! {
                 biased;
-                Some(item) = retries.recv() => group.push(item),
-                got = work.recv(), if work_open => match got {
-                    Some(item) => group.push(item),
-                    None => { work_open = false; continue; }
-                },
+                Some(item) = retries.recv() => item,
+                Some(item) = marked.recv() => item,
                 _ = run.idle.notified() => continue,
-            }
-            // Take what else is ready, up to ~100 ms of this number's rate, and mark it in
-            // one statement.
-            let limit = run.pacer.mark_batch();
-            while group.len() < limit {
-                if let Ok(item) = retries.try_recv() {
-                    group.push(item);
-                    continue;
+            };
+            if !item.marked {
+                if let Err(mpsc::error::SendError(item)) = remarks.send(item) {
+                    self.hand_back(&run, item);
                 }
-                match work.try_recv() {
-                    Ok(item) => group.push(item),
-                    Err(_) => break,
-                }
-            }
-            self.dispatch_group(&run, std::mem::take(&mut group)).await;
-        }
-    }
-
-    async fn dispatch_group(&self, run: &Arc<Run>, mut group: Vec<Item>) {
-        if run.stopped() {
-            for item in group {
-                self.hand_back(run, item);
-            }
-            return;
-        }
-        let now = Utc::now();
-        if run.job.expires_at.is_some_and(|exp| exp <= now) {
-            for item in group {
-                run.finish(Event::Final {
-                    idx: item.idx,
-                    outcome: Outcome::Skipped {
-                        reason: SkipReason::Expired,
-                    },
-                    attempts: item.attempts,
-                    held: false,
-                });
-            }
-            return;
-        }
-        // Keep the pair limit locally: a pair that must wait goes back into the retry path.
-        group.retain(|item| {
-            let r = &run.job.recipients[item.idx];
-            match self.pairs.check(&run.job.sender, &r.to) {
-                Ok(()) => true,
-                Err(wait) => {
-                    self.delay(run, *item, wait);
-                    false
-                }
-            }
-        });
-        let unmarked: Vec<IdempotencyKey> = group
-            .iter()
-            .filter(|i| !i.marked)
-            .map(|i| run.key(i.idx).clone())
-            .collect();
-        if !unmarked.is_empty() {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match self.store.mark_sending(&run.owner, &unmarked).await {
-                    Ok(()) => break,
-                    Err(e) if !run.stopped() => {
-                        warn!(error = %e, "cannot mark keys as sending; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                    Err(_) => {
-                        for item in group {
-                            self.hand_back(run, item);
-                        }
-                        return;
-                    }
-                }
-            }
-        }
-        for mut item in group {
-            item.marked = true;
-            if run.stopped() {
-                self.hand_back(run, item);
                 continue;
             }
-            tokio::select! {
-                _ = run.pacer.acquire() => {}
-                _ = run.stopping.cancelled() => { self.hand_back(run, item); continue; }
-            }
-            let permit = tokio::select! {
-                p = Arc::clone(&run.inflight).acquire_owned() => p.expect("semaphore never closed"),
-                _ = run.stopping.cancelled() => { self.hand_back(run, item); continue; }
-            };
-            let run = Arc::clone(run);
-            let graph = self.graph.clone();
-            let store = Arc::clone(&self.store);
-            let config = self.config.clone();
-            let pairs_delay = self.config.inline_delay_limit;
-            tokio::spawn(async move {
-                let _permit = permit;
-                send_one(&run, &graph, &store, &config, item, pairs_delay).await;
-            });
+            self.start(&run, item).await;
         }
+        // Dropping `remarks` here lets the marker end.
+    }
+
+    /// Waits for the item's send slot and an in-flight permit, then sends it in a task.
+    async fn start(&self, run: &Arc<Run>, item: Item) {
+        if run.stopped() {
+            self.hand_back(run, item);
+            return;
+        }
+        tokio::select! {
+            _ = run.pacer.acquire() => {}
+            _ = run.stopping.cancelled() => { self.hand_back(run, item); return; }
+        }
+        let permit = tokio::select! {
+            p = Arc::clone(&run.inflight).acquire_owned() => p.expect("semaphore never closed"),
+            _ = run.stopping.cancelled() => { self.hand_back(run, item); return; }
+        };
+        let run = Arc::clone(run);
+        let graph = self.graph.clone();
+        let store = Arc::clone(&self.store);
+        let config = self.config.clone();
+        let pairs_delay = self.config.inline_delay_limit;
+        tokio::spawn(async move {
+            let _permit = permit;
+            send_one(&run, &graph, &store, &config, item, pairs_delay).await;
+        });
     }
 
     /// A key taken back before its request started: released, or skipped if the campaign was
     /// cancelled.
-    fn hand_back(&self, run: &Run, item: Item) {
+    pub(super) fn hand_back(&self, run: &Run, item: Item) {
         if run.cancelled.load(Ordering::Acquire) {
             run.finish(Event::Final {
                 idx: item.idx,
@@ -822,7 +770,7 @@ impl Engine {
         }
     }
 
-    fn delay(&self, run: &Arc<Run>, item: Item, wait: Duration) {
+    pub(super) fn delay(&self, run: &Arc<Run>, item: Item, wait: Duration) {
         schedule_retry(run, item, wait, self.config.inline_delay_limit);
     }
 }
@@ -1049,7 +997,7 @@ async fn control_loop(
     config: EngineConfig,
 ) {
     let mut tick = tokio::time::interval(config.control_poll);
-    let mut renew = tokio::time::interval(config.lease / 3);
+    let mut renew = tokio::time::interval(config.lease / 4);
     renew.tick().await;
     loop {
         tokio::select! {
@@ -1170,6 +1118,8 @@ fn take_charge(ev: &Event, charges: &[AtomicU64]) -> u64 {
             ..
         }
         | Event::Retry => return 0,
+        // Charged by this run, but the key is another run's now, which charges it again.
+        Event::Lost { idx } => *idx,
         Event::Final { idx, .. } | Event::Release { idx, .. } => *idx,
     };
     charges[idx].swap(0, Ordering::AcqRel)
@@ -1251,6 +1201,12 @@ fn apply_event(
             *resume_in = (*resume_in).max(d);
         }
         Event::Retry => report.retries += 1,
+        Event::Lost { .. } => {
+            report.held_elsewhere += 1;
+            if let Some(p) = progress {
+                p.done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

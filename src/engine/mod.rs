@@ -3,6 +3,7 @@
 //! jobs come from and what happens to deferred work differs.
 
 mod dispatch;
+mod mark;
 mod report;
 
 pub use dispatch::{Engine, EngineConfig, EngineError, Progress, RunControl};

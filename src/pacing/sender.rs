@@ -185,11 +185,6 @@ impl SenderPacer {
         }
     }
 
-    /// How many sends a crash may leave `unknown`: the ledger marks keys as sending in groups
-    /// of about 100 ms of this number's rate.
-    pub fn mark_batch(&self) -> usize {
-        (self.effective_rate() / 10.0).clamp(1.0, 512.0) as usize
-    }
 }
 
 /// The pacers of one process, one per business number, shared by all jobs.
@@ -277,9 +272,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn mark_batches_follow_the_rate() {
-        assert_eq!(pacer(80).mark_batch(), 7);
-        assert_eq!(pacer(1_000_000).mark_batch(), 512);
-    }
 }

@@ -404,8 +404,10 @@ pub trait Store: Send + Sync + 'static {
         claims: &[Claim],
     ) -> StoreResult<Vec<ClaimStatus>>;
     /// Marks keys as being sent, right before their requests go out: a crash from here on
-    /// makes them `unknown`, never resent. Increments `attempts`.
-    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()>;
+    /// makes them `unknown`, never resent. Increments `attempts`. Returns, in order, whether
+    /// each key was marked: a key `owner` no longer holds (its lease lapsed and another run
+    /// took it over) is not, and must not be sent.
+    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<Vec<bool>>;
     /// Records final outcomes. A key that already has a final outcome keeps it.
     async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()>;
     /// Hands keys back as `pending` with no owner (deferred work, shutdown, paused campaign)

@@ -710,14 +710,14 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
+    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<Vec<bool>> {
         if keys.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // Rows are found by key and locked in key order; owner and state are checked on the
         // locked rows, not in the scan, because the planner would otherwise happily walk the
         // owner index (up to a whole job's keys) and filter it against the batch.
-        sqlx::query(
+        let marked: HashSet<String> = sqlx::query_scalar(
             "WITH locked AS MATERIALIZED (
                 SELECT key, owner, state FROM ledger WHERE key = ANY($1)
                 ORDER BY key FOR UPDATE
@@ -725,13 +725,16 @@ impl Store for PostgresStore {
              UPDATE ledger l SET state = 'sending', attempts = l.attempts + 1, updated_at = now()
              FROM locked
              WHERE l.key = locked.key AND locked.owner = $2
-               AND locked.state IN ('pending', 'sending')",
+               AND locked.state IN ('pending', 'sending')
+             RETURNING l.key",
         )
         .bind(sorted_keys(keys.iter().map(IdempotencyKey::as_str)))
         .bind(owner)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .collect();
+        Ok(shared::in_order(keys, &marked))
     }
 
     async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()> {

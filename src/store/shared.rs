@@ -306,3 +306,11 @@ mod tests {
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }
+
+/// Per key, in the order given, whether it is in `hit` (keys a statement returned).
+pub(super) fn in_order(
+    keys: &[crate::domain::IdempotencyKey],
+    hit: &std::collections::HashSet<String>,
+) -> Vec<bool> {
+    keys.iter().map(|k| hit.contains(k.as_str())).collect()
+}

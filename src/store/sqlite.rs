@@ -681,23 +681,26 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
+    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<Vec<bool>> {
         if keys.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // `+owner`: SQLite must find rows by key, not walk the owner index (every open key of
         // the job) and filter it against the batch.
-        sqlx::query(
+        let marked: HashSet<String> = sqlx::query_scalar(
             "UPDATE ledger SET state = 'sending', attempts = attempts + 1, updated_at = ?3
              WHERE key IN (SELECT value FROM json_each(?1))
-               AND +owner = ?2 AND state IN ('pending', 'sending')",
+               AND +owner = ?2 AND state IN ('pending', 'sending')
+             RETURNING key",
         )
         .bind(json_keys(keys.iter().map(IdempotencyKey::as_str)))
         .bind(owner)
         .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        .fetch_all(&self.writer)
+        .await?
+        .into_iter()
+        .collect();
+        Ok(shared::in_order(keys, &marked))
     }
 
     async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()> {

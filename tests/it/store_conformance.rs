@@ -159,10 +159,12 @@ async fn an_expired_pending_key_is_taken_over(store: Arc<dyn Store>) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let got = store.claim("w2", MINUTE, &claims(&["a"])).await.unwrap();
     assert_eq!(got, vec![ClaimStatus::Mine]);
-    // The dead owner lost it: its late writes no longer apply.
-    store.mark_sending("dead", &keys(&["a"])).await.unwrap();
+    // The dead owner lost it: its late writes no longer apply, and it is told so.
+    let marked = store.mark_sending("dead", &keys(&["a"])).await.unwrap();
+    assert_eq!(marked, vec![false], "a key no longer held must not be sent");
     assert_eq!(state_of(&store, "a").await, "pending");
-    store.mark_sending("w2", &keys(&["a"])).await.unwrap();
+    let marked = store.mark_sending("w2", &keys(&["a"])).await.unwrap();
+    assert_eq!(marked, vec![true]);
     assert_eq!(state_of(&store, "a").await, "sending");
 }
 
@@ -948,6 +950,19 @@ async fn concurrent_charges_never_overspend(store: Arc<dyn Store>) {
     assert_eq!(c.committed_micros, 10_000);
 }
 
+async fn a_job_has_one_live_deferral_token(store: Arc<dyn Store>) {
+    assert_eq!(store.job_deferral("c/j").await.unwrap(), None);
+    store.set_job_deferral("c/j", "t1").await.unwrap();
+    store.set_job_deferral("c/other", "x").await.unwrap();
+    assert_eq!(store.job_deferral("c/j").await.unwrap().as_deref(), Some("t1"));
+    store.set_job_deferral("c/j", "t2").await.unwrap();
+    assert_eq!(store.job_deferral("c/j").await.unwrap().as_deref(), Some("t2"));
+    store.clear_job_deferral("c/j").await.unwrap();
+    store.clear_job_deferral("c/j").await.unwrap();
+    assert_eq!(store.job_deferral("c/j").await.unwrap(), None);
+    assert_eq!(store.job_deferral("c/other").await.unwrap().as_deref(), Some("x"));
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -996,9 +1011,30 @@ conformance!(
     senders_templates_and_campaigns_round_trip,
     a_budget_admits_what_fits_and_refunds_give_it_back,
     concurrent_charges_never_overspend,
+    a_job_has_one_live_deferral_token,
 );
 
 // --- SQLite only ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_ends_abandoned_leases_for_a_sole_sender() {
+    let (store, _dir) = crate::support::sqlite_store().await;
+    store.claim("dead", MINUTE, &claims(&["a", "b", "c"])).await.unwrap();
+    store.mark_sending("dead", &keys(&["b"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("c", sent("wamid.c"))])
+        .await
+        .unwrap();
+    assert_eq!(store.end_abandoned_leases().await.unwrap(), 2);
+    let got = store
+        .claim("next", MINUTE, &claims(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![ClaimStatus::Mine, ClaimStatus::WasInFlight, ClaimStatus::Done]
+    );
+}
 
 #[tokio::test]
 async fn an_unwritable_sqlite_path_is_a_clear_error() {
