@@ -51,6 +51,25 @@ pub struct WorkerArgs {
     /// when the worker is gone or cannot reach the database for most of it.
     #[arg(long, env = "HERALD_LEASE_SECONDS", default_value_t = 10)]
     pub lease_seconds: u64,
+    /// How long a recipient stays `unknown` (a crash or timeout mid-request) before it is sent
+    /// once more, if the status webhooks by then show Meta never accepted it (statuses of the
+    /// sender's later messages arrived, none for it). Needs `herald serve` receiving webhooks
+    /// on the same database; `off` keeps unknowns unknown. A job with such recipients is kept
+    /// (deferred) until they are resolved, at most an hour.
+    #[arg(long, env = "HERALD_RESEND_UNKNOWN_AFTER", default_value = "10m", value_parser = parse_optional_duration)]
+    pub resend_unknown_after: Option<Duration>,
+}
+
+/// A duration like `10m` or `90s`, or `off`.
+fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 10m, 90s, or off)"))?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s (or off)".into());
+    }
+    Ok(Some(d))
 }
 
 impl WorkerArgs {
@@ -128,6 +147,12 @@ pub async fn worker(
         EngineConfig {
             max_inflight_per_sender: args.max_inflight,
             lease: Duration::from_secs(args.lease_seconds),
+            resend_unknown_after: args.resend_unknown_after,
+            unknown_give_up: args
+                .resend_unknown_after
+                .map_or(Duration::from_secs(3600), |d| {
+                    (d * 6).max(Duration::from_secs(3600))
+                }),
             ..EngineConfig::default()
         },
     );

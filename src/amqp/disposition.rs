@@ -96,6 +96,21 @@ fn finished(report: &JobReport, now: DateTime<Utc>, held_recheck: Duration) -> D
             ),
         };
     }
+    if let Some(at) = report
+        .unknown_recheck_at
+        .filter(|_| report.unknown_waiting > 0)
+    {
+        // The job is the only copy of what those keys should say: keep it until the webhooks
+        // have shown whether Meta accepted them (then they are resent once, or stay unknown).
+        return Disposition::Delay {
+            delay: (at - now).to_std().unwrap_or_default(),
+            label: "unknown_review",
+            reason: format!(
+                "{} recipient(s) are unknown; resent once if the status webhooks show Meta never accepted them",
+                report.unknown_waiting
+            ),
+        };
+    }
     Disposition::Complete
 }
 
@@ -139,6 +154,26 @@ mod tests {
             sender: "1".into(),
             ..JobReport::default()
         }
+    }
+
+    #[test]
+    fn a_job_with_unknown_keys_waits_for_their_review_before_it_is_acked() {
+        let now = Utc::now();
+        let mut r = report();
+        r.outcomes.insert("sent".into(), 9);
+        r.outcomes.insert("unknown".into(), 1);
+        r.unknown_waiting = 1;
+        r.unknown_recheck_at = Some(now + chrono::Duration::seconds(600));
+        match decide(&finished_run(r.clone()), now, HELD) {
+            Disposition::Delay { delay, label, .. } => {
+                assert_eq!(label, "unknown_review");
+                assert_eq!(delay, Duration::from_secs(600));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Given up (or resending off): the job is complete with its unknowns listed.
+        r.unknown_waiting = 0;
+        assert_eq!(decide(&finished_run(r), now, HELD), Disposition::Complete);
     }
 
     #[test]

@@ -159,6 +159,10 @@ pub struct ReportArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Only recipients whose outcome is `unknown` (the request may have reached Meta and no
+    /// status webhook settled it): whom nobody can say was reached.
+    #[arg(long)]
+    pub unknown: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -631,12 +635,20 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
         if page.is_empty() {
             break;
         }
-        for row in &page {
+        for row in page
+            .iter()
+            .filter(|r| !args.unknown || r.state == "unknown")
+        {
+            let reason = match row.reason.as_deref() {
+                Some(r) => r,
+                None if row.resent_unknown => "resent_after_unknown",
+                None => "",
+            };
             w.write_record([
                 row.key.as_str(),
                 &mask(&row.recipient),
                 &row.state,
-                row.reason.as_deref().unwrap_or(""),
+                reason,
                 row.wamid.as_deref().unwrap_or(""),
                 &row.attempts.to_string(),
                 row.delivery.as_deref().unwrap_or(""),

@@ -58,6 +58,12 @@ pub struct EngineConfig {
     pub tier_window: Duration,
     /// When budget-deferred keys should be retried (the rolling window frees budget slowly).
     pub tier_retry_after: Duration,
+    /// How long a key stays `unknown` before the webhooks may show it was never accepted
+    /// (statuses of its sender's later messages came, none for it) and it is sent once more.
+    /// `None`: unknown keys stay unknown. Longer than Meta's webhook delays in practice.
+    pub resend_unknown_after: Option<Duration>,
+    /// After this long an unknown key is left unknown for good (no webhook feed).
+    pub unknown_give_up: Duration,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +80,8 @@ impl Default for EngineConfig {
             control_poll: Duration::from_secs(1),
             tier_window: Duration::from_secs(24 * 3600),
             tier_retry_after: Duration::from_secs(600),
+            resend_unknown_after: Some(Duration::from_secs(600)),
+            unknown_give_up: Duration::from_secs(3600),
         }
     }
 }
@@ -149,7 +157,9 @@ pub(super) enum Event {
     Retry,
     /// The ledger no longer lets this run send the key: its lease lapsed and another run took
     /// it over. That run records its outcome; this one leaves the key alone.
-    Lost { idx: usize },
+    Lost {
+        idx: usize,
+    },
 }
 
 /// State shared by the parts of one run.
@@ -312,9 +322,27 @@ impl Engine {
             JobVerdict::Proceed => {
                 let portfolio = sender.portfolio_id.clone();
                 let limit = sender.tier_limit;
-                let report = self
-                    .send_all(job, sender, template.category, owner, report, ctl)
+                let before = self.review_unknowns(&job, true).await?;
+                report.resent_unknown = before.reopened;
+                let mut report = self
+                    .send_all(
+                        Arc::clone(&job),
+                        sender,
+                        template.category,
+                        owner,
+                        report,
+                        ctl,
+                    )
                     .await?;
+                if before.waiting > 0 || report.total("unknown") > 0 {
+                    let after = self.review_unknowns(&job, false).await?;
+                    report.unknown_waiting = after.waiting;
+                    report.unknown_recheck_at = after.oldest_due.map(|due| {
+                        // Not sooner than one more `after`: the webhooks need time to show it.
+                        let wait = self.config.resend_unknown_after.unwrap_or_default();
+                        due.max(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+                    });
+                }
                 // One count per job keeps the tier gauges fresh without a query per batch.
                 match self
                     .store
@@ -330,6 +358,34 @@ impl Engine {
         let mut report = report;
         report.elapsed = started.elapsed();
         Ok(JobRun::Finished(Box::new(report)))
+    }
+
+    /// Reviews the job's `unknown` keys ([`Store::review_unknowns`]); nothing to do when
+    /// resending is off.
+    async fn review_unknowns(
+        &self,
+        job: &Job,
+        reopen: bool,
+    ) -> Result<crate::store::UnknownReview, EngineError> {
+        let Some(after) = self.config.resend_unknown_after else {
+            return Ok(Default::default());
+        };
+        let review = self
+            .store
+            .review_unknowns(
+                &job.campaign,
+                &job.id,
+                after,
+                self.config.unknown_give_up,
+                reopen,
+            )
+            .await?;
+        if review.reopened > 0 {
+            info!(job = %job.id, keys = review.reopened,
+                "resending unknown keys the webhooks show Meta never accepted");
+            metrics::unknown_resent(job.sender.as_str(), review.reopened);
+        }
+        Ok(review)
     }
 
     fn claims<'a>(

@@ -77,6 +77,13 @@ pub struct JobReport {
     pub retries: u64,
     /// The latest error answer or transport failure seen, for the operator.
     pub last_error: Option<String>,
+    /// `unknown` keys the webhooks showed were never accepted, put back and sent again in
+    /// this run (each at most once, ever).
+    pub resent_unknown: u64,
+    /// `unknown` keys of the job that may still be resolved that way: the job should run
+    /// again at `unknown_recheck_at` (a worker defers it until then instead of acking).
+    pub unknown_waiting: u64,
+    pub unknown_recheck_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub cost: CostTally,
     pub elapsed: Duration,
@@ -162,6 +169,21 @@ impl JobReport {
         }
         if self.retries > 0 {
             let _ = writeln!(out, "  retries: {}", self.retries);
+        }
+        if self.resent_unknown > 0 {
+            let _ = writeln!(
+                out,
+                "  resent after the webhooks showed Meta never accepted them: {}",
+                self.resent_unknown
+            );
+        }
+        if let Some(at) = self.unknown_recheck_at.filter(|_| self.unknown_waiting > 0) {
+            let _ = writeln!(
+                out,
+                "  {} unknown (the request may have reached Meta): resent once if the status webhooks show it did not; run again after {} (`herald report CAMPAIGN --unknown` lists them)",
+                self.unknown_waiting,
+                at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
         }
         if self.held_for_quality > 0 {
             let _ = writeln!(

@@ -199,6 +199,12 @@ pub async fn probe_store_and_campaigns(store: &dyn Store) -> bool {
             }
         }
     }
+    if let Ok(Ok(unknown)) = tokio::time::timeout(PROBE_TIMEOUT, store.unknown_by_campaign()).await
+    {
+        for (campaign, n) in unknown {
+            metrics::unknown_recipients(campaign.as_str(), n);
+        }
+    }
     true
 }
 

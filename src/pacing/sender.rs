@@ -184,7 +184,6 @@ impl SenderPacer {
             *p = Some(until);
         }
     }
-
 }
 
 /// The pacers of one process, one per business number, shared by all jobs.
@@ -271,5 +270,4 @@ mod tests {
             }
         }
     }
-
 }

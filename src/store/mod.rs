@@ -256,6 +256,9 @@ pub struct LedgerRow {
     pub attempts: u32,
     /// Latest delivery status from webhooks: delivered, read or failed.
     pub delivery: Option<String>,
+    /// The key was `unknown`, the webhooks then showed Meta never accepted it, and it was
+    /// sent once more (at most once, ever).
+    pub resent_unknown: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -279,6 +282,19 @@ impl CampaignCounts {
             .map(|(_, _, n)| n)
             .sum()
     }
+}
+
+/// What reviewing a job's `unknown` keys found ([`Store::review_unknowns`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnknownReview {
+    /// Keys put back to `pending`, to be sent once more.
+    pub reopened: u64,
+    /// Unknown keys that may still qualify later: never resent, unknown for less than the
+    /// give-up time.
+    pub waiting: u64,
+    /// When the oldest of those has been unknown long enough to qualify (if the webhooks then
+    /// show it was not accepted).
+    pub oldest_due: Option<DateTime<Utc>>,
 }
 
 /// A status webhook applied to the ledger.
@@ -433,8 +449,26 @@ pub trait Store: Send + Sync + 'static {
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>>;
     async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts>;
     /// Applies status webhooks: monotonic (read > delivered > sent; failed is final), an
-    /// `unknown` key with a wamid becomes `sent`. Returns how many rows changed.
+    /// `unknown` key with a wamid becomes `sent`. Returns how many rows changed. Also keeps,
+    /// per sender, the newest status time seen (the evidence [`Store::review_unknowns`] needs).
     async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64>;
+    /// Reviews the `unknown` keys of one job (campaign and job id). A key qualifies for one
+    /// more send when it has been unknown for at least `after`, was never resent, and its
+    /// sender has seen a status webhook timed more than `after` past the moment it became
+    /// unknown: Meta reports every message it accepts, statuses of later messages came, none
+    /// for this one — it was never accepted. With `reopen`, qualifying keys go back to
+    /// `pending` (marked resent: never a third time). Keys unknown for longer than `give_up`
+    /// stay `unknown` for good (no webhook feed, or the webhooks never settled it).
+    async fn review_unknowns(
+        &self,
+        campaign: &CampaignId,
+        job: &JobId,
+        after: Duration,
+        give_up: Duration,
+        reopen: bool,
+    ) -> StoreResult<UnknownReview>;
+    /// Keys recorded `unknown` per campaign (the `herald_unknown_recipients` gauge).
+    async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>>;
 
     // --- messaging tier ------------------------------------------------------------------
     /// Reserves tier budget for numbers about to be messaged by `portfolio`: a number already

@@ -21,7 +21,7 @@ use super::shared::{self, DELIVERY_RANK_SQL};
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
     ConsentState, DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult,
-    Template,
+    Template, UnknownReview,
 };
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
 
@@ -101,7 +101,7 @@ fn unresolved<'a>(claims: &'a [Claim], status: &HashMap<String, ClaimStatus>) ->
 }
 
 const LEDGER_COLUMNS: &str = "key, campaign, job, sender, recipient, template, category, state, \
-     reason, wamid, attempts, delivery, created_at, updated_at";
+     reason, wamid, attempts, delivery, resent_unknown, created_at, updated_at";
 
 fn ledger_row(r: &PgRow) -> StoreResult<LedgerRow> {
     Ok(LedgerRow {
@@ -117,6 +117,7 @@ fn ledger_row(r: &PgRow) -> StoreResult<LedgerRow> {
         wamid: r.try_get("wamid")?,
         attempts: u32::try_from(r.try_get::<i32, _>("attempts")?).unwrap_or(0),
         delivery: r.try_get("delivery")?,
+        resent_unknown: r.try_get("resent_unknown")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -905,7 +906,8 @@ impl Store for PostgresStore {
                AND l.state IN ('sending', 'unknown', 'sent')
                AND (l.state IN ('sending', 'unknown')
                     OR v.rank > {DELIVERY_RANK_SQL}
-                    OR (l.billed_category IS NULL AND v.billed IS NOT NULL))"
+                    OR (l.billed_category IS NULL AND v.billed IS NOT NULL))
+             RETURNING l.sender"
         ))
         .bind(merged.iter().map(|m| m.wamid.as_str()).collect::<Vec<_>>())
         .bind(merged.iter().map(|m| m.key.as_deref()).collect::<Vec<_>>())
@@ -923,9 +925,88 @@ impl Store for PostgresStore {
                 .map(|m| m.error.as_deref())
                 .collect::<Vec<_>>(),
         )
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        let changed = done.len() as u64;
+        let senders: HashSet<String> = done
+            .iter()
+            .map(|r| r.try_get::<String, _>("sender"))
+            .collect::<Result<_, _>>()?;
+        if let Some(newest) = updates.iter().map(|u| u.at).max()
+            && !senders.is_empty()
+        {
+            sqlx::query(
+                "UPDATE senders SET last_status_at = GREATEST(last_status_at, $2)
+                 WHERE id = ANY($1)",
+            )
+            .bind(senders.into_iter().collect::<Vec<_>>())
+            .bind(newest)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(changed)
+    }
+
+    async fn review_unknowns(
+        &self,
+        campaign: &CampaignId,
+        job: &JobId,
+        after: Duration,
+        give_up: Duration,
+        reopen: bool,
+    ) -> StoreResult<UnknownReview> {
+        let mut review = UnknownReview::default();
+        if reopen {
+            review.reopened = sqlx::query(
+                "UPDATE ledger l SET state = 'pending', owner = NULL, lease_until = NULL,
+                    reason = NULL, resent_unknown = true, updated_at = now()
+                 FROM senders s
+                 WHERE l.campaign = $1 AND l.job = $2 AND l.state = 'unknown'
+                   AND NOT l.resent_unknown
+                   AND l.updated_at <= now() - $3 * interval '1 second'
+                   AND l.updated_at > now() - $4 * interval '1 second'
+                   AND s.id = l.sender
+                   AND s.last_status_at > l.updated_at + $3 * interval '1 second'",
+            )
+            .bind(campaign.as_str())
+            .bind(job.as_str())
+            .bind(after.as_secs_f64())
+            .bind(give_up.as_secs_f64())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(updated_at) AS oldest FROM ledger
+             WHERE campaign = $1 AND job = $2 AND state = 'unknown' AND NOT resent_unknown
+               AND updated_at > now() - $3 * interval '1 second'",
+        )
+        .bind(campaign.as_str())
+        .bind(job.as_str())
+        .bind(give_up.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?;
+        review.waiting = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+        review.oldest_due = row
+            .try_get::<Option<DateTime<Utc>>, _>("oldest")?
+            .map(|t| t + chrono::Duration::from_std(after).unwrap_or_default());
+        Ok(review)
+    }
+
+    async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>> {
+        let rows = sqlx::query(
+            "SELECT campaign, count(*) AS n FROM ledger WHERE state = 'unknown' GROUP BY campaign",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    CampaignId::from_trusted(r.try_get::<String, _>("campaign")?),
+                    u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     // --- messaging tier ------------------------------------------------------------------

@@ -205,6 +205,14 @@ pub(crate) fn decide_budget(
 /// A database URL safe to show in an error (one redaction for the whole crate).
 pub(crate) use crate::telemetry::redact::redact_url;
 
+/// Per key, in the order given, whether it is in `hit` (keys a statement returned).
+pub(super) fn in_order(
+    keys: &[crate::domain::IdempotencyKey],
+    hit: &std::collections::HashSet<String>,
+) -> Vec<bool> {
+    keys.iter().map(|k| hit.contains(k.as_str())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,12 +313,4 @@ mod tests {
         assert_eq!(h.len(), 64);
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
     }
-}
-
-/// Per key, in the order given, whether it is in `hit` (keys a statement returned).
-pub(super) fn in_order(
-    keys: &[crate::domain::IdempotencyKey],
-    hit: &std::collections::HashSet<String>,
-) -> Vec<bool> {
-    keys.iter().map(|k| hit.contains(k.as_str())).collect()
 }

@@ -24,7 +24,7 @@ use super::shared::{self, DELIVERY_RANK_SQL};
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
     ConsentState, DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult,
-    Template,
+    Template, UnknownReview,
 };
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
 
@@ -124,7 +124,7 @@ fn json_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 const LEDGER_COLUMNS: &str = "key, campaign, job, sender, recipient, template, category, state, \
-     reason, wamid, attempts, delivery, created_at, updated_at";
+     reason, wamid, attempts, delivery, resent_unknown, created_at, updated_at";
 
 fn ledger_row(r: &SqliteRow) -> StoreResult<LedgerRow> {
     Ok(LedgerRow {
@@ -140,6 +140,7 @@ fn ledger_row(r: &SqliteRow) -> StoreResult<LedgerRow> {
         wamid: r.try_get("wamid")?,
         attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
         delivery: r.try_get("delivery")?,
+        resent_unknown: r.try_get::<i64, _>("resent_unknown")? != 0,
         created_at: ms_to_time(r.try_get("created_at")?)?,
         updated_at: ms_to_time(r.try_get("updated_at")?)?,
     })
@@ -874,13 +875,95 @@ impl Store for SqliteStore {
                AND ledger.state IN ('sending', 'unknown', 'sent')
                AND (ledger.state IN ('sending', 'unknown')
                     OR v.rank > {DELIVERY_RANK_SQL}
-                    OR (ledger.billed_category IS NULL AND v.billed IS NOT NULL))"
+                    OR (ledger.billed_category IS NULL AND v.billed IS NOT NULL))
+             RETURNING sender"
         ))
         .bind(to_json(&batch)?)
         .bind(now_ms())
-        .execute(&self.writer)
+        .fetch_all(&self.writer)
         .await?;
-        Ok(done.rows_affected())
+        let changed = done.len() as u64;
+        let senders: HashSet<String> = done
+            .iter()
+            .map(|r| r.try_get::<String, _>("sender"))
+            .collect::<Result<_, _>>()?;
+        if let Some(newest) = updates.iter().map(|u| u.at.timestamp_millis()).max()
+            && !senders.is_empty()
+        {
+            sqlx::query(
+                "UPDATE senders SET last_status_at = MAX(COALESCE(last_status_at, ?2), ?2)
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json_keys(senders.iter().map(String::as_str)))
+            .bind(newest)
+            .execute(&self.writer)
+            .await?;
+        }
+        Ok(changed)
+    }
+
+    async fn review_unknowns(
+        &self,
+        campaign: &CampaignId,
+        job: &JobId,
+        after: Duration,
+        give_up: Duration,
+        reopen: bool,
+    ) -> StoreResult<UnknownReview> {
+        let now = now_ms();
+        let after_ms = shared::millis(after);
+        let since = now.saturating_sub(shared::millis(give_up));
+        let mut review = UnknownReview::default();
+        if reopen {
+            review.reopened = sqlx::query(
+                "UPDATE ledger SET state = 'pending', owner = NULL, lease_until = NULL,
+                    reason = NULL, resent_unknown = 1, updated_at = ?5
+                 WHERE campaign = ?1 AND job = ?2 AND state = 'unknown' AND resent_unknown = 0
+                   AND updated_at <= ?5 - ?3 AND updated_at > ?4
+                   AND (SELECT s.last_status_at FROM senders s WHERE s.id = ledger.sender)
+                       > updated_at + ?3",
+            )
+            .bind(campaign.as_str())
+            .bind(job.as_str())
+            .bind(after_ms)
+            .bind(since)
+            .bind(now)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        }
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(updated_at) AS oldest FROM ledger
+             WHERE campaign = ?1 AND job = ?2 AND state = 'unknown' AND resent_unknown = 0
+               AND updated_at > ?3",
+        )
+        .bind(campaign.as_str())
+        .bind(job.as_str())
+        .bind(since)
+        .fetch_one(&self.reader)
+        .await?;
+        review.waiting = u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0);
+        review.oldest_due = row
+            .try_get::<Option<i64>, _>("oldest")?
+            .map(|ms| ms_to_time(ms.saturating_add(after_ms)))
+            .transpose()?;
+        Ok(review)
+    }
+
+    async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>> {
+        let rows = sqlx::query(
+            "SELECT campaign, count(*) AS n FROM ledger WHERE state = 'unknown' GROUP BY campaign",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    CampaignId::from_trusted(r.try_get::<String, _>("campaign")?),
+                    u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     // --- messaging tier ------------------------------------------------------------------

@@ -36,6 +36,8 @@ pub const ESTIMATED_COST: &str = "herald_estimated_cost_micros_total";
 pub const CAMPAIGNS: &str = "herald_campaigns";
 pub const WEBHOOK_EVENTS: &str = "herald_webhook_events_total";
 pub const BUDGET_REMAINING: &str = "herald_campaign_budget_remaining_micros";
+pub const UNKNOWN_RECIPIENTS: &str = "herald_unknown_recipients";
+pub const UNKNOWN_RESENT: &str = "herald_unknown_resent_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -61,6 +63,8 @@ pub const ALL: &[&str] = &[
     CAMPAIGNS,
     WEBHOOK_EVENTS,
     BUDGET_REMAINING,
+    UNKNOWN_RECIPIENTS,
+    UNKNOWN_RESENT,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -161,6 +165,14 @@ fn describe() {
     describe_counter!(
         JOBS_STALE_COPIES,
         "Deferred job copies dropped because a newer copy of the same job is the live one"
+    );
+    describe_gauge!(
+        UNKNOWN_RECIPIENTS,
+        "Recipients whose outcome is unknown (the request may have reached Meta), per campaign"
+    );
+    describe_counter!(
+        UNKNOWN_RESENT,
+        "Unknown recipients sent once more after the webhooks showed Meta never accepted them"
     );
     describe_histogram!(JOB_AGE, Unit::Seconds, "Job age when a worker picked it up");
     describe_gauge!(
@@ -300,6 +312,15 @@ pub fn job_deferred(reason: &'static str) {
 /// older herald's delay routing, or by at-least-once dead-lettering): acked and dropped.
 pub fn job_stale_copy_dropped() {
     counter!(JOBS_STALE_COPIES).increment(1);
+}
+
+pub fn unknown_resent(sender: &str, n: u64) {
+    counter!(UNKNOWN_RESENT, "sender" => sender.to_owned()).increment(n);
+}
+
+/// Unknown recipients of a campaign, from the store (the probes of `serve` and `worker`).
+pub fn unknown_recipients(campaign: &str, n: u64) {
+    gauge!(UNKNOWN_RECIPIENTS, "campaign" => campaign.to_owned()).set(n as f64);
 }
 
 pub fn tier(portfolio: &str, used: u64, limit: Option<u32>) {

@@ -950,17 +950,122 @@ async fn concurrent_charges_never_overspend(store: Arc<dyn Store>) {
     assert_eq!(c.committed_micros, 10_000);
 }
 
+async fn an_unknown_key_without_a_webhook_is_resent_once_when_later_statuses_came(
+    store: Arc<dyn Store>,
+) {
+    store
+        .upsert_sender(&Sender {
+            id: SenderId::parse("106540352242922").unwrap(),
+            account_id: "waba".into(),
+            portfolio_id: "p".into(),
+            display_number: "+49 30 1".into(),
+            rate_per_sec: 80,
+            tier_limit: None,
+            status: "CONNECTED".into(),
+            status_reason: None,
+        })
+        .await
+        .unwrap();
+    let (bf, job) = (campaign("bf"), JobId::parse("job-1").unwrap());
+    let after = Duration::from_millis(300);
+    // A dead worker left a and b mid-request: both become unknown.
+    store
+        .claim("dead", Duration::ZERO, &claims(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    store
+        .mark_sending("dead", &keys(&["a", "b"]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let got = store
+        .claim("w2", MINUTE, &claims(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(got[..2], [ClaimStatus::WasInFlight; 2]);
+    let became_unknown = Utc::now();
+    // Too early: nothing is reopened, both wait.
+    let review = store
+        .review_unknowns(&bf, &job, after, DAY, true)
+        .await
+        .unwrap();
+    assert_eq!((review.reopened, review.waiting), (0, 2));
+    let due = review.oldest_due.expect("a due time");
+    assert!(due > became_unknown && due <= became_unknown + TimeDelta::milliseconds(400));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Old enough, but no status webhook of that sender since: still no evidence.
+    let review = store
+        .review_unknowns(&bf, &job, after, DAY, true)
+        .await
+        .unwrap();
+    assert_eq!((review.reopened, review.waiting), (0, 2));
+    // b was accepted after all (its webhook came); c, sent later, got its status too.
+    store.mark_sending("w2", &keys(&["c"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("c", sent("wamid.c"))])
+        .await
+        .unwrap();
+    store
+        .apply_deliveries(&[
+            delivery("wamid.b", Some("b"), "sent"),
+            delivery("wamid.c", Some("c"), "delivered"),
+        ])
+        .await
+        .unwrap();
+    // A status timed well after a became unknown, none for a: a was never accepted.
+    let review = store
+        .review_unknowns(&bf, &job, after, DAY, true)
+        .await
+        .unwrap();
+    assert_eq!((review.reopened, review.waiting), (1, 0));
+    let a = store.ledger_entry(&key("a")).await.unwrap().unwrap();
+    assert_eq!((a.state.as_str(), a.resent_unknown), ("pending", true));
+    assert_eq!(state_of(&store, "b").await, "sent");
+    // It is claimable and sent again; if that ends unknown too, it stays unknown for good.
+    assert_eq!(
+        store.claim("w3", MINUTE, &claims(&["a"])).await.unwrap(),
+        vec![ClaimStatus::Mine]
+    );
+    store.mark_sending("w3", &keys(&["a"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("a", Outcome::Unknown)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    store
+        .apply_deliveries(&[delivery("wamid.c", Some("c"), "read")])
+        .await
+        .unwrap();
+    let review = store
+        .review_unknowns(&bf, &job, after, DAY, true)
+        .await
+        .unwrap();
+    assert_eq!((review.reopened, review.waiting), (0, 0));
+    assert_eq!(state_of(&store, "a").await, "unknown");
+    let unknown = store.unknown_by_campaign().await.unwrap();
+    assert_eq!(unknown, vec![(bf, 1)]);
+}
+
 async fn a_job_has_one_live_deferral_token(store: Arc<dyn Store>) {
     assert_eq!(store.job_deferral("c/j").await.unwrap(), None);
     store.set_job_deferral("c/j", "t1").await.unwrap();
     store.set_job_deferral("c/other", "x").await.unwrap();
-    assert_eq!(store.job_deferral("c/j").await.unwrap().as_deref(), Some("t1"));
+    assert_eq!(
+        store.job_deferral("c/j").await.unwrap().as_deref(),
+        Some("t1")
+    );
     store.set_job_deferral("c/j", "t2").await.unwrap();
-    assert_eq!(store.job_deferral("c/j").await.unwrap().as_deref(), Some("t2"));
+    assert_eq!(
+        store.job_deferral("c/j").await.unwrap().as_deref(),
+        Some("t2")
+    );
     store.clear_job_deferral("c/j").await.unwrap();
     store.clear_job_deferral("c/j").await.unwrap();
     assert_eq!(store.job_deferral("c/j").await.unwrap(), None);
-    assert_eq!(store.job_deferral("c/other").await.unwrap().as_deref(), Some("x"));
+    assert_eq!(
+        store.job_deferral("c/other").await.unwrap().as_deref(),
+        Some("x")
+    );
 }
 
 macro_rules! conformance {
@@ -1012,6 +1117,7 @@ conformance!(
     a_budget_admits_what_fits_and_refunds_give_it_back,
     concurrent_charges_never_overspend,
     a_job_has_one_live_deferral_token,
+    an_unknown_key_without_a_webhook_is_resent_once_when_later_statuses_came,
 );
 
 // --- SQLite only ---------------------------------------------------------------------------
@@ -1019,7 +1125,10 @@ conformance!(
 #[tokio::test]
 async fn sqlite_ends_abandoned_leases_for_a_sole_sender() {
     let (store, _dir) = crate::support::sqlite_store().await;
-    store.claim("dead", MINUTE, &claims(&["a", "b", "c"])).await.unwrap();
+    store
+        .claim("dead", MINUTE, &claims(&["a", "b", "c"]))
+        .await
+        .unwrap();
     store.mark_sending("dead", &keys(&["b"])).await.unwrap();
     store
         .record_outcomes(&[outcome("c", sent("wamid.c"))])
@@ -1032,7 +1141,11 @@ async fn sqlite_ends_abandoned_leases_for_a_sole_sender() {
         .unwrap();
     assert_eq!(
         got,
-        vec![ClaimStatus::Mine, ClaimStatus::WasInFlight, ClaimStatus::Done]
+        vec![
+            ClaimStatus::Mine,
+            ClaimStatus::WasInFlight,
+            ClaimStatus::Done
+        ]
     );
 }
 

@@ -1,0 +1,7 @@
+-- Resolving `unknown` keys (the request may have reached Meta): a key left unknown by a crash
+-- or a timeout, for which no status webhook came although later statuses of its sender did,
+-- was never accepted and is sent once more. `resent_unknown` makes that at most once, ever;
+-- `last_status_at` is the newest status time (Meta's clock, ms) seen for a sender's messages.
+ALTER TABLE senders ADD COLUMN last_status_at INTEGER;
+ALTER TABLE ledger ADD COLUMN resent_unknown INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX ledger_unknown ON ledger (campaign, job) WHERE state = 'unknown';
