@@ -56,8 +56,8 @@ pub struct WorkerArgs {
     /// sender's later messages arrived, none for it). Needs `herald serve` receiving webhooks
     /// on the same database; `off` keeps unknowns unknown. A job with such recipients is kept
     /// (deferred) until they are resolved, at most an hour.
-    #[arg(long, env = "HERALD_RESEND_UNKNOWN_AFTER", default_value = "10m", value_parser = parse_optional_duration)]
-    pub resend_unknown_after: Option<Duration>,
+    #[arg(long, env = "HERALD_RESEND_UNKNOWN_AFTER", default_value = "10m")]
+    pub resend_unknown_after: String,
 }
 
 /// A duration like `10m` or `90s`, or `off`.
@@ -81,6 +81,12 @@ impl WorkerArgs {
                 self.lease_seconds
             )));
         }
+        parse_optional_duration(&self.resend_unknown_after).map_err(|e| {
+            CliError::Usage(format!(
+                "--resend-unknown-after '{}': {e}",
+                self.resend_unknown_after
+            ))
+        })?;
         if self.prefetch == 0 {
             return Err(CliError::Usage("--prefetch must be at least 1".into()));
         }
@@ -124,6 +130,8 @@ pub async fn worker(
         Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string()))?,
         None => RateCard::builtin(),
     };
+    let resend_unknown_after =
+        parse_optional_duration(&args.resend_unknown_after).map_err(CliError::Usage)?;
     let graph = g.graph_client()?;
     let shutdown = crate::cli::send_shutdown_token();
     let Some(store) = open_store_patiently(g, &shutdown).await? else {
@@ -147,12 +155,10 @@ pub async fn worker(
         EngineConfig {
             max_inflight_per_sender: args.max_inflight,
             lease: Duration::from_secs(args.lease_seconds),
-            resend_unknown_after: args.resend_unknown_after,
-            unknown_give_up: args
-                .resend_unknown_after
-                .map_or(Duration::from_secs(3600), |d| {
-                    (d * 6).max(Duration::from_secs(3600))
-                }),
+            resend_unknown_after,
+            unknown_give_up: resend_unknown_after.map_or(Duration::from_secs(3600), |d| {
+                (d * 6).max(Duration::from_secs(3600))
+            }),
             ..EngineConfig::default()
         },
     );

@@ -263,8 +263,21 @@ struct App {
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
     db_url: String,
+    /// The in-process `herald serve` receiving the simulator's status webhooks, if asked for.
+    _webhooks: Option<WebhookReceiver>,
     _dir: tempfile::TempDir,
 }
+
+/// `herald serve`'s webhook side in this process; stopped on drop.
+struct WebhookReceiver(CancellationToken);
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+const WEBHOOK_SECRET: &str = "amqp-test-secret";
 
 struct AppOptions {
     /// The sender's rate: low values make a job last long enough to interrupt.
@@ -273,6 +286,8 @@ struct AppOptions {
     sim_rate: u32,
     latency: Duration,
     postgres: Option<String>,
+    /// The simulator posts signed status webhooks to a `herald serve` on the same store.
+    webhooks: bool,
 }
 
 impl Default for AppOptions {
@@ -282,17 +297,26 @@ impl Default for AppOptions {
             sim_rate: 1_000_000,
             latency: Duration::ZERO,
             postgres: None,
+            webhooks: false,
         }
     }
 }
 
 impl App {
     async fn start(opts: AppOptions) -> App {
+        let webhook_listener = match opts.webhooks {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
         let sim = simulator::spawn(
             SimConfig {
                 rate_per_sec: opts.sim_rate,
                 latency: opts.latency,
                 accept_unknown_templates: true,
+                webhook_url: webhook_listener
+                    .as_ref()
+                    .map(|l| format!("http://{}/webhooks", l.local_addr().unwrap())),
+                app_secret: opts.webhooks.then(|| WEBHOOK_SECRET.into()),
                 ..SimConfig::default()
             },
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -308,6 +332,26 @@ impl App {
         });
         let store = store::open(&db_url).await.expect("store opens");
         seed(&store, opts.rate).await;
+        let webhooks = webhook_listener.map(|listener| {
+            let stop = CancellationToken::new();
+            let config = herald::http::ServeConfig {
+                webhooks: herald::http::WebhookConfig {
+                    app_secret: WEBHOOK_SECRET.into(),
+                    verify_token: None,
+                    opt_out: herald::http::OptOutWords::default(),
+                },
+                admin_token: None,
+                shutdown_delay: Duration::ZERO,
+                drain: Duration::from_secs(1),
+            };
+            tokio::spawn(herald::http::run(
+                listener,
+                Arc::clone(&store),
+                config,
+                stop.clone(),
+            ));
+            WebhookReceiver(stop)
+        });
         let graph = GraphClient::new(&GraphConfig {
             base_url: sim.url(),
             request_timeout: Duration::from_secs(10),
@@ -330,6 +374,7 @@ impl App {
             store,
             engine,
             db_url,
+            _webhooks: webhooks,
             _dir: dir,
         }
     }
@@ -1400,8 +1445,18 @@ impl Drop for WorkerProcess {
 }
 
 fn spawn_worker_process(broker: &Broker, app: &App, lease_seconds: u64) -> WorkerProcess {
+    spawn_worker_process_with(broker, app, lease_seconds, &[])
+}
+
+fn spawn_worker_process_with(
+    broker: &Broker,
+    app: &App,
+    lease_seconds: u64,
+    env: &[(&str, &str)],
+) -> WorkerProcess {
     let child = herald(broker)
         .arg("worker")
+        .envs(env.iter().copied())
         .env("HERALD_DATABASE_URL", &app.db_url)
         .env("HERALD_GRAPH_URL", app.sim.url())
         .env("HERALD_DRAIN_SECONDS", "5")
@@ -1603,6 +1658,97 @@ async fn a_worker_killed_mid_campaign_loses_nobody_and_sends_nobody_twice() {
         "{stats:?} {counts:?}"
     );
     assert!(unknown <= 60, "{counts:?}");
+    support::drop_postgres_database(&pg).await;
+}
+
+#[tokio::test]
+async fn a_kill_loop_of_three_workers_loses_nobody_and_resends_only_what_meta_never_accepted() {
+    let _one_at_a_time = SCALE.lock().await;
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    let Some(pg) = support::postgres_url().await else {
+        return;
+    };
+    let app = App::start(AppOptions {
+        rate: 250,
+        sim_rate: 1_000_000,
+        // Requests take a while, so kills catch some in flight.
+        latency: Duration::from_millis(40),
+        postgres: Some(pg.clone()),
+        webhooks: true,
+    })
+    .await;
+    const N: usize = 6000;
+    let to = numbers(N);
+    for chunk in to.chunks(3000) {
+        app.consent(chunk).await;
+    }
+    let env = [("HERALD_RESEND_UNKNOWN_AFTER", "2s")];
+    let spawn = || spawn_worker_process_with(&broker, &app, 3, &env);
+    let mut workers: Vec<WorkerProcess> = (0..3).map(|_| spawn()).collect();
+    wait_consumers(&broker, 3).await;
+    for (i, chunk) in to.chunks(250).enumerate() {
+        broker
+            .publish_job(&job(&format!("loop-{i}"), "loop", chunk))
+            .await;
+    }
+    // Kill one worker (kill -9) every 1.2 s and start a fresh one, while the first two
+    // thirds of the campaign go out: the rest keeps status webhooks flowing afterwards.
+    const KILLS: usize = 12;
+    app.wait_accepted(300).await;
+    for k in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let mut victim = workers.remove(k % workers.len());
+        victim.0.kill().unwrap();
+        victim.0.wait().unwrap();
+        workers.push(spawn());
+    }
+    assert!(
+        app.sim.stats().accepted < (N as u64) * 9 / 10,
+        "the kills came too late to matter: {:?}",
+        app.sim.stats()
+    );
+    let id = CampaignId::parse("loop").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let counts = loop {
+        let counts = app.store.campaign_counts(&id).await.unwrap();
+        let open = counts.state("pending") + counts.state("sending");
+        // Done when every key is final and no unknown is left that a review may still resend
+        // (each job's worker keeps it until then).
+        let queues_empty = broker.ready(&broker.topology.jobs_queue()).await == Some(0)
+            && delay_counts(&broker).await.iter().all(|(_, n)| *n == 0);
+        if counts.total() == N as u64 && open == 0 && queues_empty {
+            break counts;
+        }
+        assert!(Instant::now() < deadline, "not done: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    drop(workers);
+    let stats = app.sim.stats();
+    let (sent, unknown) = (counts.state("sent"), counts.state("unknown"));
+    assert_eq!(stats.duplicates, 0, "{stats:?}");
+    assert_eq!(sent + unknown, N as u64, "{counts:?}");
+    assert_eq!(
+        stats.accepted, sent,
+        "every sent key was accepted once, nothing else: {counts:?}"
+    );
+    assert!(
+        unknown < KILLS as u64,
+        "{unknown} unknown after {KILLS} kills: {counts:?}"
+    );
+    let resent = app
+        .store
+        .ledger_page(&id, None, N as u32)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.resent_unknown)
+        .count();
+    eprintln!(
+        "kill loop: {KILLS} kills, {sent} sent ({resent} of them resent after unknown), {unknown} unknown, {} accepted, 0 duplicates",
+        stats.accepted
+    );
     support::drop_postgres_database(&pg).await;
 }
 
