@@ -139,6 +139,9 @@ pub(super) struct Item {
     generic_failures: u32,
     /// Already marked `sending` in the ledger.
     pub(super) marked: bool,
+    /// Generation of the adaptive rate the latest request was paced at (a 130429 for it is
+    /// judged against that rate, not a newer one).
+    rate_generation: u64,
 }
 
 /// What the dispatcher and send tasks tell the recorder.
@@ -717,6 +720,7 @@ impl Engine {
                     pair_hits: 0,
                     generic_failures: 0,
                     marked: false,
+                    rate_generation: 0,
                 };
                 if work.send(item).await.is_err() {
                     // The dispatcher ended (stop): hand the key back.
@@ -782,13 +786,13 @@ impl Engine {
     }
 
     /// Waits for the item's send slot and an in-flight permit, then sends it in a task.
-    async fn start(&self, run: &Arc<Run>, item: Item) {
+    async fn start(&self, run: &Arc<Run>, mut item: Item) {
         if run.stopped() {
             self.hand_back(run, item);
             return;
         }
         tokio::select! {
-            _ = run.pacer.acquire() => {}
+            generation = run.pacer.acquire() => item.rate_generation = generation,
             _ = run.stopping.cancelled() => { self.hand_back(run, item); return; }
         }
         let permit = tokio::select! {
@@ -923,7 +927,7 @@ async fn send_one(
         } => {
             if lower_rate {
                 metrics::throttled(sender, 130429);
-                run.pacer.on_throttled();
+                run.pacer.on_throttled(item.rate_generation);
             }
             if let Some(p) = pause_sender {
                 run.pacer.pause_for(p);

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::domain::SenderId;
-use crate::policy::backoff::{decrease_rate, recover_rate};
+use crate::policy::adaptive::{AdaptiveConfig, AdaptiveRate, Reaction};
 use crate::telemetry::metrics;
 
 /// How pacing adapts. Defaults follow the reference: leave headroom for inbound traffic,
@@ -52,18 +52,14 @@ pub trait SlotSource: Send + Sync {
     async fn acquire(&self, sender: &SenderId, rate: f64) -> bool;
 }
 
-struct Aimd {
-    rate: f64,
-    last_change: Instant,
-}
-
 /// Paces one business number.
 pub struct SenderPacer {
     sender: SenderId,
     config: PacerConfig,
     /// The number's limit from Meta (80 or 1,000 per second).
     limit: f64,
-    aimd: Mutex<Aimd>,
+    /// The adaptive rate (130429 slows it, quiet time restores it): `policy::adaptive`.
+    aimd: Mutex<AdaptiveRate>,
     /// Replaced whenever the rate changes; sends wait on the current one.
     limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
     paused_until: Mutex<Option<Instant>>,
@@ -103,10 +99,17 @@ impl SenderPacer {
         Self {
             sender,
             limit,
-            aimd: Mutex::new(Aimd {
-                rate: ceiling,
-                last_change: Instant::now(),
-            }),
+            aimd: Mutex::new(AdaptiveRate::new(
+                ceiling,
+                AdaptiveConfig {
+                    decrease_factor: config.decrease_factor,
+                    recovery_interval: config.recovery_interval,
+                    recovery_step: config.recovery_step,
+                    floor: config.floor,
+                    ..AdaptiveConfig::default()
+                },
+                Instant::now(),
+            )),
             limiter: RwLock::new(limiter_for(ceiling, burst_for(limit, ceiling))),
             paused_until: Mutex::new(None),
             global,
@@ -121,11 +124,12 @@ impl SenderPacer {
 
     /// The rate herald paces this number at now.
     pub fn effective_rate(&self) -> f64 {
-        self.aimd.lock().expect("pacer lock").rate
+        self.aimd.lock().expect("pacer lock").rate()
     }
 
-    /// Waits for the next send slot; returns how long it waited.
-    pub async fn acquire(&self) -> Duration {
+    /// Waits for the next send slot; returns the generation of the rate it was paced at, to
+    /// hand back to [`on_throttled`](Self::on_throttled) with a 130429.
+    pub async fn acquire(&self) -> u64 {
         let start = Instant::now();
         let paused = *self.paused_until.lock().expect("pacer lock");
         if let Some(until) = paused
@@ -143,14 +147,11 @@ impl SenderPacer {
             let limiter = Arc::clone(&self.limiter.read().expect("pacer lock"));
             limiter.until_ready().await;
         }
-        let waited = start.elapsed();
-        self.wait_metric.record(waited.as_secs_f64());
-        waited
+        self.wait_metric.record(start.elapsed().as_secs_f64());
+        self.aimd.lock().expect("pacer lock").on_send()
     }
 
-    fn set_rate(&self, aimd: &mut Aimd, rate: f64) {
-        aimd.rate = rate;
-        aimd.last_change = Instant::now();
+    fn set_rate(&self, rate: f64) {
         *self.limiter.write().expect("pacer lock") =
             limiter_for(rate, burst_for(self.limit, self.ceiling()));
         metrics::sender_rates(self.sender.as_str(), self.limit, rate);
@@ -158,22 +159,21 @@ impl SenderPacer {
 
     fn maybe_recover(&self) {
         let mut aimd = self.aimd.lock().expect("pacer lock");
-        let ceiling = self.ceiling();
-        if aimd.rate < ceiling && aimd.last_change.elapsed() >= self.config.recovery_interval {
-            let next = recover_rate(aimd.rate, ceiling * self.config.recovery_step, ceiling);
-            self.set_rate(&mut aimd, next);
+        if let Some(rate) = aimd.maybe_recover(Instant::now()) {
+            self.set_rate(rate);
         }
     }
 
-    /// Meta answered 130429: halve the rate (at most once per 100 ms, so a burst of in-flight
-    /// rejections counts as one signal).
-    pub fn on_throttled(&self) {
+    /// Meta answered 130429 to a request paced at `generation` (from [`acquire`]): the
+    /// adaptive rate decides whether to slow down (`policy::adaptive`).
+    ///
+    /// [`acquire`]: Self::acquire
+    pub fn on_throttled(&self, generation: u64) {
         let mut aimd = self.aimd.lock().expect("pacer lock");
-        if aimd.last_change.elapsed() < Duration::from_millis(100) && aimd.rate < self.ceiling() {
-            return;
+        match aimd.on_throttled(generation, Instant::now()) {
+            Reaction::None => {}
+            Reaction::Decreased(rate) | Reaction::Undone(rate) => self.set_rate(rate),
         }
-        let next = decrease_rate(aimd.rate, self.config.decrease_factor, self.config.floor);
-        self.set_rate(&mut aimd, next);
     }
 
     /// Stops sends for `d` (131057 throughput upgrade, app call limits).
@@ -247,13 +247,14 @@ mod tests {
         assert!(elapsed >= 19.0 / 97.0 * 0.95, "{elapsed}");
     }
 
-    #[test]
-    fn throttling_halves_the_rate_once_per_burst() {
+    #[tokio::test]
+    async fn throttling_halves_the_rate_once_per_burst() {
         let p = pacer(80);
         let start = p.effective_rate();
-        p.on_throttled();
+        let generation = p.acquire().await;
+        p.on_throttled(generation);
         assert!((p.effective_rate() - start / 2.0).abs() < 1e-9);
-        p.on_throttled(); // within 100 ms: same signal
+        p.on_throttled(generation); // an answer paced at the old rate: same signal
         assert!((p.effective_rate() - start / 2.0).abs() < 1e-9);
     }
 

@@ -2,6 +2,7 @@
 //! may be sent ([`gate`]), how long to wait before a retry ([`backoff`]) and what a message
 //! costs ([`cost`]). Each is a plain function over plain types, tested without a network.
 
+pub mod adaptive;
 pub mod backoff;
 pub mod classify;
 pub mod cost;

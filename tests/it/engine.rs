@@ -180,6 +180,32 @@ async fn each_recipient_is_sent_once() {
 }
 
 #[tokio::test]
+async fn throttling_that_slowing_down_does_not_cure_leaves_the_rate_near_its_ceiling() {
+    // One answer in five is 130429 whatever the rate. Halving on each used to compound to
+    // the floor: 200 messages took 146 s at an 80/s number.
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            fault_130429_ratio: 0.2,
+            ..SimConfig::default()
+        },
+        rate: 80,
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(400);
+    env.consent_all(&to).await;
+    let started = std::time::Instant::now();
+    let report = env.finished(&job("throttled", "c-throttled", &to)).await;
+    let took = started.elapsed();
+    assert_eq!(report.total("sent"), 400, "{report:?}");
+    assert_eq!(env.sim.stats().accepted, 400);
+    // 400 sends plus ~100 retries at 77.6/s is ~6.5 s; the old behaviour took minutes.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[tokio::test]
 async fn a_job_run_twice_sends_nothing_the_second_time() {
     let env = Env::start(EnvOptions::default()).await;
     let to = numbers(120);
