@@ -23,7 +23,9 @@ pub struct Env {
     pub sim: SimHandle,
     pub store: Arc<dyn Store>,
     pub engine: Engine,
-    _dir: tempfile::TempDir,
+    /// The store's URL, for the `herald` binary.
+    pub db_url: String,
+    pub dir: tempfile::TempDir,
 }
 
 pub struct EnvOptions {
@@ -105,7 +107,8 @@ impl Env {
             sim,
             store,
             engine,
-            _dir: dir,
+            db_url: url,
+            dir,
         }
     }
 
@@ -203,6 +206,79 @@ async fn throttling_that_slowing_down_does_not_cure_leaves_the_rate_near_its_cei
     assert_eq!(env.sim.stats().accepted, 400);
     // 400 sends plus ~100 retries at 77.6/s is ~6.5 s; the old behaviour took minutes.
     assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+#[tokio::test]
+async fn herald_send_rerun_after_kill_9_takes_the_rest_over_at_once_and_sends_nothing_twice() {
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            latency: Duration::from_millis(20),
+            ..SimConfig::default()
+        },
+        rate: 100,
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(300);
+    env.consent_all(&to).await;
+    let file = env.dir.path().join("job.json");
+    let body = json!({
+        "version": 1, "job_id": "crash-1", "campaign_id": "crash",
+        "sender": SENDER,
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": to.iter().map(|n| json!({ "to": n })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&file, body.to_string()).unwrap();
+    // tokio's process: the simulator runs on this test's runtime and must keep answering.
+    let send = || {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["send", "--quiet"])
+            .arg(&file)
+            .env("HERALD_DATABASE_URL", &env.db_url)
+            .env("HERALD_GRAPH_URL", env.sim.url())
+            .env("RUST_LOG", "warn")
+            .env_remove("HERALD_RATE_CARD")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut first = send().spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env.sim.stats().accepted < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run sends nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().await.unwrap(); // SIGKILL: no hand-back, keys left under a dead owner's lease
+    let accepted_at_kill = env.sim.stats().accepted;
+    assert!(accepted_at_kill < 300, "the kill came too late");
+
+    // Within the dead run's lease: the rerun must not leave its keys for "another worker".
+    let rerun = send().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&rerun.stdout);
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(rerun.status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("held by another"), "{stdout}");
+    let counts = env
+        .store
+        .campaign_counts(&herald::domain::CampaignId::parse("crash").unwrap())
+        .await
+        .unwrap();
+    let (sent, unknown) = (counts.state("sent"), counts.state("unknown"));
+    assert_eq!(sent + unknown, 300, "{counts:?}");
+    let stats = env.sim.stats();
+    assert_eq!(stats.duplicates, 0, "{stats:?}");
+    assert!(
+        stats.accepted >= sent && stats.accepted <= sent + unknown,
+        "{stats:?}"
+    );
+    // Only what was in flight (20 ms at 100/s) or marked just ahead of it may be unknown.
+    assert!(unknown <= 8, "{unknown} unknown after one kill: {counts:?}");
 }
 
 #[tokio::test]
