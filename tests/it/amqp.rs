@@ -1569,6 +1569,102 @@ async fn three_workers_on_one_number_stay_at_its_rate_and_never_above_it() {
     support::drop_postgres_database(&pg).await;
 }
 
+/// Busy loops on every core for the length of a test, each in its own process group so the
+/// whole group dies on drop; each ends by itself after two minutes should the test be killed.
+struct CpuHogs(Vec<std::process::Child>);
+
+impl CpuHogs {
+    fn start(n: usize) -> CpuHogs {
+        use std::os::unix::process::CommandExt;
+        CpuHogs(
+            (0..n)
+                .map(|_| {
+                    Command::new("timeout")
+                        .args(["120", "sh", "-c", "while :; do :; done"])
+                        .stdin(Stdio::null())
+                        .process_group(0)
+                        .spawn()
+                        .expect("start a CPU hog")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // The group's id is the leader's pid: `timeout` and the loop it runs.
+            unsafe { libc::kill(-(c.id() as i32), libc::SIGKILL) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Three worker processes on one number at `rate`, with the machine's cores kept busy:
+/// the simulator (enforcing the same rate) must see no second above it and no 130429.
+async fn three_loaded_workers_hold(rate: u32, recipients: usize) -> Option<f64> {
+    let _one_at_a_time = SCALE.lock().await;
+    let broker = Broker::start().await?;
+    let pg = support::postgres_url().await?;
+    let app = App::start(AppOptions {
+        rate,
+        sim_rate: rate,
+        postgres: Some(pg.clone()),
+        ..AppOptions::default()
+    })
+    .await;
+    let to = numbers(recipients);
+    for chunk in to.chunks(5000) {
+        app.consent(chunk).await;
+    }
+    let _workers: Vec<_> = (0..3)
+        .map(|_| spawn_worker_process(&broker, &app, 10))
+        .collect();
+    wait_consumers(&broker, 3).await;
+    let _hogs = CpuHogs::start(2);
+    for (i, chunk) in to.chunks(recipients.div_ceil(6)).enumerate() {
+        broker
+            .publish_job(&job(&format!("load-{i}"), "load", chunk))
+            .await;
+    }
+    let first = loop {
+        if app.sim.stats().accepted > 0 {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let counts =
+        wait_campaign_done(&app, "load", recipients as u64, Duration::from_secs(120)).await;
+    let elapsed = first.elapsed().as_secs_f64();
+    assert_eq!(counts.state("sent"), recipients as u64, "{counts:?}");
+    let stats = app.sim.stats();
+    let n = &stats.numbers[SENDER];
+    assert_eq!(n.throttled_130429, 0, "{stats:?}");
+    assert!(n.max_in_one_second <= rate as u64, "{stats:?}");
+    assert_eq!(stats.duplicates, 0);
+    support::drop_postgres_database(&pg).await;
+    let average = (recipients - 1) as f64 / elapsed;
+    eprintln!(
+        "{rate}/s, 3 workers, 2 CPU hogs: busiest second {}, average {average:.1}/s",
+        n.max_in_one_second
+    );
+    Some(average)
+}
+
+#[tokio::test]
+async fn three_workers_under_cpu_load_never_exceed_80_per_second() {
+    if let Some(average) = three_loaded_workers_hold(80, 800).await {
+        // Loaded, the average may sag a little; it must not collapse.
+        assert!(average >= 60.0, "average {average:.1}/s");
+    }
+}
+
+#[tokio::test]
+async fn three_workers_under_cpu_load_never_exceed_1000_per_second() {
+    three_loaded_workers_hold(1000, 10_000).await;
+}
+
 #[tokio::test]
 async fn three_workers_two_numbers_twenty_thousand_recipients_each_sent_once() {
     let _one_at_a_time = SCALE.lock().await;
