@@ -1041,6 +1041,10 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::TIER_REMAINING,
     m::CAMPAIGNS,
     m::WEBHOOK_EVENTS,
+    m::JOBS_STALE_COPIES,
+    // From the store probe, and from a run that resends unknowns after a crash.
+    m::UNKNOWN_RECIPIENTS,
+    m::UNKNOWN_RESENT,
 ];
 
 #[test]
