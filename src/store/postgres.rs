@@ -718,7 +718,8 @@ impl Store for PostgresStore {
         // Rows are found by key and locked in key order; owner and state are checked on the
         // locked rows, not in the scan, because the planner would otherwise happily walk the
         // owner index (up to a whole job's keys) and filter it against the batch.
-        let marked: HashSet<String> = sqlx::query_scalar(
+        let sorted = sorted_keys(keys.iter().map(IdempotencyKey::as_str));
+        let done = sqlx::query(
             "WITH locked AS MATERIALIZED (
                 SELECT key, owner, state FROM ledger WHERE key = ANY($1)
                 ORDER BY key FOR UPDATE
@@ -726,10 +727,20 @@ impl Store for PostgresStore {
              UPDATE ledger l SET state = 'sending', attempts = l.attempts + 1, updated_at = now()
              FROM locked
              WHERE l.key = locked.key AND locked.owner = $2
-               AND locked.state IN ('pending', 'sending')
-             RETURNING l.key",
+               AND locked.state IN ('pending', 'sending')",
         )
-        .bind(sorted_keys(keys.iter().map(IdempotencyKey::as_str)))
+        .bind(&sorted)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == keys.len() as u64 {
+            // The common case: every key is still ours (keys of a group are distinct).
+            return Ok(vec![true; keys.len()]);
+        }
+        let marked: HashSet<String> = sqlx::query_scalar(
+            "SELECT key FROM ledger WHERE key = ANY($1) AND owner = $2 AND state = 'sending'",
+        )
+        .bind(&sorted)
         .bind(owner)
         .fetch_all(&self.pool)
         .await?

@@ -688,15 +688,27 @@ impl Store for SqliteStore {
         }
         // `+owner`: SQLite must find rows by key, not walk the owner index (every open key of
         // the job) and filter it against the batch.
-        let marked: HashSet<String> = sqlx::query_scalar(
+        let batch = json_keys(keys.iter().map(IdempotencyKey::as_str));
+        let done = sqlx::query(
             "UPDATE ledger SET state = 'sending', attempts = attempts + 1, updated_at = ?3
              WHERE key IN (SELECT value FROM json_each(?1))
-               AND +owner = ?2 AND state IN ('pending', 'sending')
-             RETURNING key",
+               AND +owner = ?2 AND state IN ('pending', 'sending')",
         )
-        .bind(json_keys(keys.iter().map(IdempotencyKey::as_str)))
+        .bind(&batch)
         .bind(owner)
         .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == keys.len() as u64 {
+            // The common case: every key is still ours (keys of a group are distinct).
+            return Ok(vec![true; keys.len()]);
+        }
+        let marked: HashSet<String> = sqlx::query_scalar(
+            "SELECT key FROM ledger WHERE key IN (SELECT value FROM json_each(?1))
+               AND +owner = ?2 AND state = 'sending'",
+        )
+        .bind(&batch)
+        .bind(owner)
         .fetch_all(&self.writer)
         .await?
         .into_iter()
