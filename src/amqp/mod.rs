@@ -16,7 +16,6 @@ mod state;
 mod topology;
 mod worker;
 
-use std::sync::Arc;
 
 pub use command::{WorkerArgs, worker as worker_with_state};
 pub use connection::{AmqpError, AmqpOpts, Publisher, connect, connect_with_backoff, redact_url};
@@ -27,13 +26,7 @@ pub use state::WorkerState;
 pub use topology::{DEFERRAL_HEADER, DELAY_HEADER, DELAY_TIERS, DelayTier, Topology};
 pub use worker::{TICK, WorkerConfig, WorkerError, run_worker};
 
-use crate::cli::{CliError, GlobalOpts};
-
-/// `herald worker`, with a fresh [`WorkerState`]. A caller serving health endpoints uses
-/// [`worker_with_state`] and keeps a clone of the state.
-pub async fn worker_command(g: &GlobalOpts, args: WorkerArgs) -> Result<(), CliError> {
-    command::worker(g, args, Arc::new(WorkerState::new())).await
-}
+use crate::cli::CliError;
 
 /// `herald enqueue`.
 pub async fn enqueue_command(args: EnqueueArgs) -> Result<(), CliError> {

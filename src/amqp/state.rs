@@ -36,10 +36,6 @@ impl WorkerState {
             && !self.draining.load(Ordering::Acquire)
     }
 
-    pub fn broker_connected(&self) -> bool {
-        self.broker.load(Ordering::Acquire)
-    }
-
     pub fn database_ok(&self) -> bool {
         self.database.load(Ordering::Acquire)
     }

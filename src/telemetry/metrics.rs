@@ -257,18 +257,6 @@ pub fn rate_wait_handle(sender: &str) -> metrics::Histogram {
     histogram!(RATE_WAIT, "sender" => sender.to_owned())
 }
 
-pub fn send_latency(sender: &str, elapsed: Duration) {
-    histogram!(SEND_DURATION, "sender" => sender.to_owned()).record(elapsed.as_secs_f64());
-}
-
-pub fn inflight(sender: &str, delta: f64) {
-    gauge!(INFLIGHT, "sender" => sender.to_owned()).increment(delta);
-}
-
-pub fn rate_wait(sender: &str, waited: Duration) {
-    histogram!(RATE_WAIT, "sender" => sender.to_owned()).record(waited.as_secs_f64());
-}
-
 pub fn sender_rates(sender: &str, limit: f64, effective: f64) {
     gauge!(SENDER_RATE_LIMIT, "sender" => sender.to_owned()).set(limit);
     gauge!(SENDER_EFFECTIVE_RATE, "sender" => sender.to_owned()).set(effective);
