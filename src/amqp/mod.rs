@@ -16,7 +16,6 @@ mod state;
 mod topology;
 mod worker;
 
-
 pub use command::{WorkerArgs, worker as worker_with_state};
 pub use connection::{AmqpError, AmqpOpts, Publisher, connect, connect_with_backoff, redact_url};
 pub use disposition::{Disposition, decide};
