@@ -383,6 +383,9 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the campaign, creating it `active` if new.
     async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign>;
     async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>>;
+    /// Sets a campaign's state, creating it if new. Cancelling is final, atomically: a
+    /// cancelled campaign keeps its state and reason whatever is set later (an operator's
+    /// resume racing a cancel, a worker pausing it after a template error).
     async fn set_campaign_state(
         &self,
         id: &CampaignId,

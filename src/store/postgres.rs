@@ -473,7 +473,8 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO campaigns (id, state, reason) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET
-                state = excluded.state, reason = excluded.reason, updated_at = now()",
+                state = excluded.state, reason = excluded.reason, updated_at = now()
+             WHERE campaigns.state <> 'cancelled'",
         )
         .bind(id.as_str())
         .bind(state.as_str())

@@ -490,7 +490,8 @@ impl Store for SqliteStore {
             "INSERT INTO campaigns (id, state, reason, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (id) DO UPDATE SET
-                state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at",
+                state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at
+             WHERE campaigns.state <> 'cancelled'",
         )
         .bind(id.as_str())
         .bind(state.as_str())

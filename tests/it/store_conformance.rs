@@ -1046,6 +1046,23 @@ async fn an_unknown_key_without_a_webhook_is_resent_once_when_later_statuses_cam
     assert_eq!(unknown, vec![(bf, 1)]);
 }
 
+async fn a_cancelled_campaign_stays_cancelled(store: Arc<dyn Store>) {
+    let id = campaign("spring");
+    store
+        .set_campaign_state(&id, CampaignState::Cancelled, Some("operator"))
+        .await
+        .unwrap();
+    for later in [CampaignState::Paused, CampaignState::Active] {
+        store
+            .set_campaign_state(&id, later, Some("error 132001"))
+            .await
+            .unwrap();
+        let c = store.campaign(&id).await.unwrap().unwrap();
+        assert_eq!(c.state, CampaignState::Cancelled);
+        assert_eq!(c.reason.as_deref(), Some("operator"));
+    }
+}
+
 async fn a_job_has_one_live_deferral_token(store: Arc<dyn Store>) {
     assert_eq!(store.job_deferral("c/j").await.unwrap(), None);
     store.set_job_deferral("c/j", "t1").await.unwrap();
@@ -1117,6 +1134,7 @@ conformance!(
     a_budget_admits_what_fits_and_refunds_give_it_back,
     concurrent_charges_never_overspend,
     a_job_has_one_live_deferral_token,
+    a_cancelled_campaign_stays_cancelled,
     an_unknown_key_without_a_webhook_is_resent_once_when_later_statuses_came,
 );
 
