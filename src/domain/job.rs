@@ -4,6 +4,7 @@
 //! problem (invalid number, listed twice) skips only that recipient with a recorded reason.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -343,7 +344,7 @@ fn text_with_control_character(v: &Value, path: &mut String) -> Option<String> {
         Value::Array(items) => {
             let len = path.len();
             for (i, item) in items.iter().enumerate() {
-                path.push_str(&format!("[{i}]"));
+                let _ = write!(path, "[{i}]");
                 if let Some(p) = text_with_control_character(item, path) {
                     return Some(p);
                 }

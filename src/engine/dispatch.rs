@@ -754,7 +754,8 @@ impl Engine {
     }
 
     /// Paces and starts requests for marked items; ends when the producer is done and
-    /// nothing is outstanding. Unmarked items back from a wait go to the marker first.
+    /// nothing is outstanding. Items back from a wait (retries, pair-limit delays) go through
+    /// the marker again: it checks expiry and the pair limit, and marks those not yet marked.
     async fn dispatch_loop(
         &self,
         run: Arc<Run>,
@@ -770,16 +771,15 @@ impl Engine {
             }
             let item = tokio::select! {
                 biased;
-                Some(item) = retries.recv() => item,
+                Some(item) = retries.recv() => {
+                    if let Err(mpsc::error::SendError(item)) = remarks.send(item) {
+                        self.hand_back(&run, item);
+                    }
+                    continue;
+                }
                 Some(item) = marked.recv() => item,
                 _ = run.idle.notified() => continue,
             };
-            if !item.marked {
-                if let Err(mpsc::error::SendError(item)) = remarks.send(item) {
-                    self.hand_back(&run, item);
-                }
-                continue;
-            }
             self.start(&run, item).await;
         }
         // Dropping `remarks` here lets the marker end.

@@ -2,7 +2,7 @@
 //! just before its request can go out, a few at a time, so a crash (`kill -9`) leaves as
 //! `unknown` only the requests in flight and the handful marked ahead of them.
 //!
-//! It takes gated items, checks the job's expiry and the pair limit, marks a small group in
+//! It takes gated items (and every retry), checks the job's expiry and the pair limit, marks a small group in
 //! one statement (group commit: while one statement runs, the next group gathers) and hands
 //! the marked items to the pacer through a channel only [`mark_ahead`] deep (≈ 10 ms of the
 //! number's rate). So the pacer never waits for the database, and no more than that many keys
@@ -126,14 +126,30 @@ impl Engine {
         (!group.is_empty()).then_some(group)
     }
 
-    /// Marks a group `sending`, retrying a failing database until the run stops. `None`: the
-    /// run stopped first (the group goes back unsent).
+    /// Marks a group's unmarked items `sending` (a retry is marked already), retrying a
+    /// failing database until the run stops. Returns, per item, whether it may be sent;
+    /// `None`: the run stopped first (the group goes back unsent).
     async fn mark(&self, run: &Run, group: &[Item]) -> Option<Vec<bool>> {
-        let keys: Vec<IdempotencyKey> = group.iter().map(|i| run.key(i.idx).clone()).collect();
+        let keys: Vec<IdempotencyKey> = group
+            .iter()
+            .filter(|i| !i.marked)
+            .map(|i| run.key(i.idx).clone())
+            .collect();
+        if keys.is_empty() {
+            return Some(vec![true; group.len()]);
+        }
         let mut delay = Duration::from_millis(100);
         loop {
             match self.store.mark_sending(&run.owner, &keys).await {
-                Ok(fates) => return Some(fates),
+                Ok(fates) => {
+                    let mut fates = fates.into_iter();
+                    return Some(
+                        group
+                            .iter()
+                            .map(|i| i.marked || fates.next().unwrap_or(false))
+                            .collect(),
+                    );
+                }
                 Err(e) if !run.stopped() => {
                     warn!(error = %e, "cannot mark keys as sending; retrying");
                     tokio::time::sleep(delay).await;

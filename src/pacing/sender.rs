@@ -13,31 +13,22 @@ use crate::policy::adaptive::{AdaptiveConfig, AdaptiveRate, Reaction};
 use crate::telemetry::metrics;
 
 /// How pacing adapts. Defaults follow the reference: leave headroom for inbound traffic,
-/// halve on throttling, recover slowly.
+/// slow down on throttling, recover step by step.
 #[derive(Debug, Clone)]
 pub struct PacerConfig {
     /// Share of the number's limit herald uses for broadcasts. 0.97 keeps every second under
     /// the limit with margin for clock jitter; lower it (0.8) when the number also carries
     /// heavy inbound traffic.
     pub headroom: f64,
-    /// Factor applied to the rate on each 130429.
-    pub decrease_factor: f64,
-    /// Quiet time after which the rate steps back up.
-    pub recovery_interval: Duration,
-    /// Step size of each recovery, as a share of the ceiling.
-    pub recovery_step: f64,
-    /// Lowest rate herald backs off to (messages per second).
-    pub floor: f64,
+    /// How 130429 moves the rate (`policy::adaptive`).
+    pub adaptive: AdaptiveConfig,
 }
 
 impl Default for PacerConfig {
     fn default() -> Self {
         Self {
             headroom: 0.97,
-            decrease_factor: 0.5,
-            recovery_interval: Duration::from_secs(10),
-            recovery_step: 0.1,
-            floor: 1.0,
+            adaptive: AdaptiveConfig::default(),
         }
     }
 }
@@ -101,13 +92,7 @@ impl SenderPacer {
             limit,
             aimd: Mutex::new(AdaptiveRate::new(
                 ceiling,
-                AdaptiveConfig {
-                    decrease_factor: config.decrease_factor,
-                    recovery_interval: config.recovery_interval,
-                    recovery_step: config.recovery_step,
-                    floor: config.floor,
-                    ..AdaptiveConfig::default()
-                },
+                config.adaptive.clone(),
                 Instant::now(),
             )),
             limiter: RwLock::new(limiter_for(ceiling, burst_for(limit, ceiling))),
