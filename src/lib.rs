@@ -8,6 +8,7 @@
 //! command).
 
 pub mod amqp;
+pub mod channel;
 pub mod cli;
 pub mod demo;
 pub mod domain;

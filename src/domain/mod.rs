@@ -2,12 +2,14 @@
 //! templates), the campaign job as campaign systems publish it, and the outcome every
 //! idempotency key ends with. Nothing here does I/O.
 
+pub mod channel;
 pub mod ids;
 pub mod job;
 pub mod outcome;
 pub mod phone;
 pub mod strict_json;
 
+pub use channel::ChannelKind;
 pub use ids::{CampaignId, IdempotencyKey, JobId, SenderId};
 pub use job::{Job, JobError, Recipient, TemplateRef};
 pub use outcome::{Category, Outcome, SkipReason};

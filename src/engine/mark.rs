@@ -17,8 +17,10 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::dispatch::{Engine, Event, Item, Run};
+use super::run::{Event, Item, Run};
 use crate::domain::{IdempotencyKey, Outcome, SkipReason};
+use crate::pacing::PairLimiter;
+use crate::store::Store;
 
 /// How many marked keys may wait for the pacer: about 10 ms of `rate` (10 at Meta's highest
 /// 1,000/s), at least 2 (so the next group is marked while the current one is paced), at most
@@ -27,10 +29,18 @@ pub(super) fn mark_ahead(rate_per_sec: f64) -> usize {
     (rate_per_sec / 100.0).ceil().clamp(2.0, 256.0) as usize
 }
 
-impl Engine {
+/// The mark stage's dependencies.
+pub(super) struct Marker {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) pairs: Arc<PairLimiter>,
+    /// Pair-limit waits up to this long are done in-process.
+    pub(super) inline_limit: Duration,
+}
+
+impl Marker {
     /// Marks items and passes them on to the pacer until both inputs are closed: the
     /// producer's `work` and the dispatcher's `remarks` (unmarked items back from a wait).
-    pub(super) async fn mark_loop(
+    pub(super) async fn run(
         &self,
         run: Arc<Run>,
         mut work: mpsc::Receiver<Item>,
@@ -70,7 +80,7 @@ impl Engine {
             };
             let Some(fates) = self.mark(&run, &group).await else {
                 for item in group {
-                    self.hand_back(&run, item);
+                    run.hand_back(item);
                 }
                 continue;
             };
@@ -82,7 +92,7 @@ impl Engine {
                 item.marked = true;
                 if let Err(mpsc::error::SendError(item)) = marked.send(item).await {
                     // The dispatcher ended (stop): the key goes back unsent.
-                    self.hand_back(&run, item);
+                    run.hand_back(item);
                 }
             }
         }
@@ -93,7 +103,7 @@ impl Engine {
     fn admit(&self, run: &Arc<Run>, group: Vec<Item>) -> Option<Vec<Item>> {
         if run.stopped() {
             for item in group {
-                self.hand_back(run, item);
+                run.hand_back(item);
             }
             return None;
         }
@@ -104,7 +114,7 @@ impl Engine {
                     outcome: Outcome::Skipped {
                         reason: SkipReason::Expired,
                     },
-                    attempts: item.attempts,
+                    attempts: item.tries.attempts,
                     held: false,
                 });
             }
@@ -117,7 +127,7 @@ impl Engine {
                 match self.pairs.check(&run.job.sender, &r.to) {
                     Ok(()) => true,
                     Err(wait) => {
-                        self.delay(run, *item, wait);
+                        run.retry_after(*item, wait, self.inline_limit);
                         false
                     }
                 }

@@ -1,10 +1,25 @@
-//! The dispatch engine: runs one checked job through claim → gate → pace → send → record.
-//! The same engine serves `herald send`, `herald demo` and the RabbitMQ workers; only where
-//! jobs come from and what happens to deferred work differs.
+//! The dispatch engine: runs one checked job through its stages, one file each, joined by
+//! bounded channels: [`claim`] (keys in the ledger, a batch at a time) → [`gate`] (consent,
+//! tier, budget) → [`mark`] (`sending`, just before the turn) → [`pace`] (the number's rate,
+//! the in-flight bound) → [`send`] (one request on the run's [`crate::channel::Channel`], the
+//! pure next-step decision) → [`record`] (outcomes in batches, the report), with [`control`]
+//! watching shutdown, the lease and the campaign's state. [`job`] holds the engine and wires a
+//! run; [`run`] is what the stages share. The same engine serves `herald send`, `herald demo`
+//! and the RabbitMQ workers; only where jobs come from and what happens to deferred work
+//! differs.
 
-mod dispatch;
+mod claim;
+mod config;
+mod control;
+mod gate;
+mod job;
 mod mark;
+mod pace;
+mod record;
 mod report;
+mod run;
+mod send;
 
-pub use dispatch::{Engine, EngineConfig, EngineError, Progress, RunControl};
+pub use config::{EngineConfig, EngineError, Progress, RunControl};
+pub use job::Engine;
 pub use report::{JobReport, JobRun, StopCause};

@@ -1,9 +1,10 @@
-//! Pure decisions, no I/O: what an answer from Meta means ([`classify`]), whether a recipient
-//! may be sent ([`gate`]), how long to wait before a retry ([`backoff`]) and what a message
-//! costs ([`cost`]). Each is a plain function over plain types, tested without a network.
+//! Pure decisions, no I/O: what an answer from Meta means ([`classify`]) and what to do next
+//! ([`next_step`]), whether a recipient may be sent ([`gate`]), how long to wait before a retry
+//! ([`backoff`]), how a number's rate adapts ([`adaptive`]) and what a message costs ([`cost`]). Each is a plain function over plain types, tested without a network.
 
 pub mod adaptive;
 pub mod backoff;
 pub mod classify;
 pub mod cost;
 pub mod gate;
+pub mod next_step;

@@ -1,0 +1,227 @@
+//! The record stage: writes outcomes and hand-backs to the ledger in batches (one statement
+//! per few hundred keys or per `record_interval`), gives back the budget charge of what was
+//! not sent, and keeps the report, progress and cost metrics. Ends when every holder of the
+//! run (and so of the event channel) is gone, after a last flush.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tracing::warn;
+
+use super::config::{EngineError, Progress};
+use super::report::JobReport;
+use super::run::Event;
+use crate::domain::{Category, IdempotencyKey, Job, Outcome};
+use crate::policy::cost::{CostTally, RateCard};
+use crate::store::{OutcomeRecord, Store, StoreError};
+use crate::telemetry::metrics;
+
+/// The record stage's dependencies.
+pub(super) struct Recorder {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) job: Arc<Job>,
+    pub(super) owner: String,
+    pub(super) category: Category,
+    pub(super) rate_card: Arc<RateCard>,
+    pub(super) charges: Arc<[AtomicU64]>,
+    pub(super) report: Arc<AsyncMutex<JobReport>>,
+    pub(super) progress: Option<Arc<Progress>>,
+    /// Outcomes written per statement.
+    pub(super) batch: usize,
+    /// Longest an outcome waits in memory.
+    pub(super) interval: Duration,
+}
+
+/// What has been received and not yet written.
+#[derive(Default)]
+struct Pending {
+    outcomes: Vec<OutcomeRecord>,
+    releases: Vec<IdempotencyKey>,
+    /// The longest wait a hand-back asked for.
+    resume_in: Duration,
+    /// Budget to give back.
+    refund: u64,
+    cost: CostTally,
+}
+
+impl Recorder {
+    pub(super) async fn run(
+        self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) -> Result<(), EngineError> {
+        let sent_counter = metrics::SendHandles::new(self.job.sender.as_str(), self.category).sent;
+        let mut pending = Pending {
+            outcomes: Vec::with_capacity(self.batch),
+            ..Pending::default()
+        };
+        let mut tick = tokio::time::interval(self.interval);
+        let mut last_flush = Instant::now();
+        let mut released_total = 0u64;
+        let mut closed = false;
+        while !closed {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    None => closed = true,
+                    Some(ev) => {
+                        let mut rep = self.report.lock().await;
+                        self.apply(ev, &mut rep, &mut pending, &sent_counter);
+                        // Take what else is ready under the same lock.
+                        while pending.outcomes.len() < self.batch {
+                            match events.try_recv() {
+                                Ok(ev) => self.apply(ev, &mut rep, &mut pending, &sent_counter),
+                                Err(mpsc::error::TryRecvError::Empty) => break,
+                                Err(mpsc::error::TryRecvError::Disconnected) => { closed = true; break; }
+                            }
+                        }
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+            let due = closed || last_flush.elapsed() >= self.interval;
+            if !pending.outcomes.is_empty() && (due || pending.outcomes.len() >= self.batch) {
+                write_with_retry(|| self.store.record_outcomes(&pending.outcomes)).await?;
+                pending.outcomes.clear();
+                last_flush = Instant::now();
+                self.flush_cost(&mut pending.cost).await;
+            }
+            if !pending.releases.is_empty() && (due || pending.releases.len() >= self.batch) {
+                write_with_retry(|| self.store.release(&self.owner, &pending.releases)).await?;
+                released_total += pending.releases.len() as u64;
+                pending.releases.clear();
+            }
+            if pending.refund > 0 && due {
+                let refund = pending.refund;
+                write_with_retry(|| self.store.refund_budget(&self.job.campaign, refund)).await?;
+                pending.refund = 0;
+            }
+        }
+        self.flush_cost(&mut pending.cost).await;
+        let mut rep = self.report.lock().await;
+        rep.remaining += released_total;
+        if rep.remaining > 0 {
+            let at = Utc::now() + chrono::Duration::from_std(pending.resume_in).unwrap_or_default();
+            rep.resume_after = Some(rep.resume_after.map_or(at, |cur| cur.max(at)));
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        ev: Event,
+        report: &mut JobReport,
+        pending: &mut Pending,
+        sent: &::metrics::Counter,
+    ) {
+        pending.refund += self.take_charge(&ev);
+        let progress = self.progress.as_deref();
+        match ev {
+            Event::Final {
+                idx,
+                outcome,
+                attempts,
+                held,
+            } => {
+                let r = &self.job.recipients[idx];
+                if let Outcome::Sent { .. } = outcome {
+                    pending.cost.add(&self.rate_card, self.category, &r.to);
+                    sent.increment(1);
+                    if held {
+                        report.held_for_quality += 1;
+                    }
+                    if let Some(p) = progress {
+                        p.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if let Outcome::Failed { code } = outcome
+                    && report.failed.len() < 1000
+                {
+                    report.failed.push((r.key.clone(), code));
+                }
+                if !matches!(outcome, Outcome::Sent { .. }) {
+                    metrics::outcome(self.job.sender.as_str(), self.category, &outcome);
+                }
+                report.count(&outcome);
+                pending.outcomes.push(OutcomeRecord {
+                    key: r.key.clone(),
+                    outcome,
+                    attempts,
+                });
+                if let Some(p) = progress {
+                    p.done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::Release { idx, resume_in } => {
+                pending.releases.push(self.job.recipients[idx].key.clone());
+                pending.resume_in = pending.resume_in.max(resume_in);
+            }
+            Event::Retry => report.retries += 1,
+            Event::Lost { .. } => {
+                report.held_elsewhere += 1;
+                if let Some(p) = progress {
+                    p.done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The budget charge an event gives back: everything but a send that may have been billed
+    /// (`sent`, or `unknown`, which may have been accepted) returns its estimated cost.
+    fn take_charge(&self, ev: &Event) -> u64 {
+        let idx = match ev {
+            Event::Final {
+                outcome: Outcome::Sent { .. } | Outcome::Unknown,
+                ..
+            }
+            | Event::Retry => return 0,
+            // Charged by this run, but the key is another run's now, which charges it again.
+            Event::Lost { idx } => *idx,
+            Event::Final { idx, .. } | Event::Release { idx, .. } => *idx,
+        };
+        self.charges[idx].swap(0, Ordering::AcqRel)
+    }
+
+    /// Moves the cost of recently sent messages into the metrics and the report, once per
+    /// ledger write rather than once per message.
+    async fn flush_cost(&self, cost: &mut CostTally) {
+        if cost.by_category_market.is_empty() && cost.unpriced == 0 {
+            return;
+        }
+        let mut rep = self.report.lock().await;
+        for ((category, market), (n, micros)) in std::mem::take(&mut cost.by_category_market) {
+            metrics::estimated_cost(&self.rate_card.currency, category, &market, micros);
+            let e = rep
+                .cost
+                .by_category_market
+                .entry((category, market))
+                .or_default();
+            e.0 += n;
+            e.1 += micros;
+        }
+        rep.cost.unpriced += std::mem::take(&mut cost.unpriced);
+    }
+}
+
+/// Ledger writes of outcomes must not be lost to a short database outage: a sent message
+/// whose wamid is dropped would later look `unknown`. Retry for about a minute.
+async fn write_with_retry<F, Fut>(mut write: F) -> Result<(), EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match write().await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %e, "ledger write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
