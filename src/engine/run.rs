@@ -72,15 +72,8 @@ pub(super) struct Outlets {
 
 /// State shared by the stages of one run.
 pub(super) struct Run {
-    pub(super) job: Arc<Job>,
-    pub(super) sender: Sender,
-    pub(super) category: Category,
-    /// This run's name in the ledger's `owner` column.
-    pub(super) owner: String,
-    pub(super) endpoint: Endpoint,
-    pub(super) pacer: Arc<SenderPacer>,
-    /// The sender's in-flight bound, shared by every run of the process.
-    pub(super) inflight: Arc<Semaphore>,
+    /// What the run was started with; reachable as the run's own fields (`run.job`).
+    parts: RunParts,
     stop: std::sync::Mutex<Option<StopCause>>,
     cancelled: AtomicBool,
     /// Cancelled when the run stops so waits can end early.
@@ -104,35 +97,30 @@ pub(super) struct RunParts {
     pub(super) job: Arc<Job>,
     pub(super) sender: Sender,
     pub(super) category: Category,
+    /// This run's name in the ledger's `owner` column.
     pub(super) owner: String,
     pub(super) endpoint: Endpoint,
     pub(super) pacer: Arc<SenderPacer>,
+    /// The sender's in-flight bound, shared by every run of the process.
     pub(super) inflight: Arc<Semaphore>,
+}
+
+impl std::ops::Deref for Run {
+    type Target = RunParts;
+
+    fn deref(&self) -> &RunParts {
+        &self.parts
+    }
 }
 
 impl Run {
     pub(super) fn new(parts: RunParts, outlets: Outlets) -> Self {
-        let RunParts {
-            job,
-            sender,
-            category,
-            owner,
-            endpoint,
-            pacer,
-            inflight,
-        } = parts;
         Self {
-            handles: metrics::SendHandles::new(job.sender.as_str(), category),
-            charges: (0..job.recipients.len())
+            handles: metrics::SendHandles::new(parts.job.sender.as_str(), parts.category),
+            charges: (0..parts.job.recipients.len())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            job,
-            sender,
-            category,
-            owner,
-            endpoint,
-            pacer,
-            inflight,
+            parts,
             stop: std::sync::Mutex::new(None),
             cancelled: AtomicBool::new(false),
             stopping: CancellationToken::new(),

@@ -263,20 +263,18 @@ mod tests {
         }
     }
 
+    /// The decision for a marketing message on WhatsApp, without jitter.
+    fn answer(answer: Answer, tries: &mut Tries) -> Decision {
+        next_step(answer, tries, ChannelKind::WhatsApp, true, &TIMING, 1.0)
+    }
+
     /// The decision for `code` on attempt number `attempt`, with no earlier special answers.
     fn decide(code: i64, attempt: u32) -> Decision {
         let mut tries = Tries {
             attempts: attempt,
             ..Tries::default()
         };
-        next_step(
-            refused(code),
-            &mut tries,
-            ChannelKind::WhatsApp,
-            true,
-            &TIMING,
-            1.0,
-        )
+        answer(refused(code), &mut tries)
     }
 
     fn is_retry(d: &Decision) -> bool {
@@ -312,14 +310,7 @@ mod tests {
                 generic_failures: limit - 1,
                 ..Tries::default()
             };
-            let last = next_step(
-                refused(code),
-                &mut tries,
-                ChannelKind::WhatsApp,
-                true,
-                &TIMING,
-                1.0,
-            );
+            let last = answer(refused(code), &mut tries);
             assert_eq!(last.step, Step::Failed { code }, "{code}");
             assert!(!last.effects.retried, "{code}");
         }
@@ -394,14 +385,7 @@ mod tests {
         let mut tries = Tries::default();
         for (n, secs) in [(1, 4), (2, 16), (3, 64)] {
             tries.attempts = n;
-            let d = next_step(
-                refused(131056),
-                &mut tries,
-                ChannelKind::WhatsApp,
-                true,
-                &TIMING,
-                1.0,
-            );
+            let d = answer(refused(131056), &mut tries);
             assert_eq!(
                 d.step,
                 Step::WaitForRecipient {
@@ -487,39 +471,18 @@ mod tests {
                 attempts: 1,
                 ..Tries::default()
             };
-            let d = next_step(
-                transport(kind),
-                &mut tries,
-                ChannelKind::WhatsApp,
-                true,
-                &TIMING,
-                1.0,
-            );
+            let d = answer(transport(kind), &mut tries);
             assert!(is_retry(&d), "{kind:?}");
             // Exhausted: handed back for a later run, never failed (no code, not processed).
             tries.attempts = DEFAULT_MAX_ATTEMPTS;
-            let d = next_step(
-                transport(kind),
-                &mut tries,
-                ChannelKind::WhatsApp,
-                true,
-                &TIMING,
-                1.0,
-            );
+            let d = answer(transport(kind), &mut tries);
             assert_eq!(d.step, Step::HandBack, "{kind:?}");
         }
         let mut tries = Tries {
             attempts: 1,
             ..Tries::default()
         };
-        let d = next_step(
-            transport(Transport::MaybeSent),
-            &mut tries,
-            ChannelKind::WhatsApp,
-            true,
-            &TIMING,
-            1.0,
-        );
+        let d = answer(transport(Transport::MaybeSent), &mut tries);
         assert_eq!(d.step, Step::Unknown);
         assert!(d.step.is_final());
     }
@@ -530,17 +493,11 @@ mod tests {
             attempts: 2,
             ..Tries::default()
         };
-        let d = next_step(
-            Answer::Accepted {
-                provider_id: "wamid.X".into(),
-                held: true,
-            },
-            &mut tries,
-            ChannelKind::WhatsApp,
-            true,
-            &TIMING,
-            1.0,
-        );
+        let accepted = Answer::Accepted {
+            provider_id: "wamid.X".into(),
+            held: true,
+        };
+        let d = answer(accepted, &mut tries);
         assert_eq!(
             d.step,
             Step::Sent {
