@@ -250,3 +250,136 @@ impl Run {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pacing::{PacerConfig, PacerRegistry};
+
+    fn job(recipients: usize) -> Arc<Job> {
+        let recipients: Vec<_> = (0..recipients)
+            .map(|i| serde_json::json!({ "to": format!("+4915112345{i:03}") }))
+            .collect();
+        let body = serde_json::json!({
+            "version": 1, "job_id": "j-1", "campaign_id": "c-1", "sender": "106540352242922",
+            "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+            "recipients": recipients,
+        });
+        Arc::new(Job::parse(body.to_string().as_bytes()).expect("valid job"))
+    }
+
+    fn run(
+        recipients: usize,
+    ) -> (
+        Arc<Run>,
+        mpsc::UnboundedReceiver<Event>,
+        mpsc::UnboundedReceiver<Item>,
+    ) {
+        let job = job(recipients);
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (retries, retries_rx) = mpsc::unbounded_channel();
+        let sender = Sender {
+            id: job.sender.clone(),
+            account_id: "waba".into(),
+            portfolio_id: "bp".into(),
+            display_number: "+49 30 1234".into(),
+            rate_per_sec: 80,
+            tier_limit: None,
+            status: "CONNECTED".into(),
+            status_reason: None,
+        };
+        let parts = RunParts {
+            pacer: PacerRegistry::new(PacerConfig::default(), None).get(&job.sender, 80),
+            endpoint: Endpoint("http://127.0.0.1:9/messages".into()),
+            inflight: Arc::new(Semaphore::new(4)),
+            job,
+            sender,
+            category: Category::Marketing,
+            owner: "test-owner".into(),
+        };
+        let run = Arc::new(Run::new(parts, Outlets { events, retries }));
+        (run, events_rx, retries_rx)
+    }
+
+    fn released(ev: Event) -> (usize, Duration) {
+        match ev {
+            Event::Release { idx, resume_in } => (idx, resume_in),
+            _ => panic!("expected a release"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_wait_comes_back_to_the_marker_and_a_long_one_is_handed_back() {
+        let (run, mut events, mut retries) = run(2);
+        run.begin();
+        run.begin();
+        let limit = Duration::from_secs(20);
+        run.retry_after(Item::new(0), Duration::from_millis(1), limit);
+        let back = retries.recv().await.expect("retried");
+        assert_eq!(back.idx, 0);
+        assert_eq!(run.outstanding(), 2, "a retry is still outstanding");
+
+        run.retry_after(Item::new(1), Duration::from_secs(64), limit);
+        assert_eq!(
+            released(events.recv().await.unwrap()),
+            (1, Duration::from_secs(64))
+        );
+        assert_eq!(run.outstanding(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_waits_early_and_gives_the_key_back_at_once() {
+        let (run, mut events, mut retries) = run(1);
+        run.begin();
+        run.retry_after(
+            Item::new(0),
+            Duration::from_secs(10),
+            Duration::from_secs(20),
+        );
+        assert!(run.stop_with(StopCause::Shutdown));
+        assert!(
+            !run.stop_with(StopCause::CampaignPaused),
+            "the first cause wins"
+        );
+        assert_eq!(released(events.recv().await.unwrap()), (0, Duration::ZERO));
+        assert!(retries.try_recv().is_err());
+        assert_eq!(run.stop_cause(), Some(StopCause::Shutdown));
+        assert_eq!(run.outstanding(), 0);
+    }
+
+    #[tokio::test]
+    async fn handed_back_keys_are_released_or_skipped_once_the_campaign_is_cancelled() {
+        let (run, mut events, _retries) = run(2);
+        run.begin();
+        run.hand_back(Item::new(0));
+        assert_eq!(released(events.recv().await.unwrap()), (0, Duration::ZERO));
+
+        run.cancel();
+        assert!(run.stopped() && run.cancelled());
+        assert_eq!(run.stop_cause(), None, "a cancelled run completes");
+        run.begin();
+        let mut item = Item::new(1);
+        item.tries.attempts = 2;
+        run.hand_back(item);
+        match events.recv().await.unwrap() {
+            Event::Final {
+                idx: 1,
+                outcome: Outcome::Skipped { reason },
+                attempts: 2,
+                held: false,
+            } => assert_eq!(reason, SkipReason::CampaignCancelled),
+            _ => panic!("expected a cancelled skip"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_item_out_wakes_the_pacer() {
+        let (run, _events, _retries) = run(1);
+        run.decide(Event::Lost { idx: 0 });
+        assert_eq!(run.outstanding(), 0);
+        // `decide` ended the only item: the stored wake-up is there for the pace stage.
+        tokio::time::timeout(Duration::from_secs(1), run.idle.notified())
+            .await
+            .expect("notified");
+    }
+}
