@@ -224,10 +224,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 5. Send, with a progress bar.
     let progress = Arc::new(Progress::default());
     let ctl = RunControl {
-        shutdown: crate::cli::send_shutdown_token(),
+        shutdown: crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK)),
         progress: Some(Arc::clone(&progress)),
     };
-    let bar = crate::cli::progress_bar(Arc::clone(&progress), args.quiet);
+    let bar = crate::app::progress_bar(Arc::clone(&progress), args.quiet);
     let started = Instant::now();
     let run = engine.run_job(Arc::clone(&job), &ctl).await?;
     let elapsed = started.elapsed();

@@ -4,10 +4,12 @@
 //! (pure decisions: gate, error classification, cost, back-off), [`pacing`] (rate limiters),
 //! [`graph`] (the Cloud API client), [`engine`] (claim → gate → pace → send → record),
 //! [`store`] (SQLite / Postgres ledger), [`simulator`] (a local Cloud API), [`telemetry`]
-//! (metrics and logs), [`http`] (webhooks, admin API, probes) and [`cli`] (the `herald`
-//! command).
+//! (metrics and logs), [`amqp`] (RabbitMQ workers and publishing), [`http`] (webhooks, admin
+//! API, probes), [`app`] (what every command shares: errors, settings) and [`cli`] (the
+//! `herald` command, on top of everything).
 
 pub mod amqp;
+pub mod app;
 pub mod cli;
 pub mod demo;
 pub mod domain;

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use super::common::{CliError, GlobalOpts};
-use crate::cli::send::load_rate_card;
+use super::send::load_rate_card;
+use crate::app::{CliError, GlobalOpts};
 use crate::domain::{CampaignId, Category, IdempotencyKey, PhoneNumber, SenderId, mask};
 use crate::policy::cost::{format_micros, parse_amount};
 use crate::store::{Budget, Campaign, CampaignState, Consent, Sender, Template};

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
-use super::common::{CliError, GlobalOpts};
+use crate::app::{CliError, GlobalOpts, progress_bar};
 use crate::domain::Job;
 use crate::engine::{Engine, EngineConfig, JobRun, Progress, RunControl};
 use crate::pacing::{PacerConfig, PacerRegistry};
@@ -71,47 +70,6 @@ fn check_headroom(h: f64) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A progress bar fed from the engine's counters, when stderr is a terminal.
-pub(crate) fn progress_bar(
-    progress: Arc<Progress>,
-    quiet: bool,
-) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
-    use std::io::IsTerminal;
-    use std::sync::atomic::Ordering;
-    if quiet || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} recipients  {per_sec}  {msg}",
-        )
-        .expect("valid template"),
-    );
-    let b = bar.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            b.set_length(progress.total.load(Ordering::Relaxed));
-            b.set_position(progress.done.load(Ordering::Relaxed));
-            b.set_message(format!("{} sent", progress.sent.load(Ordering::Relaxed)));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    Some((bar, task))
-}
-
-/// Cancels the returned token on Ctrl-C or SIGTERM, so a run hands back what it has not sent.
-pub(crate) fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        crate::signal::shutdown_signal().await;
-        eprintln!("stopping: finishing requests in flight, handing back the rest…");
-        t.cancel();
-    });
-    token
-}
-
 pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
     check_headroom(args.headroom)?;
     if args.max_inflight == 0 {
@@ -155,7 +113,7 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
     );
     let progress = Arc::new(Progress::default());
     let ctl = RunControl {
-        shutdown: shutdown_on_signal(),
+        shutdown: crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK)),
         progress: Some(Arc::clone(&progress)),
     };
     let bar = progress_bar(Arc::clone(&progress), args.quiet);

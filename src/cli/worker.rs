@@ -1,5 +1,9 @@
 //! `herald worker`: reads its settings once, opens the store (waiting for it if it is not up
-//! yet), builds the engine, and runs [`run_worker`] until SIGTERM or Ctrl-C and the drain end.
+//! yet), builds the engine, and runs the RabbitMQ worker ([`run_worker`]) until SIGTERM or
+//! Ctrl-C and the drain end. Beside it `/healthz` + `/readyz` on `HERALD_HTTP_ADDR` (read from
+//! its [`WorkerState`]) and `/metrics` on `HERALD_METRICS_ADDR`, which the worker Deployment
+//! probes and scrapes. Both listeners outlive the drain, so `/readyz` reports 503 while it
+//! drains and `/healthz` stays 200 until it exits.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,12 +13,10 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::connection::AmqpOpts;
-use super::state::WorkerState;
-use super::topology::Topology;
-use super::worker::{WorkerConfig, run_worker};
-use crate::cli::{CliError, GlobalOpts};
+use crate::amqp::{AmqpOpts, TICK, Topology, WorkerConfig, WorkerState, run_worker};
+use crate::app::{CliError, GlobalOpts};
 use crate::engine::{Engine, EngineConfig};
+use crate::http::{EndpointOpts, Readiness, spawn_health_server, spawn_metrics_server};
 use crate::pacing::{LeasedSlots, PacerConfig, PacerRegistry, SlotSource};
 use crate::policy::backoff::retry_delay;
 use crate::policy::cost::RateCard;
@@ -23,6 +25,55 @@ use crate::store::Store;
 /// Longest drain a worker accepts: Kubernetes' grace period must exceed it, and holding jobs
 /// unacked longer than a few minutes only delays their takeover by another worker.
 const MAX_DRAIN_SECONDS: u64 = 600;
+/// A consume loop that has not ticked for this many ticks is stuck: it ticks every
+/// [`TICK`] even when idle, so six missed ticks (30 s) are no slow job, and with the probe's
+/// three failures Kubernetes restarts a worker stuck for well over a minute.
+const STALLED_TICKS: u32 = 6;
+
+impl Readiness for WorkerState {
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn alive(&self) -> bool {
+        // `None`: the loop has not started yet (still waiting for the database), which is
+        // starting, not stalled.
+        self.since_progress()
+            .is_none_or(|quiet| quiet < TICK * STALLED_TICKS)
+    }
+}
+
+/// `herald worker`'s command line: the worker's own settings plus where it listens.
+#[derive(Args, Debug)]
+pub struct WorkerCommand {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub endpoints: EndpointOpts,
+}
+
+/// Runs `herald worker` with its health and metrics listeners.
+pub async fn worker_command(g: &GlobalOpts, cmd: WorkerCommand) -> Result<(), CliError> {
+    let handle = crate::telemetry::metrics::install(None)
+        .map_err(|e| CliError::runtime(format!("cannot install the metrics recorder: {e}")))?;
+    let stop = CancellationToken::new();
+    let metrics = spawn_metrics_server(cmd.endpoints.metrics_addr, handle, stop.clone())
+        .await
+        .map_err(CliError::runtime)?;
+    let state = Arc::new(WorkerState::new());
+    let health = spawn_health_server(
+        cmd.endpoints.http_addr,
+        Arc::clone(&state) as Arc<dyn Readiness>,
+        stop.clone(),
+    )
+    .await
+    .map_err(CliError::runtime)?;
+    let result = worker(g, cmd.worker, state).await;
+    stop.cancel();
+    let _ = health.task.await;
+    let _ = metrics.task.await;
+    result
+}
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -109,7 +160,7 @@ impl WorkerArgs {
     }
 
     /// The worker's RabbitMQ settings.
-    pub fn config(&self) -> WorkerConfig {
+    fn config(&self) -> WorkerConfig {
         WorkerConfig {
             amqp_url: self.amqp.amqp_url.clone(),
             topology: Topology::new(self.amqp.amqp_prefix.clone()),
@@ -119,12 +170,8 @@ impl WorkerArgs {
     }
 }
 
-/// Runs `herald worker`. `state` is shared with whoever serves the worker's health endpoints.
-pub async fn worker(
-    g: &GlobalOpts,
-    args: WorkerArgs,
-    state: Arc<WorkerState>,
-) -> Result<(), CliError> {
+/// Runs the worker itself. `state` is shared with the worker's health endpoints.
+async fn worker(g: &GlobalOpts, args: WorkerArgs, state: Arc<WorkerState>) -> Result<(), CliError> {
     args.check()?;
     let card = match &args.rate_card {
         Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string()))?,
@@ -133,7 +180,7 @@ pub async fn worker(
     let resend_unknown_after =
         parse_optional_duration(&args.resend_unknown_after).map_err(CliError::Usage)?;
     let graph = g.graph_client()?;
-    let shutdown = crate::cli::send_shutdown_token();
+    let shutdown = crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK));
     let Some(store) = open_store_patiently(g, &shutdown).await? else {
         return Ok(());
     };
@@ -194,5 +241,25 @@ async fn open_store_patiently(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_ready_when_connected_and_alive_while_draining() {
+        let s = WorkerState::new();
+        let r: &dyn Readiness = &s;
+        assert!(!r.ready());
+        assert!(r.alive(), "starting is not stalled");
+        s.set_broker(true);
+        s.set_database(true);
+        s.tick();
+        assert!(r.ready());
+        s.set_draining();
+        assert!(!r.ready());
+        assert!(r.alive());
     }
 }
