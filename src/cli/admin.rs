@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use super::send::load_rate_card;
-use crate::app::{CliError, GlobalOpts};
+use crate::app::{CliError, GlobalOpts, RateCardOpts};
 use crate::domain::{CampaignId, Category, IdempotencyKey, PhoneNumber, SenderId, mask};
 use crate::policy::cost::{format_micros, parse_amount};
 use crate::store::{Budget, Campaign, CampaignState, Consent, Sender, Template};
@@ -147,9 +146,9 @@ pub enum CampaignCmd {
         /// Remove the limit.
         #[arg(long)]
         clear: bool,
-        /// Rate card (JSON) the workers price with; default: the built-in one.
-        #[arg(long, env = "HERALD_RATE_CARD")]
-        rate_card: Option<PathBuf>,
+        /// The rate card the workers price with.
+        #[command(flatten)]
+        rate_card: RateCardOpts,
     },
 }
 
@@ -526,7 +525,7 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
             rate_card,
         } => {
             let id = campaign_id(&campaign)?;
-            let card = load_rate_card(&rate_card)?;
+            let card = rate_card.load()?;
             let budget = match (clear, amount) {
                 (true, _) | (false, None) => None,
                 (false, Some(raw)) => {

@@ -8,29 +8,26 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::Args;
 
-use crate::app::{CliError, GlobalOpts, progress_bar};
+use crate::app::{CliError, GlobalOpts, InflightOpts, PacingOpts, RateCardOpts, progress_bar};
 use crate::domain::Job;
 use crate::engine::{Engine, EngineConfig, JobRun, Progress, RunControl};
 use crate::pacing::{PacerConfig, PacerRegistry};
-use crate::policy::cost::{CostTally, RateCard, format_micros};
+use crate::policy::cost::{CostTally, format_micros};
 use crate::policy::gate::DeferReason;
 
 #[derive(Args, Debug)]
 pub struct SendArgs {
     /// The job file (JSON, format v1: see schema/job-v1.schema.json).
     pub file: PathBuf,
-    /// Share of each number's rate herald uses (leave room for inbound traffic).
-    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
-    pub headroom: f64,
-    /// Requests in flight per sender.
-    #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 256)]
-    pub max_inflight: usize,
+    #[command(flatten)]
+    pub pacing: PacingOpts,
+    #[command(flatten)]
+    pub inflight: InflightOpts,
     /// Do not wait for the job's `not_before`; exit instead.
     #[arg(long)]
     pub no_wait: bool,
-    /// Rate card JSON replacing the built-in Meta list prices.
-    #[arg(long, env = "HERALD_RATE_CARD")]
-    pub rate_card: Option<PathBuf>,
+    #[command(flatten)]
+    pub rate_card: RateCardOpts,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -40,12 +37,10 @@ pub struct SendArgs {
 pub struct EstimateArgs {
     /// The job file.
     pub file: PathBuf,
-    /// Rate card JSON replacing the built-in Meta list prices.
-    #[arg(long, env = "HERALD_RATE_CARD")]
-    pub rate_card: Option<PathBuf>,
-    /// Share of the number's rate herald uses.
-    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
-    pub headroom: f64,
+    #[command(flatten)]
+    pub rate_card: RateCardOpts,
+    #[command(flatten)]
+    pub pacing: PacingOpts,
 }
 
 pub(crate) fn read_job(path: &PathBuf) -> Result<Job, CliError> {
@@ -54,29 +49,11 @@ pub(crate) fn read_job(path: &PathBuf) -> Result<Job, CliError> {
     Job::parse(&body).map_err(|e| CliError::Usage(format!("invalid job {}: {e}", path.display())))
 }
 
-pub(crate) fn load_rate_card(path: &Option<PathBuf>) -> Result<RateCard, CliError> {
-    match path {
-        Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string())),
-        None => Ok(RateCard::builtin()),
-    }
-}
-
-fn check_headroom(h: f64) -> Result<(), CliError> {
-    if !(h > 0.0 && h <= 1.0) {
-        return Err(CliError::Usage(format!(
-            "--headroom must be in (0, 1], got {h}"
-        )));
-    }
-    Ok(())
-}
-
 pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
-    check_headroom(args.headroom)?;
-    if args.max_inflight == 0 {
-        return Err(CliError::Usage("--max-inflight must be at least 1".into()));
-    }
+    args.pacing.check()?;
+    args.inflight.check()?;
     let job = Arc::new(read_job(&args.file)?);
-    let card = Arc::new(load_rate_card(&args.rate_card)?);
+    let card = Arc::new(args.rate_card.load()?);
     let graph = g.graph_client()?;
     let store = g.open_store().await?;
     // Held while the run lasts: with it, no other `herald send` sends from this database.
@@ -97,14 +74,14 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
         graph,
         Arc::new(PacerRegistry::new(
             PacerConfig {
-                headroom: args.headroom,
+                headroom: args.pacing.headroom,
                 ..PacerConfig::default()
             },
             None,
         )),
         Arc::clone(&card),
         EngineConfig {
-            max_inflight_per_sender: args.max_inflight,
+            max_inflight_per_sender: args.inflight.max_inflight,
             // One process with SQLite: nobody else can take keys over, and a CLI run may wait
             // for a pair-limit delay rather than exit.
             inline_delay_limit: Duration::from_secs(300),
@@ -215,9 +192,9 @@ fn lock_embedded_sending(database_url: &str) -> Option<std::fs::File> {
 }
 
 pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError> {
-    check_headroom(args.headroom)?;
+    args.pacing.check()?;
     let job = read_job(&args.file)?;
-    let card = load_rate_card(&args.rate_card)?;
+    let card = args.rate_card.load()?;
     let store = g.open_store().await?;
     let sender = store.sender(&job.sender).await?;
     let category = match &sender {
@@ -276,13 +253,13 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
     }
     match &sender {
         Some(s) => {
-            let rate = f64::from(s.rate_per_sec) * args.headroom;
+            let rate = f64::from(s.rate_per_sec) * args.pacing.headroom;
             let secs = sendable as f64 / rate;
             println!(
                 "duration: ≈ {:.0?} at {rate:.1} msg/s ({} msg/s × headroom {})",
                 Duration::from_secs_f64(secs),
                 s.rate_per_sec,
-                args.headroom
+                args.pacing.headroom
             );
             if let Some(limit) = s.tier_limit {
                 let used = store

@@ -5,7 +5,6 @@
 //! probes and scrapes. Both listeners outlive the drain, so `/readyz` reports 503 while it
 //! drains and `/healthz` stays 200 until it exits.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,17 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::amqp::{AmqpOpts, TICK, Topology, WorkerConfig, WorkerState, run_worker};
-use crate::app::{CliError, GlobalOpts};
+use crate::app::{CliError, DrainOpts, GlobalOpts, InflightOpts, PacingOpts, RateCardOpts};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::{EndpointOpts, Readiness, spawn_health_server, spawn_metrics_server};
 use crate::pacing::{LeasedSlots, PacerConfig, PacerRegistry, SlotSource};
 use crate::policy::backoff::retry_delay;
-use crate::policy::cost::RateCard;
 use crate::store::Store;
 
-/// Longest drain a worker accepts: Kubernetes' grace period must exceed it, and holding jobs
-/// unacked longer than a few minutes only delays their takeover by another worker.
-const MAX_DRAIN_SECONDS: u64 = 600;
 /// A consume loop that has not ticked for this many ticks is stuck: it ticks every
 /// [`TICK`] even when idle, so six missed ticks (30 s) are no slow job, and with the probe's
 /// three failures Kubernetes restarts a worker stuck for well over a minute.
@@ -83,19 +78,14 @@ pub struct WorkerArgs {
     /// parallel; a few jobs at once keep several senders busy.
     #[arg(long, env = "HERALD_PREFETCH", default_value_t = 4)]
     pub prefetch: u16,
-    /// On SIGTERM, how long to wait for jobs in progress to hand back their unsent
-    /// recipients before returning them to the queue. Keep it below the pod's grace period.
-    #[arg(long, env = "HERALD_DRAIN_SECONDS", default_value_t = 25)]
-    pub drain_seconds: u64,
-    /// Share of each number's rate herald uses (leave room for inbound traffic).
-    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
-    pub headroom: f64,
-    /// Requests in flight per sender.
-    #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 256)]
-    pub max_inflight: usize,
-    /// Rate card JSON replacing the built-in Meta list prices.
-    #[arg(long, env = "HERALD_RATE_CARD")]
-    pub rate_card: Option<PathBuf>,
+    #[command(flatten)]
+    pub drain: DrainOpts,
+    #[command(flatten)]
+    pub pacing: PacingOpts,
+    #[command(flatten)]
+    pub inflight: InflightOpts,
+    #[command(flatten)]
+    pub rate_card: RateCardOpts,
     /// How long a worker's claim on a recipient lasts without renewal. After a worker dies,
     /// its recipients are taken over (or recorded `unknown` if mid-request) this much later.
     /// A live worker renews its claims every quarter of this (a heartbeat), so it only lapses
@@ -141,22 +131,9 @@ impl WorkerArgs {
         if self.prefetch == 0 {
             return Err(CliError::Usage("--prefetch must be at least 1".into()));
         }
-        if self.drain_seconds > MAX_DRAIN_SECONDS {
-            return Err(CliError::Usage(format!(
-                "--drain-seconds must be at most {MAX_DRAIN_SECONDS}, got {}",
-                self.drain_seconds
-            )));
-        }
-        if !(self.headroom > 0.0 && self.headroom <= 1.0) {
-            return Err(CliError::Usage(format!(
-                "--headroom must be in (0, 1], got {}",
-                self.headroom
-            )));
-        }
-        if self.max_inflight == 0 {
-            return Err(CliError::Usage("--max-inflight must be at least 1".into()));
-        }
-        Ok(())
+        self.drain.check()?;
+        self.pacing.check()?;
+        self.inflight.check()
     }
 
     /// The worker's RabbitMQ settings.
@@ -165,7 +142,7 @@ impl WorkerArgs {
             amqp_url: self.amqp.amqp_url.clone(),
             topology: Topology::new(self.amqp.amqp_prefix.clone()),
             prefetch: self.prefetch,
-            drain: Duration::from_secs(self.drain_seconds),
+            drain: self.drain.drain(),
         }
     }
 }
@@ -173,10 +150,7 @@ impl WorkerArgs {
 /// Runs the worker itself. `state` is shared with the worker's health endpoints.
 async fn worker(g: &GlobalOpts, args: WorkerArgs, state: Arc<WorkerState>) -> Result<(), CliError> {
     args.check()?;
-    let card = match &args.rate_card {
-        Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string()))?,
-        None => RateCard::builtin(),
-    };
+    let card = args.rate_card.load()?;
     let resend_unknown_after =
         parse_optional_duration(&args.resend_unknown_after).map_err(CliError::Usage)?;
     let graph = g.graph_client()?;
@@ -193,14 +167,14 @@ async fn worker(g: &GlobalOpts, args: WorkerArgs, state: Arc<WorkerState>) -> Re
         graph,
         Arc::new(PacerRegistry::new(
             PacerConfig {
-                headroom: args.headroom,
+                headroom: args.pacing.headroom,
                 ..PacerConfig::default()
             },
             Some(slots),
         )),
         Arc::new(card),
         EngineConfig {
-            max_inflight_per_sender: args.max_inflight,
+            max_inflight_per_sender: args.inflight.max_inflight,
             lease: Duration::from_secs(args.lease_seconds),
             resend_unknown_after,
             unknown_give_up: resend_unknown_after.map_or(Duration::from_secs(3600), |d| {

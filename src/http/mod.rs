@@ -32,10 +32,8 @@ pub use server::{ServeConfig, ServerHandle, router, run};
 pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify};
 pub use webhooks::WebhookConfig;
 
-use crate::app::{CliError, GlobalOpts};
+use crate::app::{CliError, DrainOpts, GlobalOpts};
 
-/// Longest drain accepted: Kubernetes' grace period must exceed it.
-const MAX_DRAIN_SECONDS: u64 = 600;
 /// Longest shutdown delay accepted: load balancers notice a failing readiness in seconds.
 const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(120);
 
@@ -76,9 +74,8 @@ pub struct ServeArgs {
     /// Kubernetes with a preStop sleep, which does the same.
     #[arg(long, env = "HERALD_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
-    /// After the listener closed, how long requests in flight may take to finish.
-    #[arg(long, env = "HERALD_DRAIN_SECONDS", default_value_t = 25)]
-    pub drain_seconds: u64,
+    #[command(flatten)]
+    pub drain: DrainOpts,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -92,7 +89,7 @@ impl fmt::Debug for ServeArgs {
             .field("admin_token", &set(&self.admin_token))
             .field("opt_out_words", &self.opt_out_words)
             .field("shutdown_delay", &self.shutdown_delay)
-            .field("drain_seconds", &self.drain_seconds)
+            .field("drain", &self.drain)
             .finish()
     }
 }
@@ -111,12 +108,7 @@ impl ServeArgs {
         };
         let opt_out = OptOutWords::parse(&self.opt_out_words)
             .map_err(|e| CliError::Usage(format!("HERALD_OPT_OUT_WORDS: {e}")))?;
-        if self.drain_seconds > MAX_DRAIN_SECONDS {
-            return Err(CliError::Usage(format!(
-                "--drain-seconds must be at most {MAX_DRAIN_SECONDS}, got {}",
-                self.drain_seconds
-            )));
-        }
+        self.drain.check()?;
         if self.shutdown_delay > MAX_SHUTDOWN_DELAY {
             return Err(CliError::Usage(format!(
                 "--shutdown-delay must be at most {}, got {}",
@@ -132,7 +124,7 @@ impl ServeArgs {
             },
             admin_token: non_empty(&self.admin_token),
             shutdown_delay: self.shutdown_delay,
-            drain: Duration::from_secs(self.drain_seconds),
+            drain: self.drain.drain(),
         })
     }
 }
