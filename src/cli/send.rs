@@ -8,10 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::Args;
 
-use crate::app::{CliError, GlobalOpts, InflightOpts, PacingOpts, RateCardOpts, progress_bar};
+use crate::app::{CliError, EngineOpts, GlobalOpts, PacingOpts, RateCardOpts, progress_bar};
 use crate::domain::Job;
-use crate::engine::{Engine, EngineConfig, JobRun, Progress, RunControl};
-use crate::pacing::{PacerConfig, PacerRegistry};
+use crate::engine::{JobRun, Progress, RunControl};
 use crate::policy::cost::{CostTally, format_micros};
 use crate::policy::gate::DeferReason;
 
@@ -20,14 +19,10 @@ pub struct SendArgs {
     /// The job file (JSON, format v1: see schema/job-v1.schema.json).
     pub file: PathBuf,
     #[command(flatten)]
-    pub pacing: PacingOpts,
-    #[command(flatten)]
-    pub inflight: InflightOpts,
+    pub engine: EngineOpts,
     /// Do not wait for the job's `not_before`; exit instead.
     #[arg(long)]
     pub no_wait: bool,
-    #[command(flatten)]
-    pub rate_card: RateCardOpts,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -50,10 +45,13 @@ pub(crate) fn read_job(path: &PathBuf) -> Result<Job, CliError> {
 }
 
 pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
-    args.pacing.check()?;
-    args.inflight.check()?;
+    args.engine.check()?;
     let job = Arc::new(read_job(&args.file)?);
-    let card = Arc::new(args.rate_card.load()?);
+    let mut setup = args.engine.setup()?;
+    // One process with SQLite: nobody else can take keys over, and a CLI run may wait for a
+    // pair-limit delay rather than exit.
+    setup.config.inline_delay_limit = Duration::from_secs(300);
+    let card = Arc::clone(&setup.rate_card);
     let graph = g.graph_client()?;
     let store = g.open_store().await?;
     // Held while the run lasts: with it, no other `herald send` sends from this database.
@@ -69,25 +67,7 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
         }
         None => None,
     };
-    let engine = Engine::new(
-        store,
-        graph,
-        Arc::new(PacerRegistry::new(
-            PacerConfig {
-                headroom: args.pacing.headroom,
-                ..PacerConfig::default()
-            },
-            None,
-        )),
-        Arc::clone(&card),
-        EngineConfig {
-            max_inflight_per_sender: args.inflight.max_inflight,
-            // One process with SQLite: nobody else can take keys over, and a CLI run may wait
-            // for a pair-limit delay rather than exit.
-            inline_delay_limit: Duration::from_secs(300),
-            ..EngineConfig::default()
-        },
-    );
+    let engine = setup.build(store, graph);
     let progress = Arc::new(Progress::default());
     let ctl = RunControl {
         shutdown: crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK)),

@@ -13,10 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::amqp::{AmqpOpts, TICK, Topology, WorkerConfig, WorkerState, run_worker};
-use crate::app::{CliError, DrainOpts, GlobalOpts, InflightOpts, PacingOpts, RateCardOpts};
-use crate::engine::{Engine, EngineConfig};
+use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts};
 use crate::http::{EndpointOpts, Readiness, spawn_health_server, spawn_metrics_server};
-use crate::pacing::{LeasedSlots, PacerConfig, PacerRegistry, SlotSource};
 use crate::policy::backoff::retry_delay;
 use crate::store::Store;
 
@@ -81,11 +79,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub drain: DrainOpts,
     #[command(flatten)]
-    pub pacing: PacingOpts,
-    #[command(flatten)]
-    pub inflight: InflightOpts,
-    #[command(flatten)]
-    pub rate_card: RateCardOpts,
+    pub engine: EngineOpts,
     /// How long a worker's claim on a recipient lasts without renewal. After a worker dies,
     /// its recipients are taken over (or recorded `unknown` if mid-request) this much later.
     /// A live worker renews its claims every quarter of this (a heartbeat), so it only lapses
@@ -132,8 +126,7 @@ impl WorkerArgs {
             return Err(CliError::Usage("--prefetch must be at least 1".into()));
         }
         self.drain.check()?;
-        self.pacing.check()?;
-        self.inflight.check()
+        self.engine.check()
     }
 
     /// The worker's RabbitMQ settings.
@@ -150,39 +143,24 @@ impl WorkerArgs {
 /// Runs the worker itself. `state` is shared with the worker's health endpoints.
 async fn worker(g: &GlobalOpts, args: WorkerArgs, state: Arc<WorkerState>) -> Result<(), CliError> {
     args.check()?;
-    let card = args.rate_card.load()?;
+    let mut setup = args.engine.setup()?;
+    // Numbers' rates hold across workers: slots are leased from the store (Postgres); with
+    // SQLite (one process) the store declines and the local bucket paces.
+    setup.shared_rates = true;
     let resend_unknown_after =
         parse_optional_duration(&args.resend_unknown_after).map_err(CliError::Usage)?;
+    setup.config.lease = Duration::from_secs(args.lease_seconds);
+    setup.config.resend_unknown_after = resend_unknown_after;
+    setup.config.unknown_give_up = resend_unknown_after.map_or(Duration::from_secs(3600), |d| {
+        (d * 6).max(Duration::from_secs(3600))
+    });
     let graph = g.graph_client()?;
     let shutdown = crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK));
     let Some(store) = open_store_patiently(g, &shutdown).await? else {
         return Ok(());
     };
     state.set_database(true);
-    // Numbers' rates hold across workers: slots are leased from the store (Postgres); with
-    // SQLite (one process) the store declines and the local bucket paces.
-    let slots: Arc<dyn SlotSource> = Arc::new(LeasedSlots::new(Arc::clone(&store)));
-    let engine = Engine::new(
-        store,
-        graph,
-        Arc::new(PacerRegistry::new(
-            PacerConfig {
-                headroom: args.pacing.headroom,
-                ..PacerConfig::default()
-            },
-            Some(slots),
-        )),
-        Arc::new(card),
-        EngineConfig {
-            max_inflight_per_sender: args.inflight.max_inflight,
-            lease: Duration::from_secs(args.lease_seconds),
-            resend_unknown_after,
-            unknown_give_up: resend_unknown_after.map_or(Duration::from_secs(3600), |d| {
-                (d * 6).max(Duration::from_secs(3600))
-            }),
-            ..EngineConfig::default()
-        },
-    );
+    let engine = setup.build(store, graph);
     run_worker(args.config(), Arc::new(engine), shutdown, Some(state))
         .await
         .map_err(|e| CliError::Runtime(anyhow::Error::new(e)))
