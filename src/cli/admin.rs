@@ -486,15 +486,21 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
         let id = id.to_owned();
         async move {
             let id = campaign_id(&id)?;
-            let current = store.ensure_campaign(&id).await?;
-            if current.state == CampaignState::Cancelled && state != CampaignState::Cancelled {
+            // One atomic write: the store never overwrites `cancelled`, so reading back tells
+            // whether this change took or met a cancellation (however recent).
+            store
+                .set_campaign_state(&id, state, reason.as_deref())
+                .await?;
+            let Some(now) = store.campaign(&id).await? else {
+                return Err(CliError::runtime(format!(
+                    "campaign {id} vanished after an update"
+                )));
+            };
+            if now.state == CampaignState::Cancelled && state != CampaignState::Cancelled {
                 return Err(CliError::Usage(format!(
                     "campaign {id} is cancelled; cancellation is final"
                 )));
             }
-            store
-                .set_campaign_state(&id, state, reason.as_deref())
-                .await?;
             println!("campaign {id}: {}", state.as_str());
             Ok(())
         }
