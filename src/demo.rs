@@ -10,10 +10,11 @@ use chrono::Utc;
 use clap::Args;
 use serde_json::json;
 
+use crate::app::EngineSetup;
 use crate::domain::{Category, Job, PhoneNumber, SenderId};
-use crate::engine::{Engine, EngineConfig, JobRun, Progress, RunControl};
+use crate::engine::{JobRun, Progress, RunControl};
 use crate::graph::{GraphClient, GraphConfig};
-use crate::pacing::{PacerConfig, PacerRegistry};
+use crate::pacing::PacerConfig;
 use crate::policy::cost::{RateCard, format_micros};
 use crate::simulator::{self, SimConfig, SimNumber, SimTemplate};
 use crate::store::{self, Consent, Sender, Template};
@@ -197,19 +198,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     });
     let job = Arc::new(Job::parse(body.to_string().as_bytes())?);
 
-    let card = Arc::new(RateCard::builtin());
+    let setup = EngineSetup::new(RateCard::builtin());
+    let card = Arc::clone(&setup.rate_card);
     let graph = GraphClient::new(&GraphConfig {
         base_url: sim.url(),
         access_token: None,
         ..GraphConfig::default()
     })?;
-    let engine = Engine::new(
-        Arc::clone(&store),
-        graph,
-        Arc::new(PacerRegistry::new(PacerConfig::default(), None)),
-        Arc::clone(&card),
-        EngineConfig::default(),
-    );
+    let engine = setup.build(Arc::clone(&store), graph);
 
     println!(
         "herald demo — Acme Mode's sneaker flash sale to {} customers\n  \
@@ -224,10 +220,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 5. Send, with a progress bar.
     let progress = Arc::new(Progress::default());
     let ctl = RunControl {
-        shutdown: crate::cli::send_shutdown_token(),
+        shutdown: crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK)),
         progress: Some(Arc::clone(&progress)),
     };
-    let bar = crate::cli::progress_bar(Arc::clone(&progress), args.quiet);
+    let bar = crate::app::progress_bar(Arc::clone(&progress), args.quiet);
     let started = Instant::now();
     let run = engine.run_job(Arc::clone(&job), &ctl).await?;
     let elapsed = started.elapsed();

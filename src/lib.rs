@@ -2,12 +2,15 @@
 //!
 //! The folders follow the pipeline: [`domain`] (checked types and the job format), [`policy`]
 //! (pure decisions: gate, error classification, cost, back-off), [`pacing`] (rate limiters),
-//! [`graph`] (the Cloud API client), [`engine`] (claim → gate → pace → send → record),
+//! [`graph`] (the Cloud API client), [`channel`] (the seam every channel implements),
+//! [`engine`] (claim → gate → mark → pace → send → record, one file per stage),
 //! [`store`] (SQLite / Postgres ledger), [`simulator`] (a local Cloud API), [`telemetry`]
-//! (metrics and logs), [`http`] (webhooks, admin API, probes) and [`cli`] (the `herald`
-//! command).
+//! (metrics and logs), [`amqp`] (RabbitMQ workers and publishing), [`http`] (webhooks, admin
+//! API, probes), [`app`] (what every command shares: errors, settings) and [`cli`] (the
+//! `herald` command, on top of everything).
 
 pub mod amqp;
+pub mod app;
 pub mod channel;
 pub mod cli;
 pub mod demo;

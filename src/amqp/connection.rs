@@ -10,6 +10,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::app::CliError;
 use crate::policy::backoff::retry_delay;
 
 /// First wait after a failed connection attempt; doubles per attempt with full jitter.
@@ -193,8 +194,7 @@ pub struct AmqpOpts {
 
 impl AmqpOpts {
     /// Rejects settings that cannot work before anything connects.
-    pub fn check(&self) -> Result<(), crate::cli::CliError> {
-        use crate::cli::CliError;
+    pub fn check(&self) -> Result<(), CliError> {
         if !(self.amqp_url.starts_with("amqp://") || self.amqp_url.starts_with("amqps://")) {
             return Err(CliError::Usage(format!(
                 "HERALD_AMQP_URL must be an amqp:// or amqps:// URL, got '{}'",

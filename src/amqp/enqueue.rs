@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::connection::{AmqpError, AmqpOpts, Publisher, check_confirm, connect};
 use super::topology::{Topology, short};
-use crate::cli::CliError;
+use crate::app::CliError;
 use crate::domain::job::MAX_RECIPIENTS;
 use crate::domain::{CampaignId, Category, IdempotencyKey, Job, JobId, SenderId};
 

@@ -5,9 +5,9 @@
 //! Layout: `topology` names and declarations (jobs, dead letters, delay tiers, events) ·
 //! `connection` connecting with back-off and confirmed publishing · `worker` the consume loop,
 //! reconnects and the drain · `disposition` what becomes of a delivery (pure) · `events` the
-//! job events · `state` worker health for probes · `enqueue` and `command` the CLI.
+//! job events · `state` worker health for probes · `enqueue` `herald enqueue`. `herald worker`'s
+//! command line lives in `cli::worker`, which also adds its probes.
 
-mod command;
 mod connection;
 mod disposition;
 mod enqueue;
@@ -16,7 +16,6 @@ mod state;
 mod topology;
 mod worker;
 
-pub use command::{WorkerArgs, worker as worker_with_state};
 pub use connection::{AmqpError, AmqpOpts, Publisher, connect, connect_with_backoff, redact_url};
 pub use disposition::{Disposition, decide};
 pub use enqueue::{BuiltJob, CsvJobs, CsvSpec, EnqueueArgs, check_csv, job_properties};
@@ -25,7 +24,7 @@ pub use state::WorkerState;
 pub use topology::{DEFERRAL_HEADER, DELAY_HEADER, DELAY_TIERS, DelayTier, Topology};
 pub use worker::{TICK, WorkerConfig, WorkerError, run_worker};
 
-use crate::cli::CliError;
+use crate::app::CliError;
 
 /// `herald enqueue`.
 pub async fn enqueue_command(args: EnqueueArgs) -> Result<(), CliError> {

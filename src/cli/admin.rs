@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use super::common::{CliError, GlobalOpts};
-use crate::cli::send::load_rate_card;
+use crate::app::{CliError, GlobalOpts, RateCardOpts};
 use crate::domain::{CampaignId, Category, IdempotencyKey, PhoneNumber, SenderId, mask};
 use crate::policy::cost::{format_micros, parse_amount};
 use crate::store::{Budget, Campaign, CampaignState, Consent, Sender, Template};
@@ -147,9 +146,9 @@ pub enum CampaignCmd {
         /// Remove the limit.
         #[arg(long)]
         clear: bool,
-        /// Rate card (JSON) the workers price with; default: the built-in one.
-        #[arg(long, env = "HERALD_RATE_CARD")]
-        rate_card: Option<PathBuf>,
+        /// The rate card the workers price with.
+        #[command(flatten)]
+        rate_card: RateCardOpts,
     },
 }
 
@@ -487,15 +486,21 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
         let id = id.to_owned();
         async move {
             let id = campaign_id(&id)?;
-            let current = store.ensure_campaign(&id).await?;
-            if current.state == CampaignState::Cancelled && state != CampaignState::Cancelled {
+            // One atomic write: the store never overwrites `cancelled`, so reading back tells
+            // whether this change took or met a cancellation (however recent).
+            store
+                .set_campaign_state(&id, state, reason.as_deref())
+                .await?;
+            let Some(now) = store.campaign(&id).await? else {
+                return Err(CliError::runtime(format!(
+                    "campaign {id} vanished after an update"
+                )));
+            };
+            if now.state == CampaignState::Cancelled && state != CampaignState::Cancelled {
                 return Err(CliError::Usage(format!(
                     "campaign {id} is cancelled; cancellation is final"
                 )));
             }
-            store
-                .set_campaign_state(&id, state, reason.as_deref())
-                .await?;
             println!("campaign {id}: {}", state.as_str());
             Ok(())
         }
@@ -526,7 +531,7 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
             rate_card,
         } => {
             let id = campaign_id(&campaign)?;
-            let card = load_rate_card(&rate_card)?;
+            let card = rate_card.load()?;
             let budget = match (clear, amount) {
                 (true, _) | (false, None) => None,
                 (false, Some(raw)) => {

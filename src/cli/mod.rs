@@ -1,17 +1,20 @@
 //! The `herald` command line (DESIGN §1.4). Every setting is a flag with an environment
 //! variable; configuration is read here once and rejected early with a clear message.
 //! Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
+//!
+//! The top of the crate: it wires each subcommand to its adapter (`amqp`, `http`, `demo`,
+//! `simulator`) and nothing but `main` imports it. What adapters share with it (errors,
+//! global settings) lives below, in `app`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod admin;
-mod common;
 mod send;
+mod worker;
 
-pub use common::{CliError, GlobalOpts};
-pub(crate) use send::{progress_bar, shutdown_on_signal as send_shutdown_token};
+pub use crate::app::{CliError, GlobalOpts};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,7 +39,7 @@ pub enum Command {
     /// Run one job file against HERALD_GRAPH_URL with the configured store (no RabbitMQ).
     Send(send::SendArgs),
     /// Consume jobs from RabbitMQ (`{prefix}.jobs`) and send them; drains on SIGTERM.
-    Worker(crate::http::WorkerCommand),
+    Worker(worker::WorkerCommand),
     /// Publish jobs to RabbitMQ from a job file or a CSV of recipients (publisher confirms).
     Enqueue(crate::amqp::EnqueueArgs),
     /// Estimate cost and duration of a job file before sending it.
@@ -106,7 +109,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(args).await.map_err(CliError::Runtime),
         Command::Send(args) => send::send(&g, args).await,
-        Command::Worker(args) => crate::http::worker_command(&g, args).await,
+        Command::Worker(args) => worker::worker_command(&g, args).await,
         Command::Enqueue(args) => crate::amqp::enqueue_command(args).await,
         Command::Estimate(args) => send::estimate(&g, args).await,
         Command::Simulate(args) => crate::simulator::run(args).await.map_err(CliError::Runtime),
@@ -122,5 +125,73 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Campaign(cmd) => admin::campaign(&g, cmd).await,
         Command::Report(args) => admin::report(&g, args).await,
         Command::Contacts(cmd) => admin::contacts(&g, cmd).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::http::ServeArgs;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["herald", "serve"].iter().chain(args)).expect("parses");
+        match cli.command {
+            Command::Serve(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_has_no_conflicting_flags() {
+        // `worker` flattens the worker's own flags with the listener flags.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_needs_an_app_secret() {
+        // The flag wins over an inherited HERALD_APP_SECRET, so an empty one tests "missing".
+        let err = serve_args(&["--app-secret", " "]).config().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("HERALD_APP_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn serve_rejects_bad_settings_before_starting() {
+        for args in [
+            &["--app-secret", "s", "--drain-seconds", "601"][..],
+            &["--app-secret", "s", "--shutdown-delay", "10m"][..],
+            &["--app-secret", "s", "--opt-out-words", ","][..],
+        ] {
+            let err = serve_args(args).config().unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn serve_settings_become_a_config_without_leaking_secrets() {
+        let args = serve_args(&[
+            "--app-secret",
+            "app-secret-value",
+            "--verify-token",
+            "verify-value",
+            "--shutdown-delay",
+            "5s",
+        ]);
+        assert!(!format!("{args:?}").contains("app-secret-value"));
+        let config = args.config().unwrap();
+        assert_eq!(config.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(
+            config.webhooks.verify_token.as_deref(),
+            Some("verify-value")
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("app-secret-value") && !shown.contains("verify-value"),
+            "{shown}"
+        );
     }
 }

@@ -7,31 +7,22 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
-use super::common::{CliError, GlobalOpts};
+use crate::app::{CliError, EngineOpts, GlobalOpts, PacingOpts, RateCardOpts, progress_bar};
 use crate::domain::Job;
-use crate::engine::{Engine, EngineConfig, JobRun, Progress, RunControl};
-use crate::pacing::{PacerConfig, PacerRegistry};
-use crate::policy::cost::{CostTally, RateCard, format_micros};
+use crate::engine::{JobRun, Progress, RunControl};
+use crate::policy::cost::{CostTally, format_micros};
 use crate::policy::gate::DeferReason;
 
 #[derive(Args, Debug)]
 pub struct SendArgs {
     /// The job file (JSON, format v1: see schema/job-v1.schema.json).
     pub file: PathBuf,
-    /// Share of each number's rate herald uses (leave room for inbound traffic).
-    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
-    pub headroom: f64,
-    /// Requests in flight per sender.
-    #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 256)]
-    pub max_inflight: usize,
+    #[command(flatten)]
+    pub engine: EngineOpts,
     /// Do not wait for the job's `not_before`; exit instead.
     #[arg(long)]
     pub no_wait: bool,
-    /// Rate card JSON replacing the built-in Meta list prices.
-    #[arg(long, env = "HERALD_RATE_CARD")]
-    pub rate_card: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -41,12 +32,10 @@ pub struct SendArgs {
 pub struct EstimateArgs {
     /// The job file.
     pub file: PathBuf,
-    /// Rate card JSON replacing the built-in Meta list prices.
-    #[arg(long, env = "HERALD_RATE_CARD")]
-    pub rate_card: Option<PathBuf>,
-    /// Share of the number's rate herald uses.
-    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
-    pub headroom: f64,
+    #[command(flatten)]
+    pub rate_card: RateCardOpts,
+    #[command(flatten)]
+    pub pacing: PacingOpts,
 }
 
 pub(crate) fn read_job(path: &PathBuf) -> Result<Job, CliError> {
@@ -55,70 +44,14 @@ pub(crate) fn read_job(path: &PathBuf) -> Result<Job, CliError> {
     Job::parse(&body).map_err(|e| CliError::Usage(format!("invalid job {}: {e}", path.display())))
 }
 
-pub(crate) fn load_rate_card(path: &Option<PathBuf>) -> Result<RateCard, CliError> {
-    match path {
-        Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string())),
-        None => Ok(RateCard::builtin()),
-    }
-}
-
-fn check_headroom(h: f64) -> Result<(), CliError> {
-    if !(h > 0.0 && h <= 1.0) {
-        return Err(CliError::Usage(format!(
-            "--headroom must be in (0, 1], got {h}"
-        )));
-    }
-    Ok(())
-}
-
-/// A progress bar fed from the engine's counters, when stderr is a terminal.
-pub(crate) fn progress_bar(
-    progress: Arc<Progress>,
-    quiet: bool,
-) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
-    use std::io::IsTerminal;
-    use std::sync::atomic::Ordering;
-    if quiet || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} recipients  {per_sec}  {msg}",
-        )
-        .expect("valid template"),
-    );
-    let b = bar.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            b.set_length(progress.total.load(Ordering::Relaxed));
-            b.set_position(progress.done.load(Ordering::Relaxed));
-            b.set_message(format!("{} sent", progress.sent.load(Ordering::Relaxed)));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    Some((bar, task))
-}
-
-/// Cancels the returned token on Ctrl-C or SIGTERM, so a run hands back what it has not sent.
-pub(crate) fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        crate::signal::shutdown_signal().await;
-        eprintln!("stopping: finishing requests in flight, handing back the rest…");
-        t.cancel();
-    });
-    token
-}
-
 pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
-    check_headroom(args.headroom)?;
-    if args.max_inflight == 0 {
-        return Err(CliError::Usage("--max-inflight must be at least 1".into()));
-    }
+    args.engine.check()?;
     let job = Arc::new(read_job(&args.file)?);
-    let card = Arc::new(load_rate_card(&args.rate_card)?);
+    let mut setup = args.engine.setup()?;
+    // One process with SQLite: nobody else can take keys over, and a CLI run may wait for a
+    // pair-limit delay rather than exit.
+    setup.config.inline_delay_limit = Duration::from_secs(300);
+    let card = Arc::clone(&setup.rate_card);
     let graph = g.graph_client()?;
     let store = g.open_store().await?;
     // Held while the run lasts: with it, no other `herald send` sends from this database.
@@ -134,28 +67,10 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
         }
         None => None,
     };
-    let engine = Engine::new(
-        store,
-        graph,
-        Arc::new(PacerRegistry::new(
-            PacerConfig {
-                headroom: args.headroom,
-                ..PacerConfig::default()
-            },
-            None,
-        )),
-        Arc::clone(&card),
-        EngineConfig {
-            max_inflight_per_sender: args.max_inflight,
-            // One process with SQLite: nobody else can take keys over, and a CLI run may wait
-            // for a pair-limit delay rather than exit.
-            inline_delay_limit: Duration::from_secs(300),
-            ..EngineConfig::default()
-        },
-    );
+    let engine = setup.build(store, graph);
     let progress = Arc::new(Progress::default());
     let ctl = RunControl {
-        shutdown: shutdown_on_signal(),
+        shutdown: crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK)),
         progress: Some(Arc::clone(&progress)),
     };
     let bar = progress_bar(Arc::clone(&progress), args.quiet);
@@ -257,9 +172,9 @@ fn lock_embedded_sending(database_url: &str) -> Option<std::fs::File> {
 }
 
 pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError> {
-    check_headroom(args.headroom)?;
+    args.pacing.check()?;
     let job = read_job(&args.file)?;
-    let card = load_rate_card(&args.rate_card)?;
+    let card = args.rate_card.load()?;
     let store = g.open_store().await?;
     let sender = store.sender(&job.sender).await?;
     let category = match &sender {
@@ -318,13 +233,13 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
     }
     match &sender {
         Some(s) => {
-            let rate = f64::from(s.rate_per_sec) * args.headroom;
+            let rate = f64::from(s.rate_per_sec) * args.pacing.headroom;
             let secs = sendable as f64 / rate;
             println!(
                 "duration: ≈ {:.0?} at {rate:.1} msg/s ({} msg/s × headroom {})",
                 Duration::from_secs_f64(secs),
                 s.rate_per_sec,
-                args.headroom
+                args.pacing.headroom
             );
             if let Some(limit) = s.tier_limit {
                 let used = store

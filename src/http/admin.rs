@@ -213,25 +213,26 @@ async fn control(
             ),
         ));
     }
-    // Like `herald campaign pause`: a campaign may be paused before its first job arrives.
-    let current = s.store.ensure_campaign(&id).await?;
-    if current.state == CampaignState::Cancelled && target != CampaignState::Cancelled {
+    let reason = match target {
+        CampaignState::Active => None,
+        _ => Some(body.reason.unwrap_or_else(|| "admin-api".into())),
+    };
+    // Like `herald campaign pause`: a campaign may be paused before its first job arrives
+    // (the write creates it). One atomic write: the store never overwrites `cancelled`, so
+    // the state read back says whether this change took or met a cancellation.
+    s.store
+        .set_campaign_state(&id, target, reason.as_deref())
+        .await?;
+    let Some(updated) = s.store.campaign(&id).await? else {
+        return Err(StoreError::Corrupt(format!("campaign {id} vanished after an update")).into());
+    };
+    if updated.state == CampaignState::Cancelled && target != CampaignState::Cancelled {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("campaign {id} is cancelled; cancellation is final"),
         ));
     }
-    let reason = match target {
-        CampaignState::Active => None,
-        _ => Some(body.reason.unwrap_or_else(|| "admin-api".into())),
-    };
-    s.store
-        .set_campaign_state(&id, target, reason.as_deref())
-        .await?;
     info!(campaign = %id, state = target.as_str(), reason = reason.as_deref().unwrap_or(""),
         "campaign state changed through the admin API");
-    let Some(updated) = s.store.campaign(&id).await? else {
-        return Err(StoreError::Corrupt(format!("campaign {id} vanished after an update")).into());
-    };
     view(s.store.as_ref(), updated).await
 }

@@ -4,8 +4,7 @@
 //! Layout: `signature` X-Hub-Signature-256 · `opt_out` opt-out words · `notifications` Meta's
 //! payloads → herald's decisions (pure) · `webhooks` the `/webhooks` routes · `admin` the
 //! campaign API · `health` `/healthz`, `/readyz` and the [`Readiness`] trait · `prometheus`
-//! `/metrics` · `server` the serve lifecycle and drain · `worker` `herald worker` with its
-//! probes and metrics.
+//! `/metrics` · `server` the serve lifecycle and drain.
 
 mod admin;
 pub(crate) mod health;
@@ -15,7 +14,6 @@ mod prometheus;
 mod server;
 mod signature;
 mod webhooks;
-mod worker;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -33,12 +31,9 @@ pub use prometheus::spawn_metrics_server;
 pub use server::{ServeConfig, ServerHandle, router, run};
 pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify};
 pub use webhooks::WebhookConfig;
-pub use worker::{WorkerCommand, worker_command};
 
-use crate::cli::{CliError, GlobalOpts};
+use crate::app::{CliError, DrainOpts, GlobalOpts};
 
-/// Longest drain accepted: Kubernetes' grace period must exceed it.
-const MAX_DRAIN_SECONDS: u64 = 600;
 /// Longest shutdown delay accepted: load balancers notice a failing readiness in seconds.
 const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(120);
 
@@ -79,9 +74,8 @@ pub struct ServeArgs {
     /// Kubernetes with a preStop sleep, which does the same.
     #[arg(long, env = "HERALD_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     pub shutdown_delay: Duration,
-    /// After the listener closed, how long requests in flight may take to finish.
-    #[arg(long, env = "HERALD_DRAIN_SECONDS", default_value_t = 25)]
-    pub drain_seconds: u64,
+    #[command(flatten)]
+    pub drain: DrainOpts,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -95,7 +89,7 @@ impl fmt::Debug for ServeArgs {
             .field("admin_token", &set(&self.admin_token))
             .field("opt_out_words", &self.opt_out_words)
             .field("shutdown_delay", &self.shutdown_delay)
-            .field("drain_seconds", &self.drain_seconds)
+            .field("drain", &self.drain)
             .finish()
     }
 }
@@ -114,12 +108,7 @@ impl ServeArgs {
         };
         let opt_out = OptOutWords::parse(&self.opt_out_words)
             .map_err(|e| CliError::Usage(format!("HERALD_OPT_OUT_WORDS: {e}")))?;
-        if self.drain_seconds > MAX_DRAIN_SECONDS {
-            return Err(CliError::Usage(format!(
-                "--drain-seconds must be at most {MAX_DRAIN_SECONDS}, got {}",
-                self.drain_seconds
-            )));
-        }
+        self.drain.check()?;
         if self.shutdown_delay > MAX_SHUTDOWN_DELAY {
             return Err(CliError::Usage(format!(
                 "--shutdown-delay must be at most {}, got {}",
@@ -135,7 +124,7 @@ impl ServeArgs {
             },
             admin_token: non_empty(&self.admin_token),
             shutdown_delay: self.shutdown_delay,
-            drain: Duration::from_secs(self.drain_seconds),
+            drain: self.drain.drain(),
         })
     }
 }
@@ -160,12 +149,7 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         spawn_metrics_server(args.endpoints.metrics_addr, metrics, stop_metrics.clone())
             .await
             .map_err(CliError::runtime)?;
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        crate::signal::shutdown_signal().await;
-        on_signal.cancel();
-    });
+    let shutdown = crate::signal::cancel_on_shutdown_signal(None);
     info!(
         addr = %args.endpoints.http_addr,
         db = %g.database_url_redacted(),
@@ -175,70 +159,4 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
     stop_metrics.cancel();
     let _ = metrics_server.task.await;
     served.map_err(|e| CliError::runtime(format!("webhook server failed: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::{CommandFactory, Parser};
-
-    use super::*;
-    use crate::cli::{Cli, Command};
-
-    fn serve_args(args: &[&str]) -> ServeArgs {
-        let cli = Cli::try_parse_from(["herald", "serve"].iter().chain(args)).expect("parses");
-        match cli.command {
-            Command::Serve(a) => a,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_command_line_has_no_conflicting_flags() {
-        // `worker` flattens the worker's own flags with the listener flags.
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn serve_needs_an_app_secret() {
-        // The flag wins over an inherited HERALD_APP_SECRET, so an empty one tests "missing".
-        let err = serve_args(&["--app-secret", " "]).config().unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("HERALD_APP_SECRET"), "{err}");
-    }
-
-    #[test]
-    fn serve_rejects_bad_settings_before_starting() {
-        for args in [
-            &["--app-secret", "s", "--drain-seconds", "601"][..],
-            &["--app-secret", "s", "--shutdown-delay", "10m"][..],
-            &["--app-secret", "s", "--opt-out-words", ","][..],
-        ] {
-            let err = serve_args(args).config().unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{args:?}");
-        }
-    }
-
-    #[test]
-    fn serve_settings_become_a_config_without_leaking_secrets() {
-        let args = serve_args(&[
-            "--app-secret",
-            "app-secret-value",
-            "--verify-token",
-            "verify-value",
-            "--shutdown-delay",
-            "5s",
-        ]);
-        assert!(!format!("{args:?}").contains("app-secret-value"));
-        let config = args.config().unwrap();
-        assert_eq!(config.shutdown_delay, Duration::from_secs(5));
-        assert_eq!(
-            config.webhooks.verify_token.as_deref(),
-            Some("verify-value")
-        );
-        let shown = format!("{config:?}");
-        assert!(
-            !shown.contains("app-secret-value") && !shown.contains("verify-value"),
-            "{shown}"
-        );
-    }
 }

@@ -205,27 +205,10 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     println!("  use it with: HERALD_GRAPH_URL={url}");
     println!("  stats:       curl {url}/__sim/stats");
     println!("  reset:       curl -X POST {url}/__sim/reset");
-    shutdown_signal().await?;
+    crate::signal::shutdown_signal().await;
     let stats = sim.stats();
     sim.shutdown().await;
     println!("{}", serde_json::to_string_pretty(&stats)?);
-    Ok(())
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
     Ok(())
 }
 

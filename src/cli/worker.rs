@@ -1,7 +1,10 @@
 //! `herald worker`: reads its settings once, opens the store (waiting for it if it is not up
-//! yet), builds the engine, and runs [`run_worker`] until SIGTERM or Ctrl-C and the drain end.
+//! yet), builds the engine, and runs the RabbitMQ worker ([`run_worker`]) until SIGTERM or
+//! Ctrl-C and the drain end. Beside it `/healthz` + `/readyz` on `HERALD_HTTP_ADDR` (read from
+//! its [`WorkerState`]) and `/metrics` on `HERALD_METRICS_ADDR`, which the worker Deployment
+//! probes and scrapes. Both listeners outlive the drain, so `/readyz` reports 503 while it
+//! drains and `/healthz` stays 200 until it exits.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,20 +12,61 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::connection::AmqpOpts;
-use super::state::WorkerState;
-use super::topology::Topology;
-use super::worker::{WorkerConfig, run_worker};
-use crate::cli::{CliError, GlobalOpts};
-use crate::engine::{Engine, EngineConfig};
-use crate::pacing::{LeasedSlots, PacerConfig, PacerRegistry, SlotSource};
+use crate::amqp::{AmqpOpts, TICK, Topology, WorkerConfig, WorkerState, run_worker};
+use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts};
+use crate::http::{EndpointOpts, Readiness, spawn_health_server, spawn_metrics_server};
 use crate::policy::backoff::retry_delay;
-use crate::policy::cost::RateCard;
 use crate::store::Store;
 
-/// Longest drain a worker accepts: Kubernetes' grace period must exceed it, and holding jobs
-/// unacked longer than a few minutes only delays their takeover by another worker.
-const MAX_DRAIN_SECONDS: u64 = 600;
+/// A consume loop that has not ticked for this many ticks is stuck: it ticks every
+/// [`TICK`] even when idle, so six missed ticks (30 s) are no slow job, and with the probe's
+/// three failures Kubernetes restarts a worker stuck for well over a minute.
+const STALLED_TICKS: u32 = 6;
+
+impl Readiness for WorkerState {
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn alive(&self) -> bool {
+        // `None`: the loop has not started yet (still waiting for the database), which is
+        // starting, not stalled.
+        self.since_progress()
+            .is_none_or(|quiet| quiet < TICK * STALLED_TICKS)
+    }
+}
+
+/// `herald worker`'s command line: the worker's own settings plus where it listens.
+#[derive(Args, Debug)]
+pub struct WorkerCommand {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    #[command(flatten)]
+    pub endpoints: EndpointOpts,
+}
+
+/// Runs `herald worker` with its health and metrics listeners.
+pub async fn worker_command(g: &GlobalOpts, cmd: WorkerCommand) -> Result<(), CliError> {
+    let handle = crate::telemetry::metrics::install(None)
+        .map_err(|e| CliError::runtime(format!("cannot install the metrics recorder: {e}")))?;
+    let stop = CancellationToken::new();
+    let metrics = spawn_metrics_server(cmd.endpoints.metrics_addr, handle, stop.clone())
+        .await
+        .map_err(CliError::runtime)?;
+    let state = Arc::new(WorkerState::new());
+    let health = spawn_health_server(
+        cmd.endpoints.http_addr,
+        Arc::clone(&state) as Arc<dyn Readiness>,
+        stop.clone(),
+    )
+    .await
+    .map_err(CliError::runtime)?;
+    let result = worker(g, cmd.worker, state).await;
+    stop.cancel();
+    let _ = health.task.await;
+    let _ = metrics.task.await;
+    result
+}
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
@@ -32,19 +76,10 @@ pub struct WorkerArgs {
     /// parallel; a few jobs at once keep several senders busy.
     #[arg(long, env = "HERALD_PREFETCH", default_value_t = 4)]
     pub prefetch: u16,
-    /// On SIGTERM, how long to wait for jobs in progress to hand back their unsent
-    /// recipients before returning them to the queue. Keep it below the pod's grace period.
-    #[arg(long, env = "HERALD_DRAIN_SECONDS", default_value_t = 25)]
-    pub drain_seconds: u64,
-    /// Share of each number's rate herald uses (leave room for inbound traffic).
-    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
-    pub headroom: f64,
-    /// Requests in flight per sender.
-    #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 256)]
-    pub max_inflight: usize,
-    /// Rate card JSON replacing the built-in Meta list prices.
-    #[arg(long, env = "HERALD_RATE_CARD")]
-    pub rate_card: Option<PathBuf>,
+    #[command(flatten)]
+    pub drain: DrainOpts,
+    #[command(flatten)]
+    pub engine: EngineOpts,
     /// How long a worker's claim on a recipient lasts without renewal. After a worker dies,
     /// its recipients are taken over (or recorded `unknown` if mid-request) this much later.
     /// A live worker renews its claims every quarter of this (a heartbeat), so it only lapses
@@ -90,78 +125,42 @@ impl WorkerArgs {
         if self.prefetch == 0 {
             return Err(CliError::Usage("--prefetch must be at least 1".into()));
         }
-        if self.drain_seconds > MAX_DRAIN_SECONDS {
-            return Err(CliError::Usage(format!(
-                "--drain-seconds must be at most {MAX_DRAIN_SECONDS}, got {}",
-                self.drain_seconds
-            )));
-        }
-        if !(self.headroom > 0.0 && self.headroom <= 1.0) {
-            return Err(CliError::Usage(format!(
-                "--headroom must be in (0, 1], got {}",
-                self.headroom
-            )));
-        }
-        if self.max_inflight == 0 {
-            return Err(CliError::Usage("--max-inflight must be at least 1".into()));
-        }
-        Ok(())
+        self.drain.check()?;
+        self.engine.check()
     }
 
     /// The worker's RabbitMQ settings.
-    pub fn config(&self) -> WorkerConfig {
+    fn config(&self) -> WorkerConfig {
         WorkerConfig {
             amqp_url: self.amqp.amqp_url.clone(),
             topology: Topology::new(self.amqp.amqp_prefix.clone()),
             prefetch: self.prefetch,
-            drain: Duration::from_secs(self.drain_seconds),
+            drain: self.drain.drain(),
         }
     }
 }
 
-/// Runs `herald worker`. `state` is shared with whoever serves the worker's health endpoints.
-pub async fn worker(
-    g: &GlobalOpts,
-    args: WorkerArgs,
-    state: Arc<WorkerState>,
-) -> Result<(), CliError> {
+/// Runs the worker itself. `state` is shared with the worker's health endpoints.
+async fn worker(g: &GlobalOpts, args: WorkerArgs, state: Arc<WorkerState>) -> Result<(), CliError> {
     args.check()?;
-    let card = match &args.rate_card {
-        Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string()))?,
-        None => RateCard::builtin(),
-    };
+    let mut setup = args.engine.setup()?;
+    // Numbers' rates hold across workers: slots are leased from the store (Postgres); with
+    // SQLite (one process) the store declines and the local bucket paces.
+    setup.shared_rates = true;
     let resend_unknown_after =
         parse_optional_duration(&args.resend_unknown_after).map_err(CliError::Usage)?;
+    setup.config.lease = Duration::from_secs(args.lease_seconds);
+    setup.config.resend_unknown_after = resend_unknown_after;
+    setup.config.unknown_give_up = resend_unknown_after.map_or(Duration::from_secs(3600), |d| {
+        (d * 6).max(Duration::from_secs(3600))
+    });
     let graph = g.graph_client()?;
-    let shutdown = crate::cli::send_shutdown_token();
+    let shutdown = crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK));
     let Some(store) = open_store_patiently(g, &shutdown).await? else {
         return Ok(());
     };
     state.set_database(true);
-    // Numbers' rates hold across workers: slots are leased from the store (Postgres); with
-    // SQLite (one process) the store declines and the local bucket paces.
-    let slots: Arc<dyn SlotSource> = Arc::new(LeasedSlots::new(Arc::clone(&store)));
-    let engine = Engine::new(
-        store,
-        graph,
-        Arc::new(PacerRegistry::new(
-            PacerConfig {
-                headroom: args.headroom,
-                ..PacerConfig::default()
-            },
-            Some(slots),
-        )),
-        Arc::new(card),
-        EngineConfig {
-            max_inflight_per_sender: args.max_inflight,
-            lease: Duration::from_secs(args.lease_seconds),
-            resend_unknown_after,
-            unknown_give_up: resend_unknown_after.map_or(Duration::from_secs(3600), |d| {
-                (d * 6).max(Duration::from_secs(3600))
-            }),
-            ..EngineConfig::default()
-        },
-    );
+    let engine = setup.build(store, graph);
     run_worker(args.config(), Arc::new(engine), shutdown, Some(state))
         .await
         .map_err(|e| CliError::Runtime(anyhow::Error::new(e)))
@@ -194,5 +193,25 @@ async fn open_store_patiently(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_ready_when_connected_and_alive_while_draining() {
+        let s = WorkerState::new();
+        let r: &dyn Readiness = &s;
+        assert!(!r.ready());
+        assert!(r.alive(), "starting is not stalled");
+        s.set_broker(true);
+        s.set_database(true);
+        s.tick();
+        assert!(r.ready());
+        s.set_draining();
+        assert!(!r.ready());
+        assert!(r.alive());
     }
 }

@@ -1,45 +1,13 @@
-//! Settings shared by every subcommand (DESIGN §1.1) and the CLI's error type.
+//! Settings every subcommand shares (DESIGN §1.1): the store, the Graph API and its client.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::CliError;
 use crate::graph::{GraphClient, GraphConfig};
 use crate::store::{self, Store};
-
-/// A CLI failure and its exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Bad input or configuration: exit 2.
-    #[error("{0}")]
-    Usage(String),
-    /// Something failed while running: exit 1.
-    #[error("{0:#}")]
-    Runtime(anyhow::Error),
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Usage(_) => 2,
-            Self::Runtime(_) => 1,
-        }
-    }
-
-    pub fn runtime(msg: impl std::fmt::Display) -> Self {
-        Self::Runtime(anyhow::anyhow!("{msg}"))
-    }
-}
-
-impl From<store::StoreError> for CliError {
-    fn from(e: store::StoreError) -> Self {
-        match e {
-            store::StoreError::UnsupportedUrl(_) => Self::Usage(e.to_string()),
-            other => Self::Runtime(anyhow::Error::new(other)),
-        }
-    }
-}
 
 /// Options every subcommand accepts.
 #[derive(Args, Debug, Clone)]

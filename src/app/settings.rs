@@ -1,0 +1,96 @@
+//! One clap struct per concern, flattened into every command that needs it, so a setting's
+//! flag, environment variable, default and validation message are written once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::CliError;
+use crate::policy::cost::RateCard;
+
+/// Longest drain accepted: Kubernetes' grace period must exceed it, and holding jobs unacked
+/// or requests open longer than a few minutes only delays their takeover by another pod.
+pub const MAX_DRAIN_SECONDS: u64 = 600;
+
+/// Which prices herald commits against budgets and shows in estimates.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RateCardOpts {
+    /// Rate card JSON replacing the built-in Meta list prices.
+    #[arg(long, env = "HERALD_RATE_CARD")]
+    pub rate_card: Option<PathBuf>,
+}
+
+impl RateCardOpts {
+    /// The configured rate card, or the built-in one; a card that does not load is a usage
+    /// error.
+    pub fn load(&self) -> Result<RateCard, CliError> {
+        match &self.rate_card {
+            Some(p) => RateCard::load(p).map_err(|e| CliError::Usage(e.to_string())),
+            None => Ok(RateCard::builtin()),
+        }
+    }
+}
+
+/// How much of each number's rate herald uses.
+#[derive(Args, Debug, Clone)]
+pub struct PacingOpts {
+    /// Share of each number's rate herald uses (leave room for inbound traffic).
+    #[arg(long, env = "HERALD_HEADROOM", default_value_t = 0.97)]
+    pub headroom: f64,
+}
+
+impl PacingOpts {
+    pub fn check(&self) -> Result<(), CliError> {
+        let h = self.headroom;
+        if !(h > 0.0 && h <= 1.0) {
+            return Err(CliError::Usage(format!(
+                "--headroom must be in (0, 1], got {h}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How many requests go out at once per number.
+#[derive(Args, Debug, Clone)]
+pub struct InflightOpts {
+    /// Requests in flight per sender.
+    #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 256)]
+    pub max_inflight: usize,
+}
+
+impl InflightOpts {
+    pub fn check(&self) -> Result<(), CliError> {
+        if self.max_inflight == 0 {
+            return Err(CliError::Usage("--max-inflight must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How long a long-running process may take to stop after SIGTERM.
+#[derive(Args, Debug, Clone)]
+pub struct DrainOpts {
+    /// On SIGTERM, how long work in progress may take to finish (`worker`: jobs handing back
+    /// their unsent recipients before they return to the queue; `serve`: requests in flight
+    /// once the listener closed). Keep it below the pod's grace period.
+    #[arg(long, env = "HERALD_DRAIN_SECONDS", default_value_t = 25)]
+    pub drain_seconds: u64,
+}
+
+impl DrainOpts {
+    pub fn check(&self) -> Result<(), CliError> {
+        if self.drain_seconds > MAX_DRAIN_SECONDS {
+            return Err(CliError::Usage(format!(
+                "--drain-seconds must be at most {MAX_DRAIN_SECONDS}, got {}",
+                self.drain_seconds
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+}
