@@ -151,7 +151,7 @@ fn campaign_row(r: &PgRow) -> StoreResult<Campaign> {
     let currency: Option<String> = r.try_get("budget_currency")?;
     Ok(Campaign {
         id: CampaignId::from_trusted(r.try_get::<String, _>("id")?),
-        state: CampaignState::parse(r.try_get("state")?)?,
+        state: shared::campaign_state(r.try_get("state")?)?,
         reason: r.try_get("reason")?,
         budget: budget_micros.map(|m| Budget {
             micros: u64::try_from(m).unwrap_or(0),
@@ -459,7 +459,12 @@ impl Store for PostgresStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.into_iter()
-            .map(|(state, n)| Ok((CampaignState::parse(&state)?, u64::try_from(n).unwrap_or(0))))
+            .map(|(state, n)| {
+                Ok((
+                    shared::campaign_state(&state)?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
             .collect()
     }
 
