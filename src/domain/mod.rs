@@ -1,7 +1,7 @@
 //! Herald's vocabulary: checked types created once at the edge (phone numbers, ids, keys,
 //! templates), the campaign job as campaign systems publish it, the outcome every idempotency
 //! key ends with, and the facts the store keeps (senders, templates, consents, campaigns,
-//! delivery statuses). Nothing here does I/O.
+//! delivery statuses, durable timers). Nothing here does I/O.
 
 pub mod campaign;
 pub mod consent;
@@ -12,6 +12,7 @@ pub mod outcome;
 pub mod phone;
 pub mod sender;
 pub mod strict_json;
+pub mod timer;
 
 pub use campaign::{Budget, BudgetCharge, Campaign, CampaignState};
 pub use consent::{Consent, ConsentState};
@@ -21,3 +22,4 @@ pub use job::{Job, JobError, Recipient, TemplateRef};
 pub use outcome::{Category, Outcome, SkipReason};
 pub use phone::{PhoneNumber, mask};
 pub use sender::{Sender, Template};
+pub use timer::DueTimer;

@@ -16,14 +16,15 @@ use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneN
 
 // The domain types the store keeps, re-exported so callers may keep naming them from here.
 pub use crate::domain::{
-    Budget, BudgetCharge, Campaign, CampaignState, Consent, ConsentState, DeliveryUpdate, Sender,
-    Template,
+    Budget, BudgetCharge, Campaign, CampaignState, Consent, ConsentState, DeliveryUpdate, DueTimer,
+    Sender, Template,
 };
 
 mod pg_slots;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
+mod timers;
 
 /// A store error: the database could not be reached or refused a statement. Callers retry the
 /// whole batch (every write is idempotent) or hand the job back.
@@ -366,6 +367,47 @@ pub trait Store: Send + Sync + 'static {
     async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>>;
     /// Forgets `job`'s deferral: it completed or was rejected.
     async fn clear_job_deferral(&self, job: &str) -> StoreResult<()>;
+
+    // --- timers --------------------------------------------------------------------------
+    /// Schedules `kind` for `key` at `due`. Idempotent per (kind, key): a timer that exists
+    /// (pending, claimed or fired) is kept as it is. Returns whether this call created it.
+    /// After [`Store::cancel_timer`] the same kind and key may be scheduled anew.
+    async fn schedule_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        due: DateTime<Utc>,
+        payload: &serde_json::Value,
+    ) -> StoreResult<bool>;
+    /// Claims up to `limit` timers due at `now` (earliest first) for `owner` until
+    /// `now + lease`: not fired, and not leased to another owner whose lease still runs at
+    /// `now` (a lapsed lease is taken over). Safe under concurrent claimers: each claim of a
+    /// timer goes to one owner.
+    async fn claim_due_timers(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>>;
+    /// Marks a claimed timer fired, never to be claimed again. Only its current holder may:
+    /// returns false when `owner` no longer holds it (another owner took it over, it was
+    /// cancelled or already fired).
+    async fn complete_timer(&self, kind: &str, key: &str, owner: &str) -> StoreResult<bool>;
+    /// Hands a claimed timer back unfired, due again at `due` (or when it was due): for work
+    /// that could not be done now. Returns false when `owner` no longer holds it.
+    async fn release_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+        due: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool>;
+    /// Removes a timer that has not fired, claimed or not (its holder's completion then
+    /// fails). Returns whether there was one.
+    async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool>;
+    /// Timers not fired yet, per kind, sorted by kind (the pending-timers gauge).
+    async fn pending_timers(&self) -> StoreResult<Vec<(String, u64)>>;
 
     // --- personal data (GDPR) ------------------------------------------------------------
     /// Everything stored about a number: consents, revocations, suppressions, ledger rows.

@@ -21,10 +21,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::shared::{self, DELIVERY_RANK_SQL};
+use super::timers;
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult,
-    Template, UnknownReview,
+    ConsentState, DeliveryUpdate, DueTimer, LedgerRow, OutcomeRecord, Sender, Store, StoreError,
+    StoreResult, Template, UnknownReview,
 };
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
 
@@ -1090,6 +1091,112 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    // --- timers ------------------------------------------------------------------------
+
+    async fn schedule_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        due: DateTime<Utc>,
+        payload: &Value,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(timers::SCHEDULE)
+            .bind(kind)
+            .bind(key)
+            .bind(due.timestamp_millis())
+            .bind(timers::payload_text(payload))
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_due_timers(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>> {
+        // One statement on the one writer connection: claims cannot interleave.
+        let rows = sqlx::query(
+            "UPDATE timers SET owner = $1, lease_until = $3, claims = claims + 1
+             WHERE rowid IN (SELECT rowid FROM timers
+                             WHERE fired_at IS NULL AND due_at <= $2
+                               AND (lease_until IS NULL OR lease_until <= $2)
+                             ORDER BY due_at, kind, key
+                             LIMIT $4)
+             RETURNING kind, key, due_at, payload, claims",
+        )
+        .bind(owner)
+        .bind(now.timestamp_millis())
+        .bind(timers::lease_end(now, lease).timestamp_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.writer)
+        .await?;
+        let mut due = rows
+            .iter()
+            .map(|r| {
+                Ok(DueTimer {
+                    kind: r.try_get("kind")?,
+                    key: r.try_get("key")?,
+                    due: ms_to_time(r.try_get("due_at")?)?,
+                    payload: timers::parse_payload(r.try_get("payload")?)?,
+                    claims: u32::try_from(r.try_get::<i64, _>("claims")?).unwrap_or(0),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        due.sort_by(|a, b| (a.due, &a.kind, &a.key).cmp(&(b.due, &b.kind, &b.key)));
+        Ok(due)
+    }
+
+    async fn complete_timer(&self, kind: &str, key: &str, owner: &str) -> StoreResult<bool> {
+        let done = sqlx::query(timers::COMPLETE)
+            .bind(kind)
+            .bind(key)
+            .bind(owner)
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+        due: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(timers::RELEASE)
+            .bind(kind)
+            .bind(key)
+            .bind(owner)
+            .bind(due.map(|t| t.timestamp_millis()))
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool> {
+        let done = sqlx::query(timers::CANCEL)
+            .bind(kind)
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pending_timers(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(timers::PENDING_BY_KIND)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, n)| (kind, u64::try_from(n).unwrap_or(0)))
+            .collect())
     }
 
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
