@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId};
 
+pub use sql::SqlStore;
+
 // The domain types the store keeps, re-exported so callers may keep naming them from here.
 pub use crate::domain::{
     Budget, BudgetCharge, Campaign, CampaignState, Consent, ConsentState, DeliveryUpdate, DueTimer,
@@ -23,6 +25,7 @@ pub use crate::domain::{
 mod pg_slots;
 pub mod postgres;
 mod shared;
+mod sql;
 pub mod sqlite;
 mod timers;
 
@@ -421,9 +424,11 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by a `HERALD_DATABASE_URL` and applies migrations.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(sqlite::SqliteStore::connect(url).await?)
+        Arc::new(SqlStore::Sqlite(sqlite::SqliteStore::connect(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Arc::new(postgres::PostgresStore::connect(url).await?)
+        Arc::new(SqlStore::Postgres(
+            postgres::PostgresStore::connect(url).await?,
+        ))
     } else {
         return Err(StoreError::UnsupportedUrl(url.to_owned()));
     };

@@ -50,6 +50,15 @@ pub(crate) fn outcome_columns(outcome: &Outcome) -> (&'static str, Option<String
     }
 }
 
+/// One outcome as the ledger columns it is written to: (key, state, reason, wamid, attempts).
+pub(crate) type OutcomeRow<'a, Attempts> = (
+    &'a str,
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Attempts,
+);
+
 /// Keeps the first outcome of each key: "first one wins" must also hold inside one batch,
 /// and an `UPDATE … FROM` with two source rows for one target would pick either.
 pub(crate) fn first_outcome_per_key(outcomes: &[OutcomeRecord]) -> Vec<&OutcomeRecord> {
