@@ -1,16 +1,27 @@
 //! Herald's vocabulary: checked types created once at the edge (phone numbers, ids, keys,
-//! templates), the campaign job as campaign systems publish it, and the outcome every
-//! idempotency key ends with. Nothing here does I/O.
+//! templates, channels), the campaign job as campaign systems publish it, the outcome every idempotency
+//! key ends with, and the facts the store keeps (senders, templates, consents, campaigns,
+//! delivery statuses, durable timers). Nothing here does I/O.
 
+pub mod campaign;
 pub mod channel;
+pub mod consent;
+pub mod delivery;
 pub mod ids;
 pub mod job;
 pub mod outcome;
 pub mod phone;
+pub mod sender;
 pub mod strict_json;
+pub mod timer;
 
+pub use campaign::{Budget, BudgetCharge, Campaign, CampaignState};
 pub use channel::ChannelKind;
+pub use consent::{Consent, ConsentState};
+pub use delivery::DeliveryUpdate;
 pub use ids::{CampaignId, IdempotencyKey, JobId, SenderId};
 pub use job::{Job, JobError, Recipient, TemplateRef};
 pub use outcome::{Category, Outcome, SkipReason};
 pub use phone::{PhoneNumber, mask};
+pub use sender::{Sender, Template};
+pub use timer::DueTimer;

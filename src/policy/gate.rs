@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::SkipReason;
-use crate::store::{CampaignState, ConsentState, Sender, Template};
+use crate::domain::{CampaignState, ConsentState, Sender, Template};
 
 /// Why a whole job is held back for now.
 #[derive(Debug, Clone, PartialEq, Eq)]

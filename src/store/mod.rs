@@ -11,14 +11,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId};
+
+pub use sql::SqlStore;
+
+// The domain types the store keeps, re-exported so callers may keep naming them from here.
+pub use crate::domain::{
+    Budget, BudgetCharge, Campaign, CampaignState, Consent, ConsentState, DeliveryUpdate, DueTimer,
+    Sender, Template,
+};
 
 mod pg_slots;
 pub mod postgres;
 mod shared;
+mod sql;
 pub mod sqlite;
+mod timers;
 
 /// A store error: the database could not be reached or refused a statement. Callers retry the
 /// whole batch (every write is idempotent) or hand the job back.
@@ -69,139 +78,6 @@ impl StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Whether a business number may send.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sender {
-    pub id: SenderId,
-    /// WhatsApp Business Account (WABA) id: templates are approved per account.
-    pub account_id: String,
-    /// Business portfolio: owns the messaging tier shared by all its numbers.
-    pub portfolio_id: String,
-    pub display_number: String,
-    /// Messages per second Meta allows this number (80 by default, 1,000 after upgrade).
-    pub rate_per_sec: u32,
-    /// Unique users per rolling 24 h for the portfolio; `None` = unlimited.
-    pub tier_limit: Option<u32>,
-    /// Meta's status (CONNECTED, FLAGGED, …) or `STOPPED` when herald stopped it after a
-    /// sender-fatal error. Only CONNECTED sends.
-    pub status: String,
-    /// Why herald stopped it, if it did (error code and message).
-    pub status_reason: Option<String>,
-}
-
-impl Sender {
-    pub fn can_send(&self) -> bool {
-        self.status == "CONNECTED"
-    }
-}
-
-/// A template as approved (or not) for one account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Template {
-    pub account_id: String,
-    pub name: String,
-    pub language: String,
-    pub category: Category,
-    /// Meta's status: APPROVED, PENDING, REJECTED, PAUSED, DISABLED, …
-    pub status: String,
-}
-
-impl Template {
-    /// Only APPROVED (or REINSTATED) templates may be sent.
-    pub fn is_sendable(&self) -> bool {
-        matches!(self.status.as_str(), "APPROVED" | "REINSTATED")
-    }
-}
-
-/// Proof that a person agreed to receive a category of messages (GDPR: when, where, what).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Consent {
-    pub phone: PhoneNumber,
-    pub category: Category,
-    pub granted_at: DateTime<Utc>,
-    /// Where it was given: `checkout`, `web-form`, `import:crm-2026-11`…
-    pub source: String,
-    /// What the person saw or did: the opt-in text, a form id, a signed record reference.
-    pub proof: String,
-}
-
-/// What the store knows about one number for one category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsentState {
-    /// Consent recorded and not revoked since.
-    Granted,
-    /// No consent on record for this category.
-    Missing,
-    /// Consent revoked (or never given and an opt-out recorded), or the number is suppressed.
-    OptedOut,
-}
-
-/// A campaign's control state, honoured by every worker within seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CampaignState {
-    Active,
-    Paused,
-    Cancelled,
-}
-
-impl CampaignState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> StoreResult<Self> {
-        match s {
-            "active" => Ok(Self::Active),
-            "paused" => Ok(Self::Paused),
-            "cancelled" => Ok(Self::Cancelled),
-            other => Err(StoreError::Corrupt(format!("campaign state '{other}'"))),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Campaign {
-    pub id: CampaignId,
-    pub state: CampaignState,
-    /// Why it was paused or cancelled (operator, or the error code that stopped it).
-    pub reason: Option<String>,
-    /// The most the campaign may spend, if its owner set a limit.
-    pub budget: Option<Budget>,
-    /// Estimated cost of every message sent or being sent so far (in the rate card's currency):
-    /// charged before a request goes out, given back when it fails.
-    pub committed_micros: u64,
-}
-
-impl Campaign {
-    /// What the campaign may still spend (`None` without a budget).
-    pub fn budget_left(&self) -> Option<u64> {
-        self.budget
-            .as_ref()
-            .map(|b| b.micros.saturating_sub(self.committed_micros))
-    }
-}
-
-/// A campaign's spending limit, in millionths of `currency` (the rate card's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Budget {
-    pub micros: u64,
-    pub currency: String,
-}
-
-/// The answer to charging a batch of sends against a campaign's budget.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BudgetCharge {
-    /// Per send, in order: whether it fits.
-    pub admitted: Vec<bool>,
-    /// The budget left after this charge, with its currency; `None` without a budget.
-    pub left: Option<Budget>,
-}
 
 /// A key to claim in the ledger before sending.
 #[derive(Debug, Clone)]
@@ -295,20 +171,6 @@ pub struct UnknownReview {
     /// When the oldest of those has been unknown long enough to qualify (if the webhooks then
     /// show it was not accepted).
     pub oldest_due: Option<DateTime<Utc>>,
-}
-
-/// A status webhook applied to the ledger.
-#[derive(Debug, Clone)]
-pub struct DeliveryUpdate {
-    pub wamid: String,
-    /// Our key from `biz_opaque_callback_data`, when Meta echoed it.
-    pub key: Option<IdempotencyKey>,
-    /// sent, delivered, read or failed.
-    pub status: String,
-    pub at: DateTime<Utc>,
-    pub error_code: Option<i64>,
-    /// Billing category from `pricing.category` when billable.
-    pub billed_category: Option<String>,
 }
 
 /// Send slots leased for a number from the shared pacing row, on the store's clock
@@ -509,6 +371,47 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets `job`'s deferral: it completed or was rejected.
     async fn clear_job_deferral(&self, job: &str) -> StoreResult<()>;
 
+    // --- timers --------------------------------------------------------------------------
+    /// Schedules `kind` for `key` at `due`. Idempotent per (kind, key): a timer that exists
+    /// (pending, claimed or fired) is kept as it is. Returns whether this call created it.
+    /// After [`Store::cancel_timer`] the same kind and key may be scheduled anew.
+    async fn schedule_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        due: DateTime<Utc>,
+        payload: &serde_json::Value,
+    ) -> StoreResult<bool>;
+    /// Claims up to `limit` timers due at `now` (earliest first) for `owner` until
+    /// `now + lease`: not fired, and not leased to another owner whose lease still runs at
+    /// `now` (a lapsed lease is taken over). Safe under concurrent claimers: each claim of a
+    /// timer goes to one owner.
+    async fn claim_due_timers(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>>;
+    /// Marks a claimed timer fired, never to be claimed again. Only its current holder may:
+    /// returns false when `owner` no longer holds it (another owner took it over, it was
+    /// cancelled or already fired).
+    async fn complete_timer(&self, kind: &str, key: &str, owner: &str) -> StoreResult<bool>;
+    /// Hands a claimed timer back unfired, due again at `due` (or when it was due): for work
+    /// that could not be done now. Returns false when `owner` no longer holds it.
+    async fn release_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+        due: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool>;
+    /// Removes a timer that has not fired, claimed or not (its holder's completion then
+    /// fails). Returns whether there was one.
+    async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool>;
+    /// Timers not fired yet, per kind, sorted by kind (the pending-timers gauge).
+    async fn pending_timers(&self) -> StoreResult<Vec<(String, u64)>>;
+
     // --- personal data (GDPR) ------------------------------------------------------------
     /// Everything stored about a number: consents, revocations, suppressions, ledger rows.
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<serde_json::Value>;
@@ -521,9 +424,11 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by a `HERALD_DATABASE_URL` and applies migrations.
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(sqlite::SqliteStore::connect(url).await?)
+        Arc::new(SqlStore::Sqlite(sqlite::SqliteStore::connect(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Arc::new(postgres::PostgresStore::connect(url).await?)
+        Arc::new(SqlStore::Postgres(
+            postgres::PostgresStore::connect(url).await?,
+        ))
     } else {
         return Err(StoreError::UnsupportedUrl(url.to_owned()));
     };

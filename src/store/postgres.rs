@@ -11,17 +11,17 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::shared::{self, DELIVERY_RANK_SQL};
+use super::timers;
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult,
-    Template, UnknownReview,
+    ConsentState, DeliveryUpdate, DueTimer, LedgerRow, OutcomeRecord, Sender, StoreError,
+    StoreResult, Template, UnknownReview,
 };
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
 
@@ -151,7 +151,7 @@ fn campaign_row(r: &PgRow) -> StoreResult<Campaign> {
     let currency: Option<String> = r.try_get("budget_currency")?;
     Ok(Campaign {
         id: CampaignId::from_trusted(r.try_get::<String, _>("id")?),
-        state: CampaignState::parse(r.try_get("state")?)?,
+        state: shared::campaign_state(r.try_get("state")?)?,
         reason: r.try_get("reason")?,
         budget: budget_micros.map(|m| Budget {
             micros: u64::try_from(m).unwrap_or(0),
@@ -165,9 +165,8 @@ fn time_json(t: Option<DateTime<Utc>>) -> Value {
     t.map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
 }
 
-#[async_trait]
-impl Store for PostgresStore {
-    async fn lease_slots(
+impl PostgresStore {
+    pub(super) async fn lease_slots(
         &self,
         sender: &SenderId,
         interval: Duration,
@@ -178,7 +177,7 @@ impl Store for PostgresStore {
             .map(Some)
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    pub(super) async fn migrate(&self) -> StoreResult<()> {
         // sqlx serialises concurrent migrators (several workers starting at once) on its own
         // advisory lock.
         sqlx::migrate!("./migrations/postgres")
@@ -189,7 +188,7 @@ impl Store for PostgresStore {
 
     // --- senders -------------------------------------------------------------------------
 
-    async fn upsert_sender(&self, s: &Sender) -> StoreResult<()> {
+    pub(super) async fn upsert_sender(&self, s: &Sender) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO senders (id, account_id, portfolio_id, display_number, rate_per_sec,
                                   tier_limit, status, status_reason, updated_at)
@@ -213,7 +212,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>> {
+    pub(super) async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>> {
         sqlx::query("SELECT * FROM senders WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -223,7 +222,7 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn senders(&self) -> StoreResult<Vec<Sender>> {
+    pub(super) async fn senders(&self) -> StoreResult<Vec<Sender>> {
         sqlx::query("SELECT * FROM senders ORDER BY id")
             .fetch_all(&self.pool)
             .await?
@@ -232,7 +231,7 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn set_sender_status(
+    pub(super) async fn set_sender_status(
         &self,
         id: &SenderId,
         status: &str,
@@ -251,7 +250,7 @@ impl Store for PostgresStore {
 
     // --- templates -----------------------------------------------------------------------
 
-    async fn upsert_template(&self, t: &Template) -> StoreResult<()> {
+    pub(super) async fn upsert_template(&self, t: &Template) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO templates (account_id, name, language, category, status, updated_at)
              VALUES ($1, $2, $3, $4, $5, now())
@@ -269,7 +268,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn template(
+    pub(super) async fn template(
         &self,
         account_id: &str,
         name: &str,
@@ -296,7 +295,7 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn set_template_status(
+    pub(super) async fn set_template_status(
         &self,
         name: &str,
         language: &str,
@@ -316,7 +315,7 @@ impl Store for PostgresStore {
 
     // --- consent -------------------------------------------------------------------------
 
-    async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64> {
+    pub(super) async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64> {
         if consents.is_empty() {
             return Ok(0);
         }
@@ -351,7 +350,7 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn revoke_consent(
+    pub(super) async fn revoke_consent(
         &self,
         phone: &PhoneNumber,
         category: Option<Category>,
@@ -370,7 +369,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
+    pub(super) async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO suppressions (phone, phone_hash, reason) VALUES ($1, $2, $3)
              ON CONFLICT (phone_hash, reason) DO NOTHING",
@@ -383,7 +382,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn consent_states(
+    pub(super) async fn consent_states(
         &self,
         category: Category,
         phones: &[PhoneNumber],
@@ -420,7 +419,7 @@ impl Store for PostgresStore {
 
     // --- campaigns -----------------------------------------------------------------------
 
-    async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
+    pub(super) async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
         sqlx::query(
             "INSERT INTO campaigns (id, state) VALUES ($1, 'active')
              ON CONFLICT (id) DO NOTHING",
@@ -439,7 +438,7 @@ impl Store for PostgresStore {
         campaign_row(&row)
     }
 
-    async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
+    pub(super) async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
         sqlx::query(concat!(
             "SELECT ",
             campaign_columns!(),
@@ -453,17 +452,22 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
+    pub(super) async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, COUNT(*) FROM campaigns GROUP BY state")
                 .fetch_all(&self.pool)
                 .await?;
         rows.into_iter()
-            .map(|(state, n)| Ok((CampaignState::parse(&state)?, u64::try_from(n).unwrap_or(0))))
+            .map(|(state, n)| {
+                Ok((
+                    shared::campaign_state(&state)?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
             .collect()
     }
 
-    async fn set_campaign_state(
+    pub(super) async fn set_campaign_state(
         &self,
         id: &CampaignId,
         state: CampaignState,
@@ -484,7 +488,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn set_campaign_budget(
+    pub(super) async fn set_campaign_budget(
         &self,
         id: &CampaignId,
         budget: Option<&Budget>,
@@ -506,7 +510,11 @@ impl Store for PostgresStore {
         campaign_row(&row)
     }
 
-    async fn charge_budget(&self, id: &CampaignId, costs: &[u64]) -> StoreResult<BudgetCharge> {
+    pub(super) async fn charge_budget(
+        &self,
+        id: &CampaignId,
+        costs: &[u64],
+    ) -> StoreResult<BudgetCharge> {
         let total: u64 = costs.iter().sum();
         let total_i = i64::try_from(total).unwrap_or(i64::MAX);
         // The common case, no budget: one statement.
@@ -547,7 +555,7 @@ impl Store for PostgresStore {
         Ok(charge)
     }
 
-    async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
+    pub(super) async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
         if micros == 0 {
             return Ok(());
         }
@@ -562,7 +570,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>> {
+    pub(super) async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>> {
         sqlx::query(concat!(
             "SELECT ",
             campaign_columns!(),
@@ -577,7 +585,7 @@ impl Store for PostgresStore {
 
     // --- ledger --------------------------------------------------------------------------
 
-    async fn claim(
+    pub(super) async fn claim(
         &self,
         owner: &str,
         lease: Duration,
@@ -712,7 +720,11 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<Vec<bool>> {
+    pub(super) async fn mark_sending(
+        &self,
+        owner: &str,
+        keys: &[IdempotencyKey],
+    ) -> StoreResult<Vec<bool>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -750,19 +762,18 @@ impl Store for PostgresStore {
         Ok(shared::in_order(keys, &marked))
     }
 
-    async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()> {
+    pub(super) async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut rows: Vec<(&str, &'static str, Option<String>, Option<String>, i32)> =
-            shared::first_outcome_per_key(outcomes)
-                .into_iter()
-                .map(|o| {
-                    let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
-                    let attempts = i32::try_from(o.attempts).unwrap_or(i32::MAX);
-                    (o.key.as_str(), state, reason, wamid, attempts)
-                })
-                .collect();
+        let mut rows: Vec<shared::OutcomeRow<i32>> = shared::first_outcome_per_key(outcomes)
+            .into_iter()
+            .map(|o| {
+                let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
+                let attempts = i32::try_from(o.attempts).unwrap_or(i32::MAX);
+                (o.key.as_str(), state, reason, wamid, attempts)
+            })
+            .collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
         // Only open keys take an outcome: the first recorded one wins. Rows are locked in key
         // order first (see the module doc).
@@ -793,7 +804,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
+    pub(super) async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -815,7 +826,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()> {
+    pub(super) async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()> {
         sqlx::query(
             "UPDATE ledger SET lease_until = now() + $2 * interval '1 second'
              WHERE owner = $1 AND state IN ('pending', 'sending')",
@@ -827,7 +838,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn ledger_page(
+    pub(super) async fn ledger_page(
         &self,
         campaign: &CampaignId,
         after: Option<&IdempotencyKey>,
@@ -846,7 +857,10 @@ impl Store for PostgresStore {
         rows.iter().map(ledger_row).collect()
     }
 
-    async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>> {
+    pub(super) async fn ledger_entry(
+        &self,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<LedgerRow>> {
         sqlx::query(&format!(
             "SELECT {LEDGER_COLUMNS} FROM ledger WHERE key = $1"
         ))
@@ -858,7 +872,10 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts> {
+    pub(super) async fn campaign_counts(
+        &self,
+        campaign: &CampaignId,
+    ) -> StoreResult<CampaignCounts> {
         let rows = sqlx::query(
             "SELECT state, COALESCE(reason, '') AS reason, count(*) AS n FROM ledger
              WHERE campaign = $1 GROUP BY 1, 2 ORDER BY 1, 2",
@@ -879,7 +896,7 @@ impl Store for PostgresStore {
         Ok(CampaignCounts { by_state })
     }
 
-    async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
+    pub(super) async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
         let merged = shared::merge_deliveries(updates);
         if merged.is_empty() {
             return Ok(0);
@@ -959,7 +976,7 @@ impl Store for PostgresStore {
         Ok(changed)
     }
 
-    async fn review_unknowns(
+    pub(super) async fn review_unknowns(
         &self,
         campaign: &CampaignId,
         job: &JobId,
@@ -1005,7 +1022,7 @@ impl Store for PostgresStore {
         Ok(review)
     }
 
-    async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>> {
+    pub(super) async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>> {
         let rows = sqlx::query(
             "SELECT campaign, count(*) AS n FROM ledger WHERE state = 'unknown' GROUP BY campaign",
         )
@@ -1023,7 +1040,7 @@ impl Store for PostgresStore {
 
     // --- messaging tier ------------------------------------------------------------------
 
-    async fn reserve_tier(
+    pub(super) async fn reserve_tier(
         &self,
         portfolio: &str,
         limit: Option<u32>,
@@ -1095,7 +1112,7 @@ impl Store for PostgresStore {
         Ok(answers)
     }
 
-    async fn tier_usage(&self, portfolio: &str, window: Duration) -> StoreResult<u64> {
+    pub(super) async fn tier_usage(&self, portfolio: &str, window: Duration) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM tier_reach
              WHERE portfolio = $1 AND last_reached_at > now() - $2 * interval '1 second'",
@@ -1109,7 +1126,7 @@ impl Store for PostgresStore {
 
     // --- personal data (GDPR) ------------------------------------------------------------
 
-    async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()> {
+    pub(super) async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO job_deferrals (job, token) VALUES ($1, $2)
              ON CONFLICT (job) DO UPDATE SET token = EXCLUDED.token, deferred_at = now()",
@@ -1121,7 +1138,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>> {
+    pub(super) async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT token FROM job_deferrals WHERE job = $1")
                 .bind(job)
@@ -1130,7 +1147,7 @@ impl Store for PostgresStore {
         )
     }
 
-    async fn clear_job_deferral(&self, job: &str) -> StoreResult<()> {
+    pub(super) async fn clear_job_deferral(&self, job: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM job_deferrals WHERE job = $1")
             .bind(job)
             .execute(&self.pool)
@@ -1138,7 +1155,121 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
+    // --- timers ------------------------------------------------------------------------
+
+    pub(super) async fn schedule_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        due: DateTime<Utc>,
+        payload: &Value,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(timers::SCHEDULE)
+            .bind(kind)
+            .bind(key)
+            .bind(due)
+            .bind(timers::payload_text(payload))
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn claim_due_timers(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>> {
+        // Rows another claimer has locked are skipped, not waited for; a row it has just
+        // leased fails the re-checked `WHERE` once its lock is gone: one owner per claim.
+        let rows = sqlx::query(
+            "UPDATE timers t SET owner = $1, lease_until = $3, claims = t.claims + 1
+             FROM (SELECT kind, key FROM timers
+                   WHERE fired_at IS NULL AND due_at <= $2
+                     AND (lease_until IS NULL OR lease_until <= $2)
+                   ORDER BY due_at, kind, key
+                   LIMIT $4
+                   FOR UPDATE SKIP LOCKED) due
+             WHERE t.kind = due.kind AND t.key = due.key
+             RETURNING t.kind, t.key, t.due_at, t.payload, t.claims",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(timers::lease_end(now, lease))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut due = rows
+            .iter()
+            .map(|r| {
+                Ok(DueTimer {
+                    kind: r.try_get("kind")?,
+                    key: r.try_get("key")?,
+                    due: r.try_get("due_at")?,
+                    payload: timers::parse_payload(r.try_get("payload")?)?,
+                    claims: u32::try_from(r.try_get::<i32, _>("claims")?).unwrap_or(0),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        due.sort_by(|a, b| (a.due, &a.kind, &a.key).cmp(&(b.due, &b.kind, &b.key)));
+        Ok(due)
+    }
+
+    pub(super) async fn complete_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(timers::COMPLETE)
+            .bind(kind)
+            .bind(key)
+            .bind(owner)
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn release_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+        due: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(timers::RELEASE)
+            .bind(kind)
+            .bind(key)
+            .bind(owner)
+            .bind(due)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool> {
+        let done = sqlx::query(timers::CANCEL)
+            .bind(kind)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn pending_timers(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(timers::PENDING_BY_KIND)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, n)| (kind, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    pub(super) async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
         let hash = shared::phone_hash(phone);
         // One snapshot for the whole export, so it is consistent with itself.
         let mut tx = self
@@ -1253,7 +1384,7 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
+    pub(super) async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
         let hash = shared::phone_hash(phone);
         let mut tx = self.tx().await?;
         let mut touched = 0;

@@ -8,9 +8,18 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{Budget, BudgetCharge, ClaimStatus, ConsentState, DeliveryUpdate, OutcomeRecord};
+use super::{
+    Budget, BudgetCharge, CampaignState, ClaimStatus, ConsentState, DeliveryUpdate, OutcomeRecord,
+    StoreError, StoreResult,
+};
 use crate::domain::{Outcome, PhoneNumber};
 use crate::policy::cost::admit_within_budget;
+
+/// A campaign state read back from its column: any other text means the row was written by
+/// something other than herald.
+pub(crate) fn campaign_state(s: &str) -> StoreResult<CampaignState> {
+    CampaignState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("campaign state '{s}'")))
+}
 
 /// Ledger states a key may still leave: it has no outcome yet.
 pub(crate) const OPEN_STATES: [&str; 2] = ["pending", "sending"];
@@ -40,6 +49,15 @@ pub(crate) fn outcome_columns(outcome: &Outcome) -> (&'static str, Option<String
         Outcome::Unknown => ("unknown", None, None),
     }
 }
+
+/// One outcome as the ledger columns it is written to: (key, state, reason, wamid, attempts).
+pub(crate) type OutcomeRow<'a, Attempts> = (
+    &'a str,
+    &'static str,
+    Option<String>,
+    Option<String>,
+    Attempts,
+);
 
 /// Keeps the first outcome of each key: "first one wins" must also hold inside one batch,
 /// and an `UPDATE … FROM` with two source rows for one target would pick either.

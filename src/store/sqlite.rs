@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::sqlite::{
@@ -21,10 +20,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::shared::{self, DELIVERY_RANK_SQL};
+use super::timers;
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, LedgerRow, OutcomeRecord, Sender, Store, StoreError, StoreResult,
-    Template, UnknownReview,
+    ConsentState, DeliveryUpdate, DueTimer, LedgerRow, OutcomeRecord, Sender, StoreError,
+    StoreResult, Template, UnknownReview,
 };
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
 
@@ -174,7 +174,7 @@ fn campaign_row(r: &SqliteRow) -> StoreResult<Campaign> {
     let currency: Option<String> = r.try_get("budget_currency")?;
     Ok(Campaign {
         id: CampaignId::from_trusted(r.try_get::<String, _>("id")?),
-        state: CampaignState::parse(r.try_get("state")?)?,
+        state: shared::campaign_state(r.try_get("state")?)?,
         reason: r.try_get("reason")?,
         budget: budget_micros.map(|m| Budget {
             micros: u64::try_from(m).unwrap_or(0),
@@ -189,9 +189,8 @@ fn time_json(ms: Option<i64>) -> Value {
         .map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn migrate(&self) -> StoreResult<()> {
+impl SqliteStore {
+    pub(super) async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)
             .await?;
@@ -200,7 +199,7 @@ impl Store for SqliteStore {
 
     // --- senders -------------------------------------------------------------------------
 
-    async fn upsert_sender(&self, s: &Sender) -> StoreResult<()> {
+    pub(super) async fn upsert_sender(&self, s: &Sender) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO senders (id, account_id, portfolio_id, display_number, rate_per_sec,
                                   tier_limit, status, status_reason, updated_at)
@@ -225,7 +224,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>> {
+    pub(super) async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>> {
         sqlx::query("SELECT * FROM senders WHERE id = ?1")
             .bind(id.as_str())
             .fetch_optional(&self.reader)
@@ -235,7 +234,7 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn senders(&self) -> StoreResult<Vec<Sender>> {
+    pub(super) async fn senders(&self) -> StoreResult<Vec<Sender>> {
         sqlx::query("SELECT * FROM senders ORDER BY id")
             .fetch_all(&self.reader)
             .await?
@@ -244,7 +243,7 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn set_sender_status(
+    pub(super) async fn set_sender_status(
         &self,
         id: &SenderId,
         status: &str,
@@ -264,7 +263,7 @@ impl Store for SqliteStore {
 
     // --- templates -----------------------------------------------------------------------
 
-    async fn upsert_template(&self, t: &Template) -> StoreResult<()> {
+    pub(super) async fn upsert_template(&self, t: &Template) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO templates (account_id, name, language, category, status, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -283,7 +282,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn template(
+    pub(super) async fn template(
         &self,
         account_id: &str,
         name: &str,
@@ -310,7 +309,7 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn set_template_status(
+    pub(super) async fn set_template_status(
         &self,
         name: &str,
         language: &str,
@@ -331,7 +330,7 @@ impl Store for SqliteStore {
 
     // --- consent -------------------------------------------------------------------------
 
-    async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64> {
+    pub(super) async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64> {
         if consents.is_empty() {
             return Ok(0);
         }
@@ -363,7 +362,7 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn revoke_consent(
+    pub(super) async fn revoke_consent(
         &self,
         phone: &PhoneNumber,
         category: Option<Category>,
@@ -382,7 +381,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
+    pub(super) async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
         let hash = shared::phone_hash(phone);
         // Idempotent: a second suppression of the same number for the same reason adds nothing.
         sqlx::query(
@@ -399,7 +398,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn consent_states(
+    pub(super) async fn consent_states(
         &self,
         category: Category,
         phones: &[PhoneNumber],
@@ -440,7 +439,7 @@ impl Store for SqliteStore {
 
     // --- campaigns -----------------------------------------------------------------------
 
-    async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
+    pub(super) async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
         let now = now_ms();
         let row = sqlx::query(concat!(
             "INSERT INTO campaigns (id, state, created_at, updated_at) VALUES (?1, 'active', ?2, ?2)
@@ -455,7 +454,7 @@ impl Store for SqliteStore {
         campaign_row(&row)
     }
 
-    async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
+    pub(super) async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
         sqlx::query(concat!(
             "SELECT ",
             campaign_columns!(),
@@ -469,17 +468,22 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
+    pub(super) async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, COUNT(*) FROM campaigns GROUP BY state")
                 .fetch_all(&self.reader)
                 .await?;
         rows.into_iter()
-            .map(|(state, n)| Ok((CampaignState::parse(&state)?, u64::try_from(n).unwrap_or(0))))
+            .map(|(state, n)| {
+                Ok((
+                    shared::campaign_state(&state)?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
             .collect()
     }
 
-    async fn set_campaign_state(
+    pub(super) async fn set_campaign_state(
         &self,
         id: &CampaignId,
         state: CampaignState,
@@ -502,7 +506,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn set_campaign_budget(
+    pub(super) async fn set_campaign_budget(
         &self,
         id: &CampaignId,
         budget: Option<&Budget>,
@@ -525,7 +529,11 @@ impl Store for SqliteStore {
         campaign_row(&row)
     }
 
-    async fn charge_budget(&self, id: &CampaignId, costs: &[u64]) -> StoreResult<BudgetCharge> {
+    pub(super) async fn charge_budget(
+        &self,
+        id: &CampaignId,
+        costs: &[u64],
+    ) -> StoreResult<BudgetCharge> {
         let mut tx = self.write_tx().await?;
         let row: Option<(Option<i64>, Option<String>, i64)> = sqlx::query_as(
             "SELECT budget_micros, budget_currency, committed_micros FROM campaigns WHERE id = ?1",
@@ -547,7 +555,7 @@ impl Store for SqliteStore {
         Ok(charge)
     }
 
-    async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
+    pub(super) async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
         if micros == 0 {
             return Ok(());
         }
@@ -561,7 +569,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>> {
+    pub(super) async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>> {
         sqlx::query(concat!(
             "SELECT ",
             campaign_columns!(),
@@ -576,7 +584,7 @@ impl Store for SqliteStore {
 
     // --- ledger --------------------------------------------------------------------------
 
-    async fn claim(
+    pub(super) async fn claim(
         &self,
         owner: &str,
         lease: Duration,
@@ -683,7 +691,11 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn mark_sending(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<Vec<bool>> {
+    pub(super) async fn mark_sending(
+        &self,
+        owner: &str,
+        keys: &[IdempotencyKey],
+    ) -> StoreResult<Vec<bool>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -717,18 +729,17 @@ impl Store for SqliteStore {
         Ok(shared::in_order(keys, &marked))
     }
 
-    async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()> {
+    pub(super) async fn record_outcomes(&self, outcomes: &[OutcomeRecord]) -> StoreResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let batch: Vec<(&str, &str, Option<String>, Option<String>, u32)> =
-            shared::first_outcome_per_key(outcomes)
-                .into_iter()
-                .map(|o| {
-                    let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
-                    (o.key.as_str(), state, reason, wamid, o.attempts)
-                })
-                .collect();
+        let batch: Vec<shared::OutcomeRow<u32>> = shared::first_outcome_per_key(outcomes)
+            .into_iter()
+            .map(|o| {
+                let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
+                (o.key.as_str(), state, reason, wamid, o.attempts)
+            })
+            .collect();
         // Only open keys take an outcome: the first recorded one wins.
         sqlx::query(
             "UPDATE ledger SET
@@ -747,7 +758,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
+    pub(super) async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -764,7 +775,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()> {
+    pub(super) async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()> {
         let lease_until = now_ms().saturating_add(shared::millis(lease));
         sqlx::query(
             "UPDATE ledger SET lease_until = ?2
@@ -777,7 +788,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn end_abandoned_leases(&self) -> StoreResult<u64> {
+    pub(super) async fn end_abandoned_leases(&self) -> StoreResult<u64> {
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE ledger SET lease_until = ?1
@@ -789,7 +800,7 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn ledger_page(
+    pub(super) async fn ledger_page(
         &self,
         campaign: &CampaignId,
         after: Option<&IdempotencyKey>,
@@ -808,7 +819,10 @@ impl Store for SqliteStore {
         rows.iter().map(ledger_row).collect()
     }
 
-    async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>> {
+    pub(super) async fn ledger_entry(
+        &self,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<LedgerRow>> {
         sqlx::query(&format!(
             "SELECT {LEDGER_COLUMNS} FROM ledger WHERE key = ?1"
         ))
@@ -820,7 +834,10 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts> {
+    pub(super) async fn campaign_counts(
+        &self,
+        campaign: &CampaignId,
+    ) -> StoreResult<CampaignCounts> {
         let rows = sqlx::query(
             "SELECT state, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM ledger
              WHERE campaign = ?1 GROUP BY 1, 2 ORDER BY 1, 2",
@@ -841,7 +858,7 @@ impl Store for SqliteStore {
         Ok(CampaignCounts { by_state })
     }
 
-    async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
+    pub(super) async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
         let merged = shared::merge_deliveries(updates);
         if merged.is_empty() {
             return Ok(0);
@@ -915,7 +932,7 @@ impl Store for SqliteStore {
         Ok(changed)
     }
 
-    async fn review_unknowns(
+    pub(super) async fn review_unknowns(
         &self,
         campaign: &CampaignId,
         job: &JobId,
@@ -963,7 +980,7 @@ impl Store for SqliteStore {
         Ok(review)
     }
 
-    async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>> {
+    pub(super) async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>> {
         let rows = sqlx::query(
             "SELECT campaign, count(*) AS n FROM ledger WHERE state = 'unknown' GROUP BY campaign",
         )
@@ -981,7 +998,7 @@ impl Store for SqliteStore {
 
     // --- messaging tier ------------------------------------------------------------------
 
-    async fn reserve_tier(
+    pub(super) async fn reserve_tier(
         &self,
         portfolio: &str,
         limit: Option<u32>,
@@ -1042,7 +1059,7 @@ impl Store for SqliteStore {
         Ok(answers)
     }
 
-    async fn tier_usage(&self, portfolio: &str, window: Duration) -> StoreResult<u64> {
+    pub(super) async fn tier_usage(&self, portfolio: &str, window: Duration) -> StoreResult<u64> {
         let since = now_ms().saturating_sub(shared::millis(window));
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM tier_reach WHERE portfolio = ?1 AND last_reached_at > ?2",
@@ -1056,7 +1073,7 @@ impl Store for SqliteStore {
 
     // --- personal data (GDPR) ------------------------------------------------------------
 
-    async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()> {
+    pub(super) async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO job_deferrals (job, token, deferred_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (job) DO UPDATE SET token = excluded.token,
@@ -1070,7 +1087,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>> {
+    pub(super) async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT token FROM job_deferrals WHERE job = ?1")
                 .bind(job)
@@ -1079,7 +1096,7 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn clear_job_deferral(&self, job: &str) -> StoreResult<()> {
+    pub(super) async fn clear_job_deferral(&self, job: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM job_deferrals WHERE job = ?1")
             .bind(job)
             .execute(&self.writer)
@@ -1087,7 +1104,118 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
+    // --- timers ------------------------------------------------------------------------
+
+    pub(super) async fn schedule_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        due: DateTime<Utc>,
+        payload: &Value,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(timers::SCHEDULE)
+            .bind(kind)
+            .bind(key)
+            .bind(due.timestamp_millis())
+            .bind(timers::payload_text(payload))
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn claim_due_timers(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>> {
+        // One statement on the one writer connection: claims cannot interleave.
+        let rows = sqlx::query(
+            "UPDATE timers SET owner = $1, lease_until = $3, claims = claims + 1
+             WHERE rowid IN (SELECT rowid FROM timers
+                             WHERE fired_at IS NULL AND due_at <= $2
+                               AND (lease_until IS NULL OR lease_until <= $2)
+                             ORDER BY due_at, kind, key
+                             LIMIT $4)
+             RETURNING kind, key, due_at, payload, claims",
+        )
+        .bind(owner)
+        .bind(now.timestamp_millis())
+        .bind(timers::lease_end(now, lease).timestamp_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.writer)
+        .await?;
+        let mut due = rows
+            .iter()
+            .map(|r| {
+                Ok(DueTimer {
+                    kind: r.try_get("kind")?,
+                    key: r.try_get("key")?,
+                    due: ms_to_time(r.try_get("due_at")?)?,
+                    payload: timers::parse_payload(r.try_get("payload")?)?,
+                    claims: u32::try_from(r.try_get::<i64, _>("claims")?).unwrap_or(0),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        due.sort_by(|a, b| (a.due, &a.kind, &a.key).cmp(&(b.due, &b.kind, &b.key)));
+        Ok(due)
+    }
+
+    pub(super) async fn complete_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(timers::COMPLETE)
+            .bind(kind)
+            .bind(key)
+            .bind(owner)
+            .bind(now_ms())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn release_timer(
+        &self,
+        kind: &str,
+        key: &str,
+        owner: &str,
+        due: Option<DateTime<Utc>>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(timers::RELEASE)
+            .bind(kind)
+            .bind(key)
+            .bind(owner)
+            .bind(due.map(|t| t.timestamp_millis()))
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool> {
+        let done = sqlx::query(timers::CANCEL)
+            .bind(kind)
+            .bind(key)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn pending_timers(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(timers::PENDING_BY_KIND)
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(kind, n)| (kind, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    pub(super) async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
         let hash = shared::phone_hash(phone);
         let mut conn = self.reader.acquire().await?;
         let consents = sqlx::query(
@@ -1197,7 +1325,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
+    pub(super) async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
         let hash = shared::phone_hash(phone);
         let now = now_ms();
         let mut tx = self.write_tx().await?;

@@ -1085,6 +1085,260 @@ async fn a_job_has_one_live_deferral_token(store: Arc<dyn Store>) {
     );
 }
 
+// --- timers --------------------------------------------------------------------------------
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn at(seconds: i64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+}
+
+async fn scheduling_a_timer_twice_keeps_one(store: Arc<dyn Store>) {
+    let payload = serde_json::json!({"campaign": "bf", "channel": "sms"});
+    assert!(
+        store
+            .schedule_timer("sms_fallback", "k1", at(60), &payload)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .schedule_timer("sms_fallback", "k1", at(90), &serde_json::json!({}))
+            .await
+            .unwrap(),
+        "the second schedule of a kind and key is a no-op"
+    );
+    // Another kind with the same key is another timer.
+    assert!(
+        store
+            .schedule_timer("follow_up", "k1", at(60), &payload)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.pending_timers().await.unwrap(),
+        vec![("follow_up".to_owned(), 1), ("sms_fallback".to_owned(), 1)]
+    );
+    let due = store
+        .claim_due_timers("w1", MINUTE, at(100), 10)
+        .await
+        .unwrap();
+    let fallback = due.iter().find(|t| t.kind == "sms_fallback").unwrap();
+    assert_eq!(fallback.due, at(60), "the first schedule's time is kept");
+    assert_eq!(fallback.payload, payload);
+    assert_eq!(fallback.claims, 1);
+}
+
+async fn a_timer_is_not_claimed_before_it_is_due(store: Arc<dyn Store>) {
+    store
+        .schedule_timer("follow_up", "k1", at(60), &serde_json::json!(1))
+        .await
+        .unwrap();
+    store
+        .schedule_timer("follow_up", "k2", at(30), &serde_json::json!(2))
+        .await
+        .unwrap();
+    let early = store
+        .claim_due_timers("w1", MINUTE, at(59), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        early.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+        ["k2"]
+    );
+    let later = store
+        .claim_due_timers("w1", MINUTE, at(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        later.iter().map(|t| t.key.as_str()).collect::<Vec<_>>(),
+        ["k1"]
+    );
+}
+
+async fn a_leased_timer_goes_to_one_owner_until_its_lease_lapses(store: Arc<dyn Store>) {
+    store
+        .schedule_timer("sms_fallback", "k1", at(0), &serde_json::json!(null))
+        .await
+        .unwrap();
+    let first = store
+        .claim_due_timers("w1", MINUTE, at(10), 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        store
+            .claim_due_timers("w2", MINUTE, at(69), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live lease is respected"
+    );
+    // w1's lease ended at 70: w2 takes the timer over.
+    let taken = store
+        .claim_due_timers("w2", MINUTE, at(70), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].claims, 2, "the takeover is visible");
+    assert!(
+        !store
+            .complete_timer("sms_fallback", "k1", "w1")
+            .await
+            .unwrap(),
+        "the stale owner cannot complete it"
+    );
+    assert!(
+        store
+            .complete_timer("sms_fallback", "k1", "w2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_timer("sms_fallback", "k1", "w2")
+            .await
+            .unwrap(),
+        "a timer fires once"
+    );
+}
+
+async fn a_completed_timer_is_never_claimed_again(store: Arc<dyn Store>) {
+    store
+        .schedule_timer("retention", "bf", at(0), &serde_json::json!({}))
+        .await
+        .unwrap();
+    store
+        .claim_due_timers("w1", SECOND, at(0), 10)
+        .await
+        .unwrap();
+    assert!(store.complete_timer("retention", "bf", "w1").await.unwrap());
+    for now in [at(0), at(10), at(100_000)] {
+        assert!(
+            store
+                .claim_due_timers("w2", SECOND, now, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert!(store.pending_timers().await.unwrap().is_empty());
+    // Scheduling it again keeps the fired one: it never fires twice.
+    assert!(
+        !store
+            .schedule_timer("retention", "bf", at(0), &serde_json::json!({}))
+            .await
+            .unwrap()
+    );
+    assert!(!store.cancel_timer("retention", "bf").await.unwrap());
+}
+
+async fn a_released_timer_is_due_again_and_a_cancelled_one_is_gone(store: Arc<dyn Store>) {
+    for k in ["k1", "k2"] {
+        store
+            .schedule_timer("follow_up", k, at(0), &serde_json::json!(k))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .claim_due_timers("w1", MINUTE, at(0), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        !store
+            .release_timer("follow_up", "k1", "w2", None)
+            .await
+            .unwrap(),
+        "only the holder releases"
+    );
+    assert!(
+        store
+            .release_timer("follow_up", "k1", "w1", Some(at(30)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_due_timers("w2", MINUTE, at(29), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_due_timers("w2", MINUTE, at(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].key.as_str(), again[0].due), ("k1", at(30)));
+
+    assert!(store.cancel_timer("follow_up", "k2").await.unwrap());
+    assert!(!store.cancel_timer("follow_up", "k2").await.unwrap());
+    assert!(
+        !store.complete_timer("follow_up", "k2", "w1").await.unwrap(),
+        "a cancelled timer does not fire"
+    );
+    // k1 is w2's until 90; k2 is gone for good.
+    assert!(
+        store
+            .claim_due_timers("w3", MINUTE, at(89), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.pending_timers().await.unwrap(),
+        vec![("follow_up".to_owned(), 1)]
+    );
+}
+
+async fn concurrent_claimers_take_each_due_timer_once(store: Arc<dyn Store>) {
+    for i in 0..200 {
+        store
+            .schedule_timer(
+                "follow_up",
+                &format!("k{i:03}"),
+                at(i % 7),
+                &serde_json::json!(i),
+            )
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let owner = format!("w{w}");
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_due_timers(&owner, MINUTE, at(10), 7)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    for t in got {
+                        assert!(store.complete_timer(&t.kind, &t.key, &owner).await.unwrap());
+                        mine.push(t.key);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 200, "every timer claimed once");
+    assert_eq!(distinct.len(), 200);
+    assert!(store.pending_timers().await.unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1136,7 +1390,71 @@ conformance!(
     a_job_has_one_live_deferral_token,
     a_cancelled_campaign_stays_cancelled,
     an_unknown_key_without_a_webhook_is_resent_once_when_later_statuses_came,
+    scheduling_a_timer_twice_keeps_one,
+    a_timer_is_not_claimed_before_it_is_due,
+    a_leased_timer_goes_to_one_owner_until_its_lease_lapses,
+    a_completed_timer_is_never_claimed_again,
+    a_released_timer_is_due_again_and_a_cancelled_one_is_gone,
+    concurrent_claimers_take_each_due_timer_once,
 );
+
+// --- both backends, reopened -----------------------------------------------------------------
+
+/// A timer scheduled, and one claimed, before the store is closed are still there when the
+/// same database is opened again (a restart): the claimed one once its lease lapses.
+async fn timers_survive_reopening_the_store(url: String) {
+    let store = herald::store::open(&url).await.unwrap();
+    store
+        .schedule_timer("sms_fallback", "k1", at(0), &serde_json::json!({"n": 1}))
+        .await
+        .unwrap();
+    store
+        .schedule_timer("sms_fallback", "k2", at(0), &serde_json::json!({"n": 2}))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_due_timers("dead", MINUTE, at(0), 1)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    drop(store);
+
+    let store = herald::store::open(&url).await.unwrap();
+    assert_eq!(
+        store.pending_timers().await.unwrap(),
+        vec![("sms_fallback".to_owned(), 2)]
+    );
+    let unclaimed = store
+        .claim_due_timers("next", MINUTE, at(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(unclaimed.len(), 1);
+    assert_ne!(unclaimed[0].key, claimed[0].key);
+    let taken_over = store
+        .claim_due_timers("next", MINUTE, at(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken_over.len(), 1);
+    assert_eq!(taken_over[0].key, claimed[0].key);
+    assert_eq!(taken_over[0].payload, claimed[0].payload);
+}
+
+mod reopened {
+    #[tokio::test]
+    async fn sqlite_timers_survive_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        super::timers_survive_reopening_the_store(crate::support::sqlite_url(dir.path())).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_timers_survive_reopening_the_store() {
+        let Some(url) = crate::support::postgres_url().await else {
+            return;
+        };
+        super::timers_survive_reopening_the_store(url.clone()).await;
+        crate::support::drop_postgres_database(&url).await;
+    }
+}
 
 // --- SQLite only ---------------------------------------------------------------------------
 

@@ -24,12 +24,14 @@ pub fn require_services() -> bool {
 /// the store is used.
 pub async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("create a temporary directory");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("herald.db").display()
-    );
+    let url = sqlite_url(dir.path());
     let store = store::open(&url).await.expect("open the SQLite store");
     (store, dir)
+}
+
+/// The URL of a SQLite database file `herald.db` in `dir`, created on first open.
+pub fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("herald.db").display())
 }
 
 /// A URL to a new, empty Postgres database made for the calling test

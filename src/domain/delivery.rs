@@ -1,0 +1,20 @@
+//! A delivery status as a status webhook reports it: the plain fact `http::notifications`
+//! parses and the store merges into the ledger.
+
+use chrono::{DateTime, Utc};
+
+use super::IdempotencyKey;
+
+/// A status webhook applied to the ledger.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub wamid: String,
+    /// Our key from `biz_opaque_callback_data`, when Meta echoed it.
+    pub key: Option<IdempotencyKey>,
+    /// sent, delivered, read or failed.
+    pub status: String,
+    pub at: DateTime<Utc>,
+    pub error_code: Option<i64>,
+    /// Billing category from `pricing.category` when billable.
+    pub billed_category: Option<String>,
+}
