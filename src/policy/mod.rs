@@ -1,6 +1,8 @@
 //! Pure decisions, no I/O: what an answer from Meta means ([`classify`]) and what to do next
 //! ([`next_step`]), whether a recipient may be sent ([`gate`]), how long to wait before a retry
-//! ([`backoff`]), how a number's rate adapts ([`adaptive`]) and what a message costs ([`cost`]). Each is a plain function over plain types, tested without a network.
+//! ([`backoff`]), how a number's rate adapts ([`adaptive`]), what a message costs ([`cost`])
+//! and how many SMS a text takes ([`segments`]). Each is a plain function over plain types,
+//! tested without a network.
 
 pub mod adaptive;
 pub mod backoff;
@@ -8,3 +10,4 @@ pub mod classify;
 pub mod cost;
 pub mod gate;
 pub mod next_step;
+pub mod segments;
