@@ -11,6 +11,7 @@ use crate::domain::{Category, ChannelKind, IdempotencyKey, PhoneNumber, SenderId
 use crate::policy::cost::RateCard;
 pub use crate::policy::next_step::Answer;
 
+pub mod sms;
 pub mod whatsapp;
 
 pub use whatsapp::WhatsAppChannel;
