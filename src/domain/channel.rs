@@ -1,5 +1,6 @@
 //! The ways herald reaches a person: the WhatsApp Cloud API (rich templates) and SMS (plain
-//! text, for those who can't get the rich version). Names as in the job format (DESIGN §1.5).
+//! text, for those who can't get the rich version), and when the second stands in for the
+//! first (fallback). Names as in the job format (DESIGN §1.5).
 
 use std::fmt;
 use std::str::FromStr;
@@ -47,6 +48,32 @@ impl FromStr for ChannelKind {
     }
 }
 
+/// Which WhatsApp results send the SMS version instead (job field `fallback.when`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FallbackTrigger {
+    /// The number is not on WhatsApp (131026 at send or in a `failed` status).
+    NotOnWhatsapp,
+    /// Any other final failure.
+    Failed,
+    /// No `delivered`/`read` status within `undelivered_after`.
+    Undelivered,
+}
+
+/// A job's fallback rule (DESIGN §1.5): when the SMS version goes instead.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FallbackRule {
+    pub when: Vec<FallbackTrigger>,
+    /// The deadline of [`FallbackTrigger::Undelivered`], from the send.
+    pub undelivered_after: Option<std::time::Duration>,
+}
+
+impl FallbackRule {
+    pub fn on(&self, trigger: FallbackTrigger) -> bool {
+        self.when.contains(&trigger)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +88,20 @@ mod tests {
         }
         assert!("WhatsApp".parse::<ChannelKind>().is_err());
         assert_eq!(ChannelKind::default(), ChannelKind::WhatsApp);
+    }
+
+    #[test]
+    fn triggers_have_the_job_formats_names() {
+        let when: Vec<FallbackTrigger> =
+            serde_json::from_str(r#"["not_on_whatsapp", "failed", "undelivered"]"#).unwrap();
+        assert_eq!(
+            when,
+            [
+                FallbackTrigger::NotOnWhatsapp,
+                FallbackTrigger::Failed,
+                FallbackTrigger::Undelivered
+            ]
+        );
+        assert!(serde_json::from_str::<FallbackTrigger>(r#""bounced""#).is_err());
     }
 }

@@ -16,7 +16,7 @@ pub mod strict_json;
 pub mod timer;
 
 pub use campaign::{Budget, BudgetCharge, Campaign, CampaignState};
-pub use channel::ChannelKind;
+pub use channel::{ChannelKind, FallbackRule, FallbackTrigger};
 pub use consent::{Consent, ConsentState};
 pub use delivery::DeliveryUpdate;
 pub use ids::{CampaignId, IdempotencyKey, JobId, SenderId};

@@ -1,13 +1,14 @@
 //! Pure decisions, no I/O: what an answer from Meta means ([`classify`]) and what to do next
-//! ([`next_step`]), whether a recipient may be sent ([`gate`]), how long to wait before a retry
-//! ([`backoff`]), how a number's rate adapts ([`adaptive`]), what a message costs ([`cost`])
-//! and how many SMS a text takes ([`segments`]). Each is a plain function over plain types,
-//! tested without a network.
+//! ([`next_step`]), whether a recipient may be sent ([`gate`]), when SMS stands in for
+//! WhatsApp ([`fallback`]), how long to wait before a retry ([`backoff`]), how a number's rate
+//! adapts ([`adaptive`]), what a message costs ([`cost`]) and how many SMS a text takes
+//! ([`segments`]). Each is a plain function over plain types, tested without a network.
 
 pub mod adaptive;
 pub mod backoff;
 pub mod classify;
 pub mod cost;
+pub mod fallback;
 pub mod gate;
 pub mod next_step;
 pub mod segments;
