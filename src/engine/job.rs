@@ -27,7 +27,7 @@ use super::report::{JobReport, JobRun};
 use super::run::{Item, Outlets, Run, RunParts};
 use super::send::SendStage;
 use crate::channel::{Channel, WhatsAppChannel};
-use crate::domain::{Category, Job, SkipReason};
+use crate::domain::{Category, ChannelKind, Job, SkipReason};
 use crate::graph::GraphClient;
 use crate::pacing::{PacerRegistry, PairLimiter};
 use crate::policy::cost::RateCard;
@@ -116,6 +116,11 @@ impl Engine {
     /// keys that have an outcome are never sent again.
     pub async fn run_job(&self, job: Arc<Job>, ctl: &RunControl) -> Result<JobRun, EngineError> {
         let started = Instant::now();
+        if job.needs_sms() && self.channel.kind() != ChannelKind::Sms {
+            // One channel per engine for now (WhatsApp): a job that may need SMS would reach
+            // some customers on the wrong channel or not at all. Refused before any claim.
+            return Ok(JobRun::Rejected(RejectReason::SmsUnavailable));
+        }
         let Some(sender) = self.store.sender(&job.sender).await? else {
             return Ok(JobRun::Rejected(RejectReason::UnknownSender(
                 job.sender.to_string(),

@@ -61,6 +61,12 @@ pub enum RejectReason {
         language: String,
         status: String,
     },
+    /// A recipient prefers SMS or the job falls back to SMS, and this herald has no SMS
+    /// channel: rejected whole, so no one is reached on the wrong channel or not at all.
+    #[error(
+        "the job needs the SMS channel (a recipient's channel is sms, or `fallback` is set), which this herald cannot send yet: nothing was sent"
+    )]
+    SmsUnavailable,
 }
 
 impl RejectReason {
@@ -70,6 +76,7 @@ impl RejectReason {
             Self::UnknownSender(_) => "unknown_sender",
             Self::UnknownTemplate { .. } => "unknown_template",
             Self::TemplateNotApproved { .. } => "template_not_approved",
+            Self::SmsUnavailable => "sms_unavailable",
         }
     }
 }

@@ -2,6 +2,8 @@
 //! [`Job`]. A job-level problem (bad JSON, wrong version, missing field, too many recipients,
 //! unknown category) rejects the whole job with the field and the reason; a recipient-level
 //! problem (invalid number, listed twice) skips only that recipient with a recorded reason.
+//! The channel fields of §1.5 (`recipients[].channel`, `recipients[].vars`, `sms`, `fallback`)
+//! are read in [`sms`].
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -9,12 +11,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
+use super::channel::{ChannelKind, FallbackRule};
 use super::ids::{CampaignId, IdError, IdempotencyKey, JobId, SenderId};
 use super::outcome::{Category, SkipReason};
 use super::phone::PhoneNumber;
 use super::strict_json;
+
+mod sms;
+
+pub use sms::{SmsVersion, iso_duration};
 
 /// The only job version this herald understands.
 pub const SUPPORTED_VERSION: u64 = 1;
@@ -74,6 +81,10 @@ pub struct Recipient {
     pub to: PhoneNumber,
     /// Job components merged with this recipient's; shared when the recipient adds none.
     pub components: Arc<Vec<Value>>,
+    /// The channel the customer prefers (`whatsapp` unless the job says `sms`).
+    pub channel: ChannelKind,
+    /// Values for the SMS text's `{{name}}` placeholders.
+    pub vars: Option<Arc<Map<String, Value>>>,
 }
 
 /// A recipient skipped while parsing (invalid number, listed twice), recorded with its reason.
@@ -98,6 +109,10 @@ pub struct Job {
     pub skipped: Vec<SkippedRecipient>,
     pub not_before: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The SMS version, for recipients who prefer SMS and for fallback.
+    pub sms: Option<SmsVersion>,
+    /// When the SMS version stands in for the WhatsApp message.
+    pub fallback: Option<FallbackRule>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +128,10 @@ struct WireJob {
     not_before: Option<DateTime<Utc>>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    sms: Option<sms::WireSms>,
+    #[serde(default)]
+    fallback: Option<sms::WireFallback>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +148,10 @@ struct WireRecipient {
     key: Option<String>,
     #[serde(default)]
     components: Option<Vec<Value>>,
+    #[serde(default)]
+    channel: Option<ChannelKind>,
+    #[serde(default)]
+    vars: Option<Map<String, Value>>,
 }
 
 impl Job {
@@ -205,6 +228,32 @@ impl Job {
             check_component(c).map_err(|r| JobError::field(format!("components[{i}]"), r))?;
         }
 
+        let sms = w
+            .sms
+            .map(sms::sms_version)
+            .transpose()
+            .map_err(|(field, reason)| JobError::field(field, reason))?;
+        let fallback = w
+            .fallback
+            .map(sms::fallback_rule)
+            .transpose()
+            .map_err(|(field, reason)| JobError::field(field, reason))?;
+        if sms.is_none() {
+            if fallback.is_some() {
+                return Err(JobError::field("sms", "is required when `fallback` is set"));
+            }
+            if let Some(i) = w
+                .recipients
+                .iter()
+                .position(|r| r.channel == Some(ChannelKind::Sms))
+            {
+                return Err(JobError::field(
+                    "sms",
+                    format!("is required: recipients[{i}].channel is \"sms\""),
+                ));
+            }
+        }
+
         let job_components = Arc::new(w.components);
         let mut seen_keys = HashSet::with_capacity(w.recipients.len());
         let mut seen_numbers = HashSet::with_capacity(w.recipients.len());
@@ -260,10 +309,19 @@ impl Job {
                     Arc::new(merge_components(&job_components, own))
                 }
             };
+            let channel = r.channel.unwrap_or_default();
+            if let Some(sms) = &sms
+                && (channel == ChannelKind::Sms || fallback.is_some())
+            {
+                check_vars(sms, r.vars.as_ref())
+                    .map_err(|reason| JobError::field(format!("recipients[{i}].vars"), reason))?;
+            }
             recipients.push(Recipient {
                 key,
                 to,
                 components,
+                channel,
+                vars: r.vars.map(Arc::new),
             });
         }
         Ok(Self {
@@ -275,7 +333,18 @@ impl Job {
             skipped,
             not_before: w.not_before,
             expires_at: w.expires_at,
+            sms,
+            fallback,
         })
+    }
+
+    /// Whether any recipient may get the SMS version (prefers SMS, or fallback is set).
+    pub fn needs_sms(&self) -> bool {
+        self.fallback.is_some()
+            || self
+                .recipients
+                .iter()
+                .any(|r| r.channel == ChannelKind::Sms)
     }
 
     /// Number of distinct keys in the job: sendable recipients plus those skipped at parse.
@@ -379,6 +448,18 @@ fn path_or_root(path: &str) -> String {
     } else {
         path.to_owned()
     }
+}
+
+/// A recipient who may get the SMS needs a plain value for every placeholder of its text.
+fn check_vars(sms: &SmsVersion, vars: Option<&Map<String, Value>>) -> Result<(), String> {
+    for name in &sms.placeholders {
+        match vars.and_then(|v| v.get(name)) {
+            Some(Value::String(_) | Value::Number(_) | Value::Bool(_)) => {}
+            Some(_) => return Err(format!("`{name}` must be a string or a number")),
+            None => return Err(format!("has no `{name}`, which sms.text uses")),
+        }
+    }
+    Ok(())
 }
 
 fn check_component(c: &Value) -> Result<(), String> {
@@ -579,7 +660,7 @@ mod tests {
     #[test]
     fn the_published_schema_requires_what_the_parser_requires() {
         let schema: Value =
-            serde_json::from_str(include_str!("../../schema/job-v1.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../../schema/job-v1.schema.json")).unwrap();
         let required: Vec<&str> = schema["required"]
             .as_array()
             .unwrap()
@@ -690,6 +771,93 @@ mod tests {
         let mut v = job_json();
         v["version"] = json!(1.5);
         assert!(matches!(parse(&v), Err(JobError::UnsupportedVersion(_))));
+    }
+
+    /// DESIGN §1.5's example: one recipient on WhatsApp with SMS fallback, one preferring SMS.
+    fn channel_job() -> Value {
+        let mut v = job_json();
+        v["recipients"] = json!([
+            { "to": "+4915112345678", "vars": { "name": "Anna" } },
+            { "to": "+4917698765432", "channel": "sms", "vars": { "name": "Ben" } }
+        ]);
+        v["sms"] = json!({ "from": "ACME", "text": "ACME: Sneaker -30 % nur heute, {{name}}: https://acme.example/s STOP: Antwort STOP" });
+        v["fallback"] = json!({ "when": ["not_on_whatsapp", "failed", "undelivered"], "undelivered_after": "PT30M" });
+        v
+    }
+
+    #[test]
+    fn the_channel_example_parses_with_preferences_vars_and_fallback() {
+        let job = parse(&channel_job()).unwrap();
+        assert_eq!(job.recipients[0].channel, ChannelKind::WhatsApp);
+        assert_eq!(job.recipients[1].channel, ChannelKind::Sms);
+        let sms = job.sms.as_ref().unwrap();
+        assert_eq!(sms.placeholders, ["name"]);
+        assert!(
+            sms.render(job.recipients[1].vars.as_deref())
+                .starts_with("ACME: Sneaker -30 % nur heute, Ben:")
+        );
+        let fallback = job.fallback.as_ref().unwrap();
+        assert_eq!(fallback.when.len(), 3);
+        assert_eq!(
+            fallback.undelivered_after,
+            Some(std::time::Duration::from_secs(1800))
+        );
+        assert!(job.needs_sms());
+        assert!(!parse(&job_json()).unwrap().needs_sms());
+    }
+
+    #[test]
+    fn a_job_that_may_send_sms_without_a_text_or_a_value_is_rejected_naming_the_field() {
+        let field_of = |v: &Value| match parse(v) {
+            Err(JobError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        };
+        let mut v = channel_job();
+        v.as_object_mut().unwrap().remove("sms");
+        assert_eq!(field_of(&v), "sms");
+        v.as_object_mut().unwrap().remove("fallback");
+        assert_eq!(field_of(&v), "sms", "recipients[1] prefers sms");
+
+        let mut v = channel_job();
+        v["recipients"][0].as_object_mut().unwrap().remove("vars");
+        assert_eq!(
+            field_of(&v),
+            "recipients[0].vars",
+            "fallback may send it the SMS"
+        );
+        let mut v = channel_job();
+        v["recipients"][1]["vars"] = json!({ "name": { "first": "Ben" } });
+        assert_eq!(field_of(&v), "recipients[1].vars");
+
+        let mut v = channel_job();
+        v["recipients"][1]["channel"] = json!("fax");
+        assert_eq!(field_of(&v), "recipients[1].channel");
+        let mut v = channel_job();
+        v["fallback"]["when"] = json!(["bounced"]);
+        assert_eq!(field_of(&v), "fallback.when[0]");
+        let mut v = channel_job();
+        v["fallback"]["undelivered_after"] = json!("30 minutes");
+        assert_eq!(field_of(&v), "fallback.undelivered_after");
+        let mut v = channel_job();
+        v["sms"]["text"] = json!("");
+        assert_eq!(field_of(&v), "sms.text");
+        let mut v = channel_job();
+        v["sms"]["unicode"] = json!(true);
+        assert_eq!(
+            field_of(&v),
+            "sms.unicode",
+            "an unknown field in sms is a mistake"
+        );
+    }
+
+    #[test]
+    fn without_fallback_only_sms_recipients_need_vars() {
+        let mut v = channel_job();
+        v.as_object_mut().unwrap().remove("fallback");
+        v["recipients"][0].as_object_mut().unwrap().remove("vars");
+        let job = parse(&v).unwrap();
+        assert!(job.needs_sms());
+        assert!(job.recipients[0].vars.is_none());
     }
 
     proptest::proptest! {
