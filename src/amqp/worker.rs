@@ -397,7 +397,7 @@ async fn probe_database(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             _ = every.tick() => {}
             _ = shutdown.cancelled() => return,
         }
-        let ok = crate::http::health::probe_store_and_campaigns(ctx.engine.store().as_ref()).await;
+        let ok = crate::app::probe_store_and_campaigns(ctx.engine.store().as_ref()).await;
         if ok != ctx.state.database_ok() {
             if ok {
                 info!("database reachable");

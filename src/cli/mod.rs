@@ -18,7 +18,7 @@ mod send;
 mod senders;
 mod worker;
 
-pub use crate::app::{CliError, GlobalOpts};
+use crate::app::{CliError, GlobalOpts};
 
 #[derive(Parser, Debug)]
 #[command(
