@@ -5,29 +5,23 @@
 //!
 //! Run: `cargo bench --bench throughput` (env BENCH_RECIPIENTS, BENCH_JOBS_AT_ONCE to vary).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use herald::app::EngineSetup;
 use herald::domain::{Category, Job, PhoneNumber, SenderId};
-use herald::engine::{Engine, EngineConfig, JobRun, RunControl};
+use herald::engine::{JobRun, RunControl};
 use herald::graph::{GraphClient, GraphConfig};
-use herald::pacing::{PacerConfig, PacerRegistry};
 use herald::policy::cost::RateCard;
 use herald::store::{self, Consent, Sender, Template};
 use serde_json::json;
 
-const SENDER: &str = "106540352242922";
-
-struct KillOnDrop(Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{
+    ACCOUNT, SENDER, UNLIMITED_RATE, free_port, number, spawn_simulator, stat_cpu_seconds,
+};
 
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes into the struct we pass.
@@ -41,7 +35,6 @@ fn cpu_seconds() -> f64 {
 /// say where the worker's time goes.
 fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
-    let ticks = 100.0; // USER_HZ on Linux
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };
@@ -49,20 +42,7 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
         let path = task.path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3; utime 14, stime 15.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let t = fields
-            .get(11)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            + fields
-                .get(12)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        *out.entry(comm.trim().to_owned()).or_default() += t / ticks;
+        *out.entry(comm.trim().to_owned()).or_default() += stat_cpu_seconds(&stat);
     }
     out
 }
@@ -87,25 +67,8 @@ fn main() {
 }
 
 async fn run(recipients: usize, at_once: usize) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _sim = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args([
-                "simulate",
-                "--addr",
-                &format!("127.0.0.1:{port}"),
-                "--rate",
-                "100000000",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start herald simulate"),
-    );
+    let port = free_port();
+    let _sim = spawn_simulator(port);
     let sim_url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if reqwest::get(format!("{sim_url}/__sim/stats")).await.is_ok() {
@@ -123,10 +86,10 @@ async fn run(recipients: usize, at_once: usize) {
     store
         .upsert_sender(&Sender {
             id: SenderId::parse(SENDER).unwrap(),
-            account_id: "102290129340398".into(),
+            account_id: ACCOUNT.into(),
             portfolio_id: "p".into(),
             display_number: String::new(),
-            rate_per_sec: 100_000_000,
+            rate_per_sec: UNLIMITED_RATE,
             tier_limit: None,
             status: "CONNECTED".into(),
             status_reason: None,
@@ -135,7 +98,7 @@ async fn run(recipients: usize, at_once: usize) {
         .unwrap();
     store
         .upsert_template(&Template {
-            account_id: "102290129340398".into(),
+            account_id: ACCOUNT.into(),
             name: "flash_sale".into(),
             language: "de".into(),
             category: Category::Marketing,
@@ -143,9 +106,7 @@ async fn run(recipients: usize, at_once: usize) {
         })
         .await
         .unwrap();
-    let numbers: Vec<String> = (0..recipients)
-        .map(|i| format!("+49151{:08}", 10_000_000 + i))
-        .collect();
+    let numbers: Vec<String> = (0..recipients).map(number).collect();
     for chunk in numbers.chunks(5000) {
         let consents: Vec<Consent> = chunk
             .iter()
@@ -177,18 +138,13 @@ async fn run(recipients: usize, at_once: usize) {
         })
         .collect();
 
-    let engine = Arc::new(Engine::new(
-        Arc::clone(&store),
-        GraphClient::new(&GraphConfig {
-            base_url: sim_url.clone(),
-            http2_prior_knowledge: std::env::var("BENCH_H2").is_ok(),
-            ..GraphConfig::default()
-        })
-        .unwrap(),
-        Arc::new(PacerRegistry::new(PacerConfig::default(), None)),
-        Arc::new(RateCard::builtin()),
-        EngineConfig::default(),
-    ));
+    let graph = GraphClient::new(&GraphConfig {
+        base_url: sim_url.clone(),
+        http2_prior_knowledge: std::env::var("BENCH_H2").is_ok(),
+        ..GraphConfig::default()
+    })
+    .unwrap();
+    let engine = Arc::new(EngineSetup::new(RateCard::builtin()).build(Arc::clone(&store), graph));
 
     let threads0 = cpu_by_thread();
     let cpu0 = cpu_seconds();

@@ -5,52 +5,23 @@
 //! Run: `cargo bench --bench worker` (env BENCH_WORKERS=1,2 BENCH_RECIPIENTS=40000; needs
 //! RabbitMQ on HERALD_AMQP_URL and Postgres on HERALD_DATABASE_URL, defaults local).
 
+mod support;
+
 use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use herald::domain::CampaignId;
 
-const SENDER: &str = "106540352242922";
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn herald() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
-    c.env("RUST_LOG", "warn").stdin(Stdio::null());
-    c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{
+    ACCOUNT, Kill, SENDER, UNLIMITED_RATE, free_port, herald, number, spawn_simulator,
+    stat_cpu_seconds,
+};
 
 /// (CPU seconds, peak RSS in MiB) of a process.
 fn proc_usage(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let cpu = fields
-        .get(11)
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+    let cpu = stat_cpu_seconds(&stat);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kb = status
         .lines()
@@ -58,7 +29,7 @@ fn proc_usage(pid: u32) -> (f64, f64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    (cpu / 100.0, hwm_kb / 1024.0)
+    (cpu, hwm_kb / 1024.0)
 }
 
 /// Busy CPU seconds of the whole machine so far (every process: RabbitMQ, Postgres, the
@@ -123,19 +94,7 @@ async fn run(workers: usize, recipients: usize) {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let prefix = format!("bench{}", uuid::Uuid::new_v4().simple());
     let sim_port = free_port();
-    let _sim = Kill(
-        herald()
-            .args([
-                "simulate",
-                "--addr",
-                &format!("127.0.0.1:{sim_port}"),
-                "--rate",
-                "100000000",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _sim = spawn_simulator(sim_port);
     let env = |c: &mut Command| {
         c.env("HERALD_DATABASE_URL", &db_url)
             .env("HERALD_AMQP_URL", &amqp)
@@ -158,9 +117,9 @@ async fn run(workers: usize, recipients: usize) {
         "--id",
         SENDER,
         "--account",
-        "102290129340398",
+        ACCOUNT,
         "--rate",
-        "100000000",
+        &UNLIMITED_RATE.to_string(),
         "--tier",
         "unlimited",
     ]));
@@ -168,7 +127,7 @@ async fn run(workers: usize, recipients: usize) {
         "templates",
         "add",
         "--account",
-        "102290129340398",
+        ACCOUNT,
         "--name",
         "flash_sale",
         "--language",
@@ -185,7 +144,7 @@ async fn run(workers: usize, recipients: usize) {
         writeln!(c, "phone,category,granted_at,source,proof").unwrap();
         writeln!(p, "to").unwrap();
         for i in 0..recipients {
-            let n = format!("+49151{:08}", 10_000_000 + i);
+            let n = number(i);
             writeln!(c, "{n},marketing,2026-01-01T00:00:00Z,bench,bench").unwrap();
             writeln!(p, "{n}").unwrap();
         }

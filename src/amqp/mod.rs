@@ -4,11 +4,16 @@
 //!
 //! Layout: `topology` names and declarations (jobs, dead letters, delay tiers, events) ·
 //! `connection` connecting with back-off and confirmed publishing · `worker` the consume loop,
-//! reconnects and the drain · `disposition` what becomes of a delivery (pure) · `events` the
-//! job events · `state` worker health for probes · `enqueue` `herald enqueue`. `herald worker`'s
-//! command line lives in `cli::worker`, which also adds its probes.
+//! reconnects and the drain · `delivery` one job to its ack, delay or dead letter ·
+//! `copies` what republished copies carry · `disposition` what becomes of a delivery (pure) ·
+//! `events` the job events · `state` worker health for probes · `enqueue` `herald enqueue` ·
+//! `csv_jobs` a CSV of recipients into jobs (pure). `herald worker`'s command line lives in
+//! `cli::worker`, which also adds its probes.
 
 mod connection;
+mod copies;
+mod csv_jobs;
+mod delivery;
 mod disposition;
 mod enqueue;
 mod events;
@@ -17,8 +22,9 @@ mod topology;
 mod worker;
 
 pub use connection::{AmqpError, AmqpOpts, Publisher, connect, connect_with_backoff, redact_url};
+pub use csv_jobs::{BuiltJob, CsvJobs, CsvSpec, check_csv};
 pub use disposition::{Disposition, decide};
-pub use enqueue::{BuiltJob, CsvJobs, CsvSpec, EnqueueArgs, check_csv, job_properties};
+pub use enqueue::{EnqueueArgs, job_properties};
 pub use events::{JOB_COMPLETED, JOB_DEAD_LETTERED, JobCompleted, JobDeadLettered};
 pub use state::WorkerState;
 pub use topology::{DEFERRAL_HEADER, DELAY_HEADER, DELAY_TIERS, DelayTier, Topology};

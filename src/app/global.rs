@@ -99,7 +99,7 @@ impl GlobalOpts {
     }
 }
 
-pub use crate::telemetry::redact::redact_url;
+use crate::telemetry::redact::redact_url;
 
 #[cfg(test)]
 mod tests {

@@ -1,17 +1,21 @@
 //! What every command shares, below the adapters so they may import it without a loop: the
-//! command line's error type and exit codes, the global settings (store, Graph API), one clap struct per
-//! shared setting (rate card, pacing, drain), the engine builder every sending command uses
-//! and the terminal progress bar. `cli` sits on top and wires commands to adapters; `amqp`, `http`
-//! and `demo` import from here, never from `cli`.
+//! command line's error type and exit codes (`error`), the global settings (`global`: store,
+//! Graph API), one clap struct per shared setting (`settings`: rate card, pacing, in-flight
+//! bound, drain), the engine builder every sending command uses (`engine`), the store probe of
+//! the long-running processes (`probe`) and the terminal progress bar (`progress`). `cli` sits
+//! on top and wires commands to adapters; `amqp`, `http` and `demo` import from here, never
+//! from `cli`.
 
 mod engine;
 mod error;
 mod global;
+mod probe;
 mod progress;
 mod settings;
 
 pub use engine::{EngineOpts, EngineSetup};
 pub use error::CliError;
-pub use global::{GlobalOpts, redact_url};
+pub use global::GlobalOpts;
+pub use probe::probe_store_and_campaigns;
 pub use progress::progress_bar;
 pub use settings::{DrainOpts, InflightOpts, MAX_DRAIN_SECONDS, PacingOpts, RateCardOpts};

@@ -10,11 +10,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod admin;
+mod campaign;
+mod consent;
+mod contacts;
+mod parse;
 mod send;
+mod senders;
 mod worker;
 
-pub use crate::app::{CliError, GlobalOpts};
+use crate::app::{CliError, GlobalOpts};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,21 +57,21 @@ pub enum Command {
     Migrate,
     /// Business phone numbers that send.
     #[command(subcommand)]
-    Senders(admin::SendersCmd),
+    Senders(senders::SendersCmd),
     /// Message templates and their approval status.
     #[command(subcommand)]
-    Templates(admin::TemplatesCmd),
+    Templates(senders::TemplatesCmd),
     /// Opt-ins and opt-outs (GDPR: who agreed to what, when, where).
     #[command(subcommand)]
-    Consent(admin::ConsentCmd),
+    Consent(consent::ConsentCmd),
     /// Pause, resume, cancel and inspect campaigns.
     #[command(subcommand)]
-    Campaign(admin::CampaignCmd),
+    Campaign(campaign::CampaignCmd),
     /// Write a campaign's per-recipient outcomes as CSV.
-    Report(admin::ReportArgs),
+    Report(campaign::ReportArgs),
     /// Personal data of one contact: export it or erase it (GDPR Art. 15 / 17).
     #[command(subcommand)]
-    Contacts(admin::ContactsCmd),
+    Contacts(contacts::ContactsCmd),
 }
 
 /// Entry point of the binary.
@@ -119,12 +123,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             println!("migrations applied to {}", g.database_url_redacted());
             Ok(())
         }
-        Command::Senders(cmd) => admin::senders(&g, cmd).await,
-        Command::Templates(cmd) => admin::templates(&g, cmd).await,
-        Command::Consent(cmd) => admin::consent(&g, cmd).await,
-        Command::Campaign(cmd) => admin::campaign(&g, cmd).await,
-        Command::Report(args) => admin::report(&g, args).await,
-        Command::Contacts(cmd) => admin::contacts(&g, cmd).await,
+        Command::Senders(cmd) => senders::senders(&g, cmd).await,
+        Command::Templates(cmd) => senders::templates(&g, cmd).await,
+        Command::Consent(cmd) => consent::consent(&g, cmd).await,
+        Command::Campaign(cmd) => campaign::campaign(&g, cmd).await,
+        Command::Report(args) => campaign::report(&g, args).await,
+        Command::Contacts(cmd) => contacts::contacts(&g, cmd).await,
     }
 }
 

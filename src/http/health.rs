@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::server::{ServerHandle, bind, serve_until};
-use crate::store::{CampaignState, Store};
-use crate::telemetry::metrics;
+use crate::app::probe_store_and_campaigns;
+use crate::store::Store;
 
 /// How long the health server waits for probe requests in flight when it stops: probes are
 /// instant, so only a stuck client would need longer.
@@ -27,8 +27,6 @@ const HEALTH_DRAIN: Duration = Duration::from_secs(5);
 /// How often [`ServeHealth`] asks the store whether it answers. Kubernetes probes every 5 s;
 /// probing more often than that only loads the database.
 const PROBE_INTERVAL: Duration = Duration::from_secs(2);
-/// A store slower than this to answer one primary-key lookup is as good as down.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Without a probe-loop tick for this long the process is wedged (a blocked runtime, a
 /// deadlock): liveness fails and Kubernetes restarts it. Well above the probe interval plus
 /// timeout, so one slow database round trip never restarts a pod.
@@ -170,42 +168,6 @@ impl ServeHealth {
             }
         })
     }
-}
-
-/// One cheap question that answers "is the store there?" and refreshes the campaign gauges
-/// on the way: campaigns by state, and what each budgeted campaign may still spend (so a
-/// budget shows before its first send). `serve` and `worker` probe with it.
-pub async fn probe_store_and_campaigns(store: &dyn Store) -> bool {
-    let Ok(Ok(counts)) = tokio::time::timeout(PROBE_TIMEOUT, store.campaign_state_counts()).await
-    else {
-        return false;
-    };
-    for state in [
-        CampaignState::Active,
-        CampaignState::Paused,
-        CampaignState::Cancelled,
-    ] {
-        let n = counts
-            .iter()
-            .find(|(s, _)| *s == state)
-            .map_or(0, |(_, n)| *n);
-        metrics::campaigns(state.as_str(), n);
-    }
-    if let Ok(Ok(budgeted)) = tokio::time::timeout(PROBE_TIMEOUT, store.budgeted_campaigns()).await
-    {
-        for c in budgeted {
-            if let (Some(b), Some(left)) = (&c.budget, c.budget_left()) {
-                metrics::budget_remaining(c.id.as_str(), &b.currency, left);
-            }
-        }
-    }
-    if let Ok(Ok(unknown)) = tokio::time::timeout(PROBE_TIMEOUT, store.unknown_by_campaign()).await
-    {
-        for (campaign, n) in unknown {
-            metrics::unknown_recipients(campaign.as_str(), n);
-        }
-    }
-    true
 }
 
 impl Readiness for ServeHealth {

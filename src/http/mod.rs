@@ -7,7 +7,7 @@
 //! `/metrics` · `server` the serve lifecycle and drain.
 
 mod admin;
-pub(crate) mod health;
+mod health;
 mod notifications;
 mod opt_out;
 mod prometheus;

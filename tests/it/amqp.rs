@@ -11,13 +11,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use herald::amqp::{self, Publisher, Topology, WorkerConfig, WorkerState, run_worker};
-use herald::domain::{CampaignId, Category, Job, PhoneNumber, SenderId};
-use herald::engine::{Engine, EngineConfig};
-use herald::graph::{GraphClient, GraphConfig};
-use herald::pacing::{PacerConfig, PacerRegistry};
-use herald::policy::cost::RateCard;
+use herald::domain::{CampaignId, Job};
+use herald::engine::Engine;
+use herald::graph::GraphConfig;
 use herald::simulator::{self, SimConfig, SimHandle};
-use herald::store::{self, CampaignCounts, CampaignState, Consent, Sender, Store, Template};
+use herald::store::{self, CampaignCounts, CampaignState, Sender, Store};
 use lapin::message::Delivery;
 use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -29,8 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::rabbit_node::RabbitNode;
 use crate::support;
 
-const SENDER: &str = "106540352242922";
-const ACCOUNT: &str = "102290129340398";
+use crate::support::{SENDER, consent_marketing, fast_retries, sender};
 /// Long enough for a loaded CI machine, short enough that a hang fails the test in time.
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -352,23 +349,12 @@ impl App {
             ));
             WebhookReceiver(stop)
         });
-        let graph = GraphClient::new(&GraphConfig {
+        let graph = GraphConfig {
             base_url: sim.url(),
             request_timeout: Duration::from_secs(10),
             ..GraphConfig::default()
-        })
-        .unwrap();
-        let engine = Arc::new(Engine::new(
-            Arc::clone(&store),
-            graph,
-            Arc::new(PacerRegistry::new(PacerConfig::default(), None)),
-            Arc::new(RateCard::builtin()),
-            EngineConfig {
-                retry_base: Duration::from_millis(5),
-                retry_cap: Duration::from_millis(50),
-                ..EngineConfig::default()
-            },
-        ));
+        };
+        let engine = Arc::new(support::engine(&store, &graph, fast_retries()));
         App {
             sim,
             store,
@@ -380,17 +366,7 @@ impl App {
     }
 
     async fn consent(&self, numbers: &[String]) {
-        let consents: Vec<Consent> = numbers
-            .iter()
-            .map(|n| Consent {
-                phone: PhoneNumber::parse(n).unwrap(),
-                category: Category::Marketing,
-                granted_at: Utc::now() - chrono::Duration::days(1),
-                source: "test".into(),
-                proof: "checkbox".into(),
-            })
-            .collect();
-        self.store.grant_consents(&consents).await.unwrap();
+        consent_marketing(&self.store, numbers).await;
     }
 
     async fn wait_accepted(&self, n: u64) {
@@ -407,29 +383,7 @@ impl App {
 }
 
 async fn seed(store: &Arc<dyn Store>, rate: u32) {
-    store
-        .upsert_sender(&Sender {
-            id: SenderId::parse(SENDER).unwrap(),
-            account_id: ACCOUNT.into(),
-            portfolio_id: "portfolio-1".into(),
-            display_number: "+49 30 901820".into(),
-            rate_per_sec: rate,
-            tier_limit: None,
-            status: "CONNECTED".into(),
-            status_reason: None,
-        })
-        .await
-        .unwrap();
-    store
-        .upsert_template(&Template {
-            account_id: ACCOUNT.into(),
-            name: "flash_sale".into(),
-            language: "de".into(),
-            category: Category::Marketing,
-            status: "APPROVED".into(),
-        })
-        .await
-        .unwrap();
+    support::seed(store, &sender(SENDER, rate)).await;
 }
 
 fn numbers(n: usize) -> Vec<String> {
@@ -1503,19 +1457,11 @@ async fn wait_campaign_done(
 }
 
 async fn add_sender(store: &Arc<dyn Store>, id: &str, rate: u32) {
-    store
-        .upsert_sender(&Sender {
-            id: SenderId::parse(id).unwrap(),
-            account_id: ACCOUNT.into(),
-            portfolio_id: "portfolio-1".into(),
-            display_number: String::new(),
-            rate_per_sec: rate,
-            tier_limit: None,
-            status: "CONNECTED".into(),
-            status_reason: None,
-        })
-        .await
-        .unwrap();
+    let sender = Sender {
+        display_number: String::new(),
+        ..sender(id, rate)
+    };
+    store.upsert_sender(&sender).await.unwrap();
 }
 
 #[tokio::test]

@@ -8,15 +8,13 @@ use std::time::Duration;
 use chrono::Utc;
 use herald::domain::{Category, Job, PhoneNumber, SenderId};
 use herald::engine::{Engine, EngineConfig, JobReport, JobRun, RunControl, StopCause};
-use herald::graph::{GraphClient, GraphConfig};
-use herald::pacing::{PacerConfig, PacerRegistry};
-use herald::policy::cost::RateCard;
+use herald::graph::GraphConfig;
 use herald::simulator::{self, SimConfig, SimHandle, SimTemplate};
-use herald::store::{self, CampaignState, Consent, Sender, Store, Template};
+use herald::store::{self, CampaignState, Sender, Store};
 use serde_json::json;
 
-pub const SENDER: &str = "106540352242922";
-pub const ACCOUNT: &str = "102290129340398";
+pub use super::support::{ACCOUNT, SENDER};
+use super::support::{consent_marketing, fast_retries, seed, sender, template};
 
 /// A simulator, a fresh SQLite store with one sender and an approved template, and an engine.
 pub struct Env {
@@ -47,11 +45,7 @@ impl Default for EnvOptions {
             },
             rate: 1_000_000,
             tier_limit: None,
-            engine: EngineConfig {
-                retry_base: Duration::from_millis(5),
-                retry_cap: Duration::from_millis(50),
-                ..EngineConfig::default()
-            },
+            engine: fast_retries(),
             http_timeout: Duration::from_secs(10),
             access_token: None,
         }
@@ -66,43 +60,18 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let store = store::open(&url).await.expect("store opens");
-        store
-            .upsert_sender(&Sender {
-                id: SenderId::parse(SENDER).unwrap(),
-                account_id: ACCOUNT.into(),
-                portfolio_id: "portfolio-1".into(),
-                display_number: "+49 30 901820".into(),
-                rate_per_sec: opts.rate,
-                tier_limit: opts.tier_limit,
-                status: "CONNECTED".into(),
-                status_reason: None,
-            })
-            .await
-            .unwrap();
-        store
-            .upsert_template(&Template {
-                account_id: ACCOUNT.into(),
-                name: "flash_sale".into(),
-                language: "de".into(),
-                category: Category::Marketing,
-                status: "APPROVED".into(),
-            })
-            .await
-            .unwrap();
-        let graph = GraphClient::new(&GraphConfig {
+        let sender = Sender {
+            tier_limit: opts.tier_limit,
+            ..sender(SENDER, opts.rate)
+        };
+        seed(&store, &sender).await;
+        let graph = GraphConfig {
             base_url: sim.url(),
             request_timeout: opts.http_timeout,
             access_token: opts.access_token,
             ..GraphConfig::default()
-        })
-        .unwrap();
-        let engine = Engine::new(
-            Arc::clone(&store),
-            graph,
-            Arc::new(PacerRegistry::new(PacerConfig::default(), None)),
-            Arc::new(RateCard::builtin()),
-            opts.engine,
-        );
+        };
+        let engine = super::support::engine(&store, &graph, opts.engine);
         Env {
             sim,
             store,
@@ -113,17 +82,7 @@ impl Env {
     }
 
     pub async fn consent_all(&self, numbers: &[String]) {
-        let consents: Vec<Consent> = numbers
-            .iter()
-            .map(|n| Consent {
-                phone: PhoneNumber::parse(n).unwrap(),
-                category: Category::Marketing,
-                granted_at: Utc::now() - chrono::Duration::days(1),
-                source: "test".into(),
-                proof: "checkbox".into(),
-            })
-            .collect();
-        self.store.grant_consents(&consents).await.unwrap();
+        consent_marketing(&self.store, numbers).await;
     }
 
     pub async fn run(&self, job: &Arc<Job>) -> JobRun {
@@ -348,13 +307,7 @@ async fn an_unapproved_template_sends_nothing() {
     let to = numbers(5);
     env.consent_all(&to).await;
     env.store
-        .upsert_template(&Template {
-            account_id: ACCOUNT.into(),
-            name: "flash_sale".into(),
-            language: "de".into(),
-            category: Category::Marketing,
-            status: "REJECTED".into(),
-        })
+        .upsert_template(&template("flash_sale", "REJECTED"))
         .await
         .unwrap();
     match env.run(&job("j1", "c1", &to)).await {

@@ -14,7 +14,7 @@ use herald::amqp::Topology;
 use herald::domain::{CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId};
 use herald::http::{self, OptOutWords, ServeConfig, WebhookConfig};
 use herald::simulator::SimConfig;
-use herald::store::{Claim, Consent, ConsentState, OutcomeRecord, Sender, Store, Template};
+use herald::store::{Claim, Consent, ConsentState, OutcomeRecord, Sender, Store};
 use herald::telemetry::metrics as m;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
@@ -173,31 +173,11 @@ fn long_ago() -> DateTime<Utc> {
 /// template they pause.
 async fn seeded_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     let (store, dir) = sqlite_store().await;
+    support::seed(&store, &support::sender("106540352242922", 80)).await;
     store
-        .upsert_sender(&Sender {
-            id: SenderId::parse("106540352242922").unwrap(),
-            account_id: ACCOUNT.into(),
-            portfolio_id: "portfolio-1".into(),
-            display_number: "+49 30 901820".into(),
-            rate_per_sec: 80,
-            tier_limit: None,
-            status: "CONNECTED".into(),
-            status_reason: None,
-        })
+        .upsert_template(&support::template("old_promo", "APPROVED"))
         .await
         .unwrap();
-    for name in ["flash_sale", "old_promo"] {
-        store
-            .upsert_template(&Template {
-                account_id: ACCOUNT.into(),
-                name: name.into(),
-                language: "de".into(),
-                category: Category::Marketing,
-                status: "APPROVED".into(),
-            })
-            .await
-            .unwrap();
-    }
     let consents: Vec<Consent> = [ANNA, JONAS, LEA]
         .iter()
         .flat_map(|n| {
@@ -990,19 +970,12 @@ fn promtool() -> Option<PathBuf> {
 
 /// A sender no other test uses, so its series count only this test's sends.
 async fn add_sender(env: &Env, id: &str) {
-    env.store
-        .upsert_sender(&Sender {
-            id: SenderId::parse(id).unwrap(),
-            account_id: ACCOUNT.into(),
-            portfolio_id: "portfolio-metrics".into(),
-            display_number: "+49 30 555".into(),
-            rate_per_sec: 1_000_000,
-            tier_limit: None,
-            status: "CONNECTED".into(),
-            status_reason: None,
-        })
-        .await
-        .unwrap();
+    let sender = Sender {
+        portfolio_id: "portfolio-metrics".into(),
+        display_number: "+49 30 555".into(),
+        ..support::sender(id, 1_000_000)
+    };
+    env.store.upsert_sender(&sender).await.unwrap();
 }
 
 fn job_for(sender: &str, id: &str, to: &[String]) -> Arc<herald::domain::Job> {

@@ -1,12 +1,20 @@
 //! Helpers every integration test may use: a fresh SQLite store in a temporary directory, and a
 //! fresh Postgres database per test (skipped loudly when Postgres is not running, unless
-//! `HERALD_REQUIRE_SERVICES=1` makes missing services a failure, as in CI).
+//! `HERALD_REQUIRE_SERVICES=1` makes missing services a failure, as in CI); the test sender,
+//! its template and consents; and an engine against the simulator.
 
 #![allow(dead_code)] // each test module uses its own subset
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use herald::store::{self, Store};
+use chrono::Utc;
+use herald::app::EngineSetup;
+use herald::domain::{Category, PhoneNumber, SenderId};
+use herald::engine::{Engine, EngineConfig};
+use herald::graph::{GraphClient, GraphConfig};
+use herald::policy::cost::RateCard;
+use herald::store::{self, Consent, Sender, Store, Template};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use tokio::sync::OnceCell;
@@ -197,5 +205,82 @@ pub fn unique_prefix() -> String {
     format!(
         "herald-t-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+// --- the sending side: sender, template, consents, engine -----------------------------------
+
+/// The business number (phone_number_id) the tests send from.
+pub const SENDER: &str = "106540352242922";
+/// Its WhatsApp Business Account: templates are approved per account.
+pub const ACCOUNT: &str = "102290129340398";
+
+/// A connected number of [`ACCOUNT`] in `portfolio-1` sending `rate` messages a second, with
+/// no tier limit; tests change the fields they need.
+pub fn sender(id: &str, rate: u32) -> Sender {
+    Sender {
+        id: SenderId::parse(id).unwrap(),
+        account_id: ACCOUNT.into(),
+        portfolio_id: "portfolio-1".into(),
+        display_number: "+49 30 901820".into(),
+        rate_per_sec: rate,
+        tier_limit: None,
+        status: "CONNECTED".into(),
+        status_reason: None,
+    }
+}
+
+/// A German marketing template of [`ACCOUNT`] with Meta's `status` (APPROVED, REJECTED, …).
+pub fn template(name: &str, status: &str) -> Template {
+    Template {
+        account_id: ACCOUNT.into(),
+        name: name.into(),
+        language: "de".into(),
+        category: Category::Marketing,
+        status: status.into(),
+    }
+}
+
+/// Registers `sender` and approves `flash_sale` for [`ACCOUNT`].
+pub async fn seed(store: &Arc<dyn Store>, sender: &Sender) {
+    store.upsert_sender(sender).await.unwrap();
+    store
+        .upsert_template(&template("flash_sale", "APPROVED"))
+        .await
+        .unwrap();
+}
+
+/// Marketing consents for `numbers`, given a day ago.
+pub async fn consent_marketing(store: &Arc<dyn Store>, numbers: &[String]) {
+    let consents: Vec<Consent> = numbers
+        .iter()
+        .map(|n| Consent {
+            phone: PhoneNumber::parse(n).unwrap(),
+            category: Category::Marketing,
+            granted_at: Utc::now() - chrono::Duration::days(1),
+            source: "test".into(),
+            proof: "checkbox".into(),
+        })
+        .collect();
+    store.grant_consents(&consents).await.unwrap();
+}
+
+/// The engine's defaults with retries in milliseconds, so retry paths run fast.
+pub fn fast_retries() -> EngineConfig {
+    EngineConfig {
+        retry_base: Duration::from_millis(5),
+        retry_cap: Duration::from_millis(50),
+        ..EngineConfig::default()
+    }
+}
+
+/// An engine built as the commands build it (local pacing, built-in rate card), talking to
+/// the Graph API `graph` describes.
+pub fn engine(store: &Arc<dyn Store>, graph: &GraphConfig, config: EngineConfig) -> Engine {
+    let mut setup = EngineSetup::new(RateCard::builtin());
+    setup.config = config;
+    setup.build(
+        Arc::clone(store),
+        GraphClient::new(graph).expect("Graph client"),
     )
 }
