@@ -14,7 +14,7 @@ use tracing::warn;
 
 use crate::amqp::{AmqpOpts, TICK, Topology, WorkerConfig, WorkerState, run_worker};
 use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts};
-use crate::http::{EndpointOpts, Readiness, spawn_health_server, spawn_metrics_server};
+use crate::http::{EndpointOpts, Readiness, install_metrics, serve_metrics, spawn_health_server};
 use crate::policy::backoff::retry_delay;
 use crate::store::Store;
 
@@ -47,12 +47,9 @@ pub struct WorkerCommand {
 
 /// Runs `herald worker` with its health and metrics listeners.
 pub async fn worker_command(g: &GlobalOpts, cmd: WorkerCommand) -> Result<(), CliError> {
-    let handle = crate::telemetry::metrics::install(None)
-        .map_err(|e| CliError::runtime(format!("cannot install the metrics recorder: {e}")))?;
+    let handle = install_metrics()?;
     let stop = CancellationToken::new();
-    let metrics = spawn_metrics_server(cmd.endpoints.metrics_addr, handle, stop.clone())
-        .await
-        .map_err(CliError::runtime)?;
+    let metrics = serve_metrics(cmd.endpoints.metrics_addr, handle, stop.clone()).await?;
     let state = Arc::new(WorkerState::new());
     let health = spawn_health_server(
         cmd.endpoints.http_addr,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -129,6 +130,23 @@ impl ServeArgs {
     }
 }
 
+/// Installs the process's metrics recorder; its handle renders `/metrics`.
+pub fn install_metrics() -> Result<PrometheusHandle, CliError> {
+    crate::telemetry::metrics::install(None)
+        .map_err(|e| CliError::runtime(format!("cannot install the metrics recorder: {e}")))
+}
+
+/// Serves `/metrics` on `addr` until `stop` is cancelled (`serve` and `worker`).
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    handle: PrometheusHandle,
+    stop: CancellationToken,
+) -> Result<ServerHandle, CliError> {
+    spawn_metrics_server(addr, handle, stop)
+        .await
+        .map_err(CliError::runtime)
+}
+
 /// Runs `herald serve` until SIGTERM or Ctrl-C and the drain end.
 pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliError> {
     let config = args.config()?;
@@ -139,16 +157,13 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         info!("HERALD_ADMIN_TOKEN is not set: campaign control over HTTP is disabled");
     }
     let store = g.open_store().await?;
-    let metrics = crate::telemetry::metrics::install(None)
-        .map_err(|e| CliError::runtime(format!("cannot install the metrics recorder: {e}")))?;
+    let metrics = install_metrics()?;
     let listener = server::bind(args.endpoints.http_addr, "webhooks")
         .await
         .map_err(CliError::runtime)?;
     let stop_metrics = CancellationToken::new();
     let metrics_server =
-        spawn_metrics_server(args.endpoints.metrics_addr, metrics, stop_metrics.clone())
-            .await
-            .map_err(CliError::runtime)?;
+        serve_metrics(args.endpoints.metrics_addr, metrics, stop_metrics.clone()).await?;
     let shutdown = crate::signal::cancel_on_shutdown_signal(None);
     info!(
         addr = %args.endpoints.http_addr,
