@@ -22,8 +22,14 @@ pub use crate::domain::{
     Sender, Template,
 };
 
+mod campaigns;
+mod consent;
+mod contacts;
+mod db;
+mod ledger;
 mod pg_slots;
 pub mod postgres;
+mod senders;
 mod shared;
 mod sql;
 pub mod sqlite;

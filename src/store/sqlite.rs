@@ -12,21 +12,20 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::db;
 use super::shared::{self, DELIVERY_RANK_SQL};
 use super::timers;
 use super::{
-    Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, DueTimer, LedgerRow, OutcomeRecord, Sender, StoreError,
-    StoreResult, Template, UnknownReview,
+    BudgetCharge, Claim, ClaimStatus, Consent, ConsentState, DeliveryUpdate, DueTimer,
+    OutcomeRecord, StoreError, StoreResult, UnknownReview,
 };
-use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
+use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber};
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,10 +38,10 @@ const READ_CONNECTIONS: u32 = 4;
 pub struct SqliteStore {
     /// Exactly one connection: SQLite serialises writers anyway, and one connection never
     /// contends for the lock with itself.
-    writer: SqlitePool,
+    pub(super) writer: SqlitePool,
     /// Read-only work (lookups, reports). The writer pool itself for an in-memory database,
     /// whose data lives only as long as its connection.
-    reader: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -109,10 +108,6 @@ fn ms_to_time(ms: i64) -> StoreResult<DateTime<Utc>> {
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
 }
 
-fn parse_category(raw: &str) -> StoreResult<Category> {
-    raw.parse().map_err(StoreError::Corrupt)
-}
-
 /// A batch as the JSON text `json_each` expands.
 fn to_json<T: serde::Serialize + ?Sized>(batch: &T) -> StoreResult<String> {
     serde_json::to_string(batch).map_err(|e| StoreError::Corrupt(format!("encoding a batch: {e}")))
@@ -121,72 +116,6 @@ fn to_json<T: serde::Serialize + ?Sized>(batch: &T) -> StoreResult<String> {
 /// A JSON array of strings, the batch parameter of `json_each`.
 fn json_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> String {
     Value::Array(keys.into_iter().map(Value::from).collect()).to_string()
-}
-
-const LEDGER_COLUMNS: &str = "key, campaign, job, sender, recipient, template, category, state, \
-     reason, wamid, attempts, delivery, resent_unknown, created_at, updated_at";
-
-fn ledger_row(r: &SqliteRow) -> StoreResult<LedgerRow> {
-    Ok(LedgerRow {
-        key: IdempotencyKey::from_trusted(r.try_get::<String, _>("key")?),
-        campaign: CampaignId::from_trusted(r.try_get::<String, _>("campaign")?),
-        job: JobId::from_trusted(r.try_get::<String, _>("job")?),
-        sender: SenderId::from_trusted(r.try_get::<String, _>("sender")?),
-        recipient: r.try_get("recipient")?,
-        template: r.try_get("template")?,
-        category: parse_category(r.try_get("category")?)?,
-        state: r.try_get("state")?,
-        reason: r.try_get("reason")?,
-        wamid: r.try_get("wamid")?,
-        attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        delivery: r.try_get("delivery")?,
-        resent_unknown: r.try_get::<i64, _>("resent_unknown")? != 0,
-        created_at: ms_to_time(r.try_get("created_at")?)?,
-        updated_at: ms_to_time(r.try_get("updated_at")?)?,
-    })
-}
-
-fn sender_row(r: &SqliteRow) -> StoreResult<Sender> {
-    Ok(Sender {
-        id: SenderId::from_trusted(r.try_get::<String, _>("id")?),
-        account_id: r.try_get("account_id")?,
-        portfolio_id: r.try_get("portfolio_id")?,
-        display_number: r.try_get("display_number")?,
-        rate_per_sec: u32::try_from(r.try_get::<i64, _>("rate_per_sec")?)
-            .map_err(|_| StoreError::Corrupt("sender rate_per_sec out of range".into()))?,
-        tier_limit: r
-            .try_get::<Option<i64>, _>("tier_limit")?
-            .map(|l| u32::try_from(l).unwrap_or(u32::MAX)),
-        status: r.try_get("status")?,
-        status_reason: r.try_get("status_reason")?,
-    })
-}
-
-/// The columns [`campaign_row`] reads.
-macro_rules! campaign_columns {
-    () => {
-        "id, state, reason, budget_micros, budget_currency, committed_micros"
-    };
-}
-
-fn campaign_row(r: &SqliteRow) -> StoreResult<Campaign> {
-    let budget_micros: Option<i64> = r.try_get("budget_micros")?;
-    let currency: Option<String> = r.try_get("budget_currency")?;
-    Ok(Campaign {
-        id: CampaignId::from_trusted(r.try_get::<String, _>("id")?),
-        state: shared::campaign_state(r.try_get("state")?)?,
-        reason: r.try_get("reason")?,
-        budget: budget_micros.map(|m| Budget {
-            micros: u64::try_from(m).unwrap_or(0),
-            currency: currency.unwrap_or_default(),
-        }),
-        committed_micros: u64::try_from(r.try_get::<i64, _>("committed_micros")?).unwrap_or(0),
-    })
-}
-
-fn time_json(ms: Option<i64>) -> Value {
-    ms.and_then(DateTime::from_timestamp_millis)
-        .map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
 }
 
 impl SqliteStore {
@@ -199,134 +128,7 @@ impl SqliteStore {
 
     // --- senders -------------------------------------------------------------------------
 
-    pub(super) async fn upsert_sender(&self, s: &Sender) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO senders (id, account_id, portfolio_id, display_number, rate_per_sec,
-                                  tier_limit, status, status_reason, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (id) DO UPDATE SET
-                account_id = excluded.account_id, portfolio_id = excluded.portfolio_id,
-                display_number = excluded.display_number, rate_per_sec = excluded.rate_per_sec,
-                tier_limit = excluded.tier_limit, status = excluded.status,
-                status_reason = excluded.status_reason, updated_at = excluded.updated_at",
-        )
-        .bind(s.id.as_str())
-        .bind(&s.account_id)
-        .bind(&s.portfolio_id)
-        .bind(&s.display_number)
-        .bind(i64::from(s.rate_per_sec))
-        .bind(s.tier_limit.map(i64::from))
-        .bind(&s.status)
-        .bind(&s.status_reason)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>> {
-        sqlx::query("SELECT * FROM senders WHERE id = ?1")
-            .bind(id.as_str())
-            .fetch_optional(&self.reader)
-            .await?
-            .as_ref()
-            .map(sender_row)
-            .transpose()
-    }
-
-    pub(super) async fn senders(&self) -> StoreResult<Vec<Sender>> {
-        sqlx::query("SELECT * FROM senders ORDER BY id")
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(sender_row)
-            .collect()
-    }
-
-    pub(super) async fn set_sender_status(
-        &self,
-        id: &SenderId,
-        status: &str,
-        reason: Option<&str>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE senders SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
-        )
-        .bind(id.as_str())
-        .bind(status)
-        .bind(reason)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
     // --- templates -----------------------------------------------------------------------
-
-    pub(super) async fn upsert_template(&self, t: &Template) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO templates (account_id, name, language, category, status, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (account_id, name, language) DO UPDATE SET
-                category = excluded.category, status = excluded.status,
-                updated_at = excluded.updated_at",
-        )
-        .bind(&t.account_id)
-        .bind(&t.name)
-        .bind(&t.language)
-        .bind(t.category.as_str())
-        .bind(&t.status)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn template(
-        &self,
-        account_id: &str,
-        name: &str,
-        language: &str,
-    ) -> StoreResult<Option<Template>> {
-        let row = sqlx::query(
-            "SELECT category, status FROM templates
-             WHERE account_id = ?1 AND name = ?2 AND language = ?3",
-        )
-        .bind(account_id)
-        .bind(name)
-        .bind(language)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.map(|r| {
-            Ok(Template {
-                account_id: account_id.to_owned(),
-                name: name.to_owned(),
-                language: language.to_owned(),
-                category: parse_category(r.try_get("category")?)?,
-                status: r.try_get("status")?,
-            })
-        })
-        .transpose()
-    }
-
-    pub(super) async fn set_template_status(
-        &self,
-        name: &str,
-        language: &str,
-        status: &str,
-    ) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE templates SET status = ?3, updated_at = ?4
-             WHERE name = ?1 AND language = ?2 AND status <> ?3",
-        )
-        .bind(name)
-        .bind(language)
-        .bind(status)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
-    }
 
     // --- consent -------------------------------------------------------------------------
 
@@ -360,42 +162,6 @@ impl SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    pub(super) async fn revoke_consent(
-        &self,
-        phone: &PhoneNumber,
-        category: Option<Category>,
-        at: DateTime<Utc>,
-        source: &str,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO revocations (phone, category, revoked_at, source) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(phone.as_str())
-        .bind(category.map(Category::as_str))
-        .bind(at.timestamp_millis())
-        .bind(source)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
-        let hash = shared::phone_hash(phone);
-        // Idempotent: a second suppression of the same number for the same reason adds nothing.
-        sqlx::query(
-            "INSERT INTO suppressions (phone, phone_hash, reason, created_at)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (phone_hash, reason) DO NOTHING",
-        )
-        .bind(phone.as_str())
-        .bind(&hash)
-        .bind(reason)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
     }
 
     pub(super) async fn consent_states(
@@ -439,96 +205,6 @@ impl SqliteStore {
 
     // --- campaigns -----------------------------------------------------------------------
 
-    pub(super) async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
-        let now = now_ms();
-        let row = sqlx::query(concat!(
-            "INSERT INTO campaigns (id, state, created_at, updated_at) VALUES (?1, 'active', ?2, ?2)
-             ON CONFLICT (id) DO UPDATE SET id = id
-             RETURNING ",
-            campaign_columns!()
-        ))
-        .bind(id.as_str())
-        .bind(now)
-        .fetch_one(&self.writer)
-        .await?;
-        campaign_row(&row)
-    }
-
-    pub(super) async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            campaign_columns!(),
-            " FROM campaigns WHERE id = ?1"
-        ))
-        .bind(id.as_str())
-        .fetch_optional(&self.reader)
-        .await?
-        .as_ref()
-        .map(campaign_row)
-        .transpose()
-    }
-
-    pub(super) async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, COUNT(*) FROM campaigns GROUP BY state")
-                .fetch_all(&self.reader)
-                .await?;
-        rows.into_iter()
-            .map(|(state, n)| {
-                Ok((
-                    shared::campaign_state(&state)?,
-                    u64::try_from(n).unwrap_or(0),
-                ))
-            })
-            .collect()
-    }
-
-    pub(super) async fn set_campaign_state(
-        &self,
-        id: &CampaignId,
-        state: CampaignState,
-        reason: Option<&str>,
-    ) -> StoreResult<()> {
-        // An operator may pause or cancel a campaign before its first job arrives.
-        sqlx::query(
-            "INSERT INTO campaigns (id, state, reason, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT (id) DO UPDATE SET
-                state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at
-             WHERE campaigns.state <> 'cancelled'",
-        )
-        .bind(id.as_str())
-        .bind(state.as_str())
-        .bind(reason)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn set_campaign_budget(
-        &self,
-        id: &CampaignId,
-        budget: Option<&Budget>,
-    ) -> StoreResult<Campaign> {
-        let micros = budget.map(|b| i64::try_from(b.micros).unwrap_or(i64::MAX));
-        let row = sqlx::query(concat!(
-            "INSERT INTO campaigns (id, state, created_at, updated_at, budget_micros, budget_currency)
-             VALUES (?1, 'active', ?2, ?2, ?3, ?4)
-             ON CONFLICT (id) DO UPDATE SET budget_micros = excluded.budget_micros,
-                budget_currency = excluded.budget_currency, updated_at = excluded.updated_at
-             RETURNING ",
-            campaign_columns!()
-        ))
-        .bind(id.as_str())
-        .bind(now_ms())
-        .bind(micros)
-        .bind(budget.map(|b| b.currency.as_str()))
-        .fetch_one(&self.writer)
-        .await?;
-        campaign_row(&row)
-    }
-
     pub(super) async fn charge_budget(
         &self,
         id: &CampaignId,
@@ -553,33 +229,6 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(charge)
-    }
-
-    pub(super) async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
-        if micros == 0 {
-            return Ok(());
-        }
-        sqlx::query(
-            "UPDATE campaigns SET committed_micros = MAX(0, committed_micros - ?2) WHERE id = ?1",
-        )
-        .bind(id.as_str())
-        .bind(i64::try_from(micros).unwrap_or(i64::MAX))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            campaign_columns!(),
-            " FROM campaigns WHERE budget_micros IS NOT NULL AND state <> 'cancelled' ORDER BY id"
-        ))
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(campaign_row)
-        .collect()
     }
 
     // --- ledger --------------------------------------------------------------------------
@@ -800,64 +449,6 @@ impl SqliteStore {
         Ok(done.rows_affected())
     }
 
-    pub(super) async fn ledger_page(
-        &self,
-        campaign: &CampaignId,
-        after: Option<&IdempotencyKey>,
-        limit: u32,
-    ) -> StoreResult<Vec<LedgerRow>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {LEDGER_COLUMNS} FROM ledger
-             WHERE campaign = ?1 AND (?2 IS NULL OR key > ?2)
-             ORDER BY key LIMIT ?3"
-        ))
-        .bind(campaign.as_str())
-        .bind(after.map(IdempotencyKey::as_str))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(ledger_row).collect()
-    }
-
-    pub(super) async fn ledger_entry(
-        &self,
-        key: &IdempotencyKey,
-    ) -> StoreResult<Option<LedgerRow>> {
-        sqlx::query(&format!(
-            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE key = ?1"
-        ))
-        .bind(key.as_str())
-        .fetch_optional(&self.reader)
-        .await?
-        .as_ref()
-        .map(ledger_row)
-        .transpose()
-    }
-
-    pub(super) async fn campaign_counts(
-        &self,
-        campaign: &CampaignId,
-    ) -> StoreResult<CampaignCounts> {
-        let rows = sqlx::query(
-            "SELECT state, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM ledger
-             WHERE campaign = ?1 GROUP BY 1, 2 ORDER BY 1, 2",
-        )
-        .bind(campaign.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        let by_state = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("state")?,
-                    r.try_get("reason")?,
-                    u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
-                ))
-            })
-            .collect::<StoreResult<_>>()?;
-        Ok(CampaignCounts { by_state })
-    }
-
     pub(super) async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
         let merged = shared::merge_deliveries(updates);
         if merged.is_empty() {
@@ -980,22 +571,6 @@ impl SqliteStore {
         Ok(review)
     }
 
-    pub(super) async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>> {
-        let rows = sqlx::query(
-            "SELECT campaign, count(*) AS n FROM ledger WHERE state = 'unknown' GROUP BY campaign",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    CampaignId::from_trusted(r.try_get::<String, _>("campaign")?),
-                    u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0),
-                ))
-            })
-            .collect()
-    }
-
     // --- messaging tier ------------------------------------------------------------------
 
     pub(super) async fn reserve_tier(
@@ -1073,56 +648,7 @@ impl SqliteStore {
 
     // --- personal data (GDPR) ------------------------------------------------------------
 
-    pub(super) async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO job_deferrals (job, token, deferred_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (job) DO UPDATE SET token = excluded.token,
-                 deferred_at = excluded.deferred_at",
-        )
-        .bind(job)
-        .bind(token)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT token FROM job_deferrals WHERE job = ?1")
-                .bind(job)
-                .fetch_optional(&self.reader)
-                .await?,
-        )
-    }
-
-    pub(super) async fn clear_job_deferral(&self, job: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM job_deferrals WHERE job = ?1")
-            .bind(job)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
     // --- timers ------------------------------------------------------------------------
-
-    pub(super) async fn schedule_timer(
-        &self,
-        kind: &str,
-        key: &str,
-        due: DateTime<Utc>,
-        payload: &Value,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(timers::SCHEDULE)
-            .bind(kind)
-            .bind(key)
-            .bind(due.timestamp_millis())
-            .bind(timers::payload_text(payload))
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
 
     pub(super) async fn claim_due_timers(
         &self,
@@ -1147,209 +673,7 @@ impl SqliteStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.writer)
         .await?;
-        let mut due = rows
-            .iter()
-            .map(|r| {
-                Ok(DueTimer {
-                    kind: r.try_get("kind")?,
-                    key: r.try_get("key")?,
-                    due: ms_to_time(r.try_get("due_at")?)?,
-                    payload: timers::parse_payload(r.try_get("payload")?)?,
-                    claims: u32::try_from(r.try_get::<i64, _>("claims")?).unwrap_or(0),
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        due.sort_by(|a, b| (a.due, &a.kind, &a.key).cmp(&(b.due, &b.kind, &b.key)));
-        Ok(due)
-    }
-
-    pub(super) async fn complete_timer(
-        &self,
-        kind: &str,
-        key: &str,
-        owner: &str,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(timers::COMPLETE)
-            .bind(kind)
-            .bind(key)
-            .bind(owner)
-            .bind(now_ms())
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn release_timer(
-        &self,
-        kind: &str,
-        key: &str,
-        owner: &str,
-        due: Option<DateTime<Utc>>,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(timers::RELEASE)
-            .bind(kind)
-            .bind(key)
-            .bind(owner)
-            .bind(due.map(|t| t.timestamp_millis()))
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool> {
-        let done = sqlx::query(timers::CANCEL)
-            .bind(kind)
-            .bind(key)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn pending_timers(&self) -> StoreResult<Vec<(String, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(timers::PENDING_BY_KIND)
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(kind, n)| (kind, u64::try_from(n).unwrap_or(0)))
-            .collect())
-    }
-
-    pub(super) async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<Value> {
-        let hash = shared::phone_hash(phone);
-        let mut conn = self.reader.acquire().await?;
-        let consents = sqlx::query(
-            "SELECT category, granted_at, source, proof FROM consents
-             WHERE phone = ?1 ORDER BY category",
-        )
-        .bind(phone.as_str())
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(json!({
-                "category": r.try_get::<String, _>("category")?,
-                "granted_at": time_json(r.try_get("granted_at")?),
-                "source": r.try_get::<String, _>("source")?,
-                "proof": r.try_get::<String, _>("proof")?,
-            }))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-        let revocations = sqlx::query(
-            "SELECT category, revoked_at, source FROM revocations
-             WHERE phone = ?1 ORDER BY revoked_at, id",
-        )
-        .bind(phone.as_str())
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(json!({
-                "category": r.try_get::<Option<String>, _>("category")?,
-                "revoked_at": time_json(r.try_get("revoked_at")?),
-                "source": r.try_get::<String, _>("source")?,
-            }))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-        let suppressions = sqlx::query(
-            "SELECT phone, reason, created_at FROM suppressions
-             WHERE phone_hash = ?1 ORDER BY created_at, id",
-        )
-        .bind(&hash)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(json!({
-                "reason": r.try_get::<String, _>("reason")?,
-                "created_at": time_json(r.try_get("created_at")?),
-                "erased": r.try_get::<Option<String>, _>("phone")?.is_none(),
-            }))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-        let tier = sqlx::query(
-            "SELECT portfolio, last_reached_at FROM tier_reach WHERE phone = ?1 ORDER BY portfolio",
-        )
-        .bind(phone.as_str())
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(json!({
-                "portfolio": r.try_get::<String, _>("portfolio")?,
-                "last_reached_at": time_json(r.try_get("last_reached_at")?),
-            }))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-        let ledger = sqlx::query(
-            "SELECT key, campaign, job, sender, recipient, template, language, category, state,
-                    reason, wamid, attempts, delivery, delivery_error, billed_category,
-                    created_at, updated_at
-             FROM ledger WHERE recipient = ?1 OR recipient = ?2 ORDER BY created_at, key",
-        )
-        .bind(phone.as_str())
-        .bind(&hash)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(json!({
-                "key": r.try_get::<String, _>("key")?,
-                "campaign": r.try_get::<String, _>("campaign")?,
-                "job": r.try_get::<String, _>("job")?,
-                "sender": r.try_get::<String, _>("sender")?,
-                "recipient": r.try_get::<String, _>("recipient")?,
-                "template": r.try_get::<String, _>("template")?,
-                "language": r.try_get::<String, _>("language")?,
-                "category": r.try_get::<String, _>("category")?,
-                "state": r.try_get::<String, _>("state")?,
-                "reason": r.try_get::<Option<String>, _>("reason")?,
-                "wamid": r.try_get::<Option<String>, _>("wamid")?,
-                "attempts": r.try_get::<i64, _>("attempts")?,
-                "delivery": r.try_get::<Option<String>, _>("delivery")?,
-                "delivery_error": r.try_get::<Option<String>, _>("delivery_error")?,
-                "billed_category": r.try_get::<Option<String>, _>("billed_category")?,
-                "created_at": time_json(r.try_get("created_at")?),
-                "updated_at": time_json(r.try_get("updated_at")?),
-            }))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-        Ok(json!({
-            "phone": phone.as_str(),
-            "phone_hash": hash,
-            "consents": consents,
-            "revocations": revocations,
-            "suppressions": suppressions,
-            "tier": tier,
-            "ledger": ledger,
-        }))
-    }
-
-    pub(super) async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
-        let hash = shared::phone_hash(phone);
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        let mut touched = 0;
-        for sql in [
-            "DELETE FROM consents WHERE phone = ?1",
-            "DELETE FROM revocations WHERE phone = ?1",
-            "DELETE FROM tier_reach WHERE phone = ?1",
-            "UPDATE ledger SET recipient = ?2, updated_at = ?3 WHERE recipient = ?1",
-            "UPDATE suppressions SET phone = NULL WHERE phone = ?1",
-            // Never message an erased number again by mistake (a re-import, an old CSV).
-            "INSERT INTO suppressions (phone, phone_hash, reason, created_at)
-             VALUES (NULL, ?2, 'erased', ?3)
-             ON CONFLICT (phone_hash, reason) DO NOTHING",
-        ] {
-            touched += sqlx::query(sql)
-                .bind(phone.as_str())
-                .bind(&hash)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(touched)
+        let rows: Vec<db::Row> = rows.into_iter().map(db::Row::Sqlite).collect();
+        timers::in_due_order(&rows)
     }
 }
