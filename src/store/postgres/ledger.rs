@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::{PostgresStore, sorted_keys};
 use crate::domain::IdempotencyKey;
 use crate::store::shared;
-use crate::store::{Claim, ClaimStatus, OutcomeRecord, StoreError, StoreResult};
+use crate::store::{Claim, ClaimStatus, OutcomeRecord, StoreResult};
 
 /// Distinct keys of `claims` that have no status yet, sorted.
 fn unresolved<'a>(claims: &'a [Claim], status: &HashMap<String, ClaimStatus>) -> Vec<&'a str> {
@@ -148,14 +148,7 @@ impl PostgresStore {
         }
         tx.commit().await?;
 
-        claims
-            .iter()
-            .map(|c| {
-                status.get(c.key.as_str()).copied().ok_or_else(|| {
-                    StoreError::Corrupt(format!("claimed key '{}' is not in the ledger", c.key))
-                })
-            })
-            .collect()
+        shared::claim_statuses_in_order(claims, &status)
     }
 
     pub(in crate::store) async fn mark_sending(

@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::{SqliteStore, json_keys, now_ms, to_json};
 use crate::domain::IdempotencyKey;
 use crate::store::shared;
-use crate::store::{Claim, ClaimStatus, OutcomeRecord, StoreError, StoreResult};
+use crate::store::{Claim, ClaimStatus, OutcomeRecord, StoreResult};
 
 impl SqliteStore {
     pub(in crate::store) async fn claim(
@@ -109,14 +109,7 @@ impl SqliteStore {
             };
             status.insert(key, s);
         }
-        claims
-            .iter()
-            .map(|c| {
-                status.get(c.key.as_str()).copied().ok_or_else(|| {
-                    StoreError::Corrupt(format!("claimed key '{}' is not in the ledger", c.key))
-                })
-            })
-            .collect()
+        shared::claim_statuses_in_order(claims, &status)
     }
 
     pub(in crate::store) async fn mark_sending(
