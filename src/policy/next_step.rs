@@ -61,7 +61,7 @@ pub struct Tries {
     pub generic_failures: u32,
 }
 
-/// Back-off settings ([`crate::engine::EngineConfig`] holds them).
+/// Back-off settings (the engine's configuration holds them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryTiming {
     pub base: Duration,

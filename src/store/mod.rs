@@ -1,11 +1,17 @@
-//! The store: senders, templates, consents, suppressions, campaigns and the **ledger** of
-//! idempotency keys — herald's source of truth. One trait, two implementations: SQLite (the
-//! embedded default, one process) and Postgres (many workers). Both pass the same conformance
-//! suite (`tests/it/store_conformance.rs`).
+//! The store: senders, templates, consents, suppressions, campaigns, timers and the
+//! **ledger** of idempotency keys — herald's source of truth. One trait, one implementation
+//! over SQL ([`SqlStore`], `sql.rs`) on two backends: SQLite (the embedded default, one
+//! process) and Postgres (many workers). Both pass the same conformance suite
+//! (`tests/it/store_conformance.rs`).
+//!
+//! Layout: statements that are the same on both dialects are written once, by concern
+//! (`senders`, `consent`, `campaigns`, `ledger`, `timers`, `contacts`), through the small query
+//! layer in `db.rs`; `postgres/` and `sqlite/` hold only what really differs (connecting,
+//! claiming and recording keys, webhooks, consent batches, budget and tier spending, claiming
+//! timers), split the same way. `shared.rs` holds the pure rules both apply.
 //!
 //! Every method that touches recipients works on a batch: the hot path never runs a statement
 //! per recipient.
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +28,13 @@ pub use crate::domain::{
     Sender, Template,
 };
 
-mod pg_slots;
+mod campaigns;
+mod consent;
+mod contacts;
+mod db;
+mod ledger;
 pub mod postgres;
+mod senders;
 mod shared;
 mod sql;
 pub mod sqlite;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Budget, BudgetCharge, CampaignState, ClaimStatus, ConsentState, DeliveryUpdate, OutcomeRecord,
-    StoreError, StoreResult,
+    Budget, BudgetCharge, CampaignState, Claim, ClaimStatus, ConsentState, DeliveryUpdate,
+    OutcomeRecord, StoreError, StoreResult,
 };
 use crate::domain::{Outcome, PhoneNumber};
 use crate::policy::cost::admit_within_budget;
@@ -229,6 +229,22 @@ pub(super) fn in_order(
     hit: &std::collections::HashSet<String>,
 ) -> Vec<bool> {
     keys.iter().map(|k| hit.contains(k.as_str())).collect()
+}
+
+/// Each claim's status, in the order given, from the statuses the claim statements found per
+/// key. A claimed key missing from them means the ledger lost a row it had just written.
+pub(crate) fn claim_statuses_in_order(
+    claims: &[Claim],
+    status: &HashMap<String, ClaimStatus>,
+) -> StoreResult<Vec<ClaimStatus>> {
+    claims
+        .iter()
+        .map(|c| {
+            status.get(c.key.as_str()).copied().ok_or_else(|| {
+                StoreError::Corrupt(format!("claimed key '{}' is not in the ledger", c.key))
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

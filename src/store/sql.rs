@@ -14,6 +14,7 @@ use super::{
     ConsentState, DeliveryUpdate, DueTimer, LedgerRow, OutcomeRecord, Sender, SlotLease, Store,
     StoreResult, Template, UnknownReview,
 };
+use super::{campaigns, consent, contacts, ledger, senders, timers};
 use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
 
 /// A store on one of the two SQL backends.
@@ -42,15 +43,15 @@ impl Store for SqlStore {
     }
 
     async fn upsert_sender(&self, sender: &Sender) -> StoreResult<()> {
-        dispatch!(self.upsert_sender(sender))
+        senders::upsert_sender(self, sender).await
     }
 
     async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>> {
-        dispatch!(self.sender(id))
+        senders::sender(self, id).await
     }
 
     async fn senders(&self) -> StoreResult<Vec<Sender>> {
-        dispatch!(self.senders())
+        senders::senders(self).await
     }
 
     async fn set_sender_status(
@@ -59,11 +60,11 @@ impl Store for SqlStore {
         status: &str,
         reason: Option<&str>,
     ) -> StoreResult<()> {
-        dispatch!(self.set_sender_status(id, status, reason))
+        senders::set_sender_status(self, id, status, reason).await
     }
 
     async fn upsert_template(&self, template: &Template) -> StoreResult<()> {
-        dispatch!(self.upsert_template(template))
+        senders::upsert_template(self, template).await
     }
 
     async fn template(
@@ -72,7 +73,7 @@ impl Store for SqlStore {
         name: &str,
         language: &str,
     ) -> StoreResult<Option<Template>> {
-        dispatch!(self.template(account_id, name, language))
+        senders::template(self, account_id, name, language).await
     }
 
     async fn set_template_status(
@@ -81,7 +82,7 @@ impl Store for SqlStore {
         language: &str,
         status: &str,
     ) -> StoreResult<u64> {
-        dispatch!(self.set_template_status(name, language, status))
+        senders::set_template_status(self, name, language, status).await
     }
 
     async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64> {
@@ -95,11 +96,11 @@ impl Store for SqlStore {
         at: DateTime<Utc>,
         source: &str,
     ) -> StoreResult<()> {
-        dispatch!(self.revoke_consent(phone, category, at, source))
+        consent::revoke_consent(self, phone, category, at, source).await
     }
 
     async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
-        dispatch!(self.suppress(phone, reason))
+        consent::suppress(self, phone, reason).await
     }
 
     async fn consent_states(
@@ -111,11 +112,11 @@ impl Store for SqlStore {
     }
 
     async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {
-        dispatch!(self.ensure_campaign(id))
+        campaigns::ensure_campaign(self, id).await
     }
 
     async fn campaign(&self, id: &CampaignId) -> StoreResult<Option<Campaign>> {
-        dispatch!(self.campaign(id))
+        campaigns::campaign(self, id).await
     }
 
     async fn set_campaign_state(
@@ -124,11 +125,11 @@ impl Store for SqlStore {
         state: CampaignState,
         reason: Option<&str>,
     ) -> StoreResult<()> {
-        dispatch!(self.set_campaign_state(id, state, reason))
+        campaigns::set_campaign_state(self, id, state, reason).await
     }
 
     async fn campaign_state_counts(&self) -> StoreResult<Vec<(CampaignState, u64)>> {
-        dispatch!(self.campaign_state_counts())
+        campaigns::campaign_state_counts(self).await
     }
 
     async fn set_campaign_budget(
@@ -136,7 +137,7 @@ impl Store for SqlStore {
         id: &CampaignId,
         budget: Option<&Budget>,
     ) -> StoreResult<Campaign> {
-        dispatch!(self.set_campaign_budget(id, budget))
+        campaigns::set_campaign_budget(self, id, budget).await
     }
 
     async fn charge_budget(&self, id: &CampaignId, costs: &[u64]) -> StoreResult<BudgetCharge> {
@@ -144,11 +145,11 @@ impl Store for SqlStore {
     }
 
     async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {
-        dispatch!(self.refund_budget(id, micros))
+        campaigns::refund_budget(self, id, micros).await
     }
 
     async fn budgeted_campaigns(&self) -> StoreResult<Vec<Campaign>> {
-        dispatch!(self.budgeted_campaigns())
+        campaigns::budgeted_campaigns(self).await
     }
 
     async fn claim(
@@ -189,15 +190,15 @@ impl Store for SqlStore {
         after: Option<&IdempotencyKey>,
         limit: u32,
     ) -> StoreResult<Vec<LedgerRow>> {
-        dispatch!(self.ledger_page(campaign, after, limit))
+        ledger::ledger_page(self, campaign, after, limit).await
     }
 
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>> {
-        dispatch!(self.ledger_entry(key))
+        ledger::ledger_entry(self, key).await
     }
 
     async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts> {
-        dispatch!(self.campaign_counts(campaign))
+        ledger::campaign_counts(self, campaign).await
     }
 
     async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
@@ -216,7 +217,7 @@ impl Store for SqlStore {
     }
 
     async fn unknown_by_campaign(&self) -> StoreResult<Vec<(CampaignId, u64)>> {
-        dispatch!(self.unknown_by_campaign())
+        ledger::unknown_by_campaign(self).await
     }
 
     async fn reserve_tier(
@@ -246,15 +247,15 @@ impl Store for SqlStore {
     }
 
     async fn set_job_deferral(&self, job: &str, token: &str) -> StoreResult<()> {
-        dispatch!(self.set_job_deferral(job, token))
+        ledger::set_job_deferral(self, job, token).await
     }
 
     async fn job_deferral(&self, job: &str) -> StoreResult<Option<String>> {
-        dispatch!(self.job_deferral(job))
+        ledger::job_deferral(self, job).await
     }
 
     async fn clear_job_deferral(&self, job: &str) -> StoreResult<()> {
-        dispatch!(self.clear_job_deferral(job))
+        ledger::clear_job_deferral(self, job).await
     }
 
     async fn schedule_timer(
@@ -264,7 +265,7 @@ impl Store for SqlStore {
         due: DateTime<Utc>,
         payload: &serde_json::Value,
     ) -> StoreResult<bool> {
-        dispatch!(self.schedule_timer(kind, key, due, payload))
+        timers::schedule_timer(self, kind, key, due, payload).await
     }
 
     async fn claim_due_timers(
@@ -278,7 +279,7 @@ impl Store for SqlStore {
     }
 
     async fn complete_timer(&self, kind: &str, key: &str, owner: &str) -> StoreResult<bool> {
-        dispatch!(self.complete_timer(kind, key, owner))
+        timers::complete_timer(self, kind, key, owner).await
     }
 
     async fn release_timer(
@@ -288,22 +289,22 @@ impl Store for SqlStore {
         owner: &str,
         due: Option<DateTime<Utc>>,
     ) -> StoreResult<bool> {
-        dispatch!(self.release_timer(kind, key, owner, due))
+        timers::release_timer(self, kind, key, owner, due).await
     }
 
     async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool> {
-        dispatch!(self.cancel_timer(kind, key))
+        timers::cancel_timer(self, kind, key).await
     }
 
     async fn pending_timers(&self) -> StoreResult<Vec<(String, u64)>> {
-        dispatch!(self.pending_timers())
+        timers::pending_timers(self).await
     }
 
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<serde_json::Value> {
-        dispatch!(self.export_contact(phone))
+        contacts::export_contact(self, phone).await
     }
 
     async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
-        dispatch!(self.erase_contact(phone))
+        contacts::erase_contact(self, phone).await
     }
 }

@@ -1,42 +1,127 @@
-//! Durable timers ("do `kind` for `key` at `due`"): the statements both dialects share. Times
-//! are the caller's `now` (never the database clock), so a test or a replay can move time; the
-//! payload is JSON text the store never looks into. Only claiming differs per dialect.
+//! Durable timers ("do `kind` for `key` at `due`"), the same on both dialects but for
+//! claiming (`SKIP LOCKED` on Postgres, the single writer on SQLite). Due times and leases
+//! are the caller's `now`, so a test or a replay can move time; the payload is JSON text the
+//! store never looks into.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
-use super::{StoreError, StoreResult};
+use super::db::{Arg, Row};
+use super::sql::SqlStore;
+use super::{DueTimer, StoreError, StoreResult};
 
-/// One timer per (kind, key): a second schedule keeps the first.
-pub(crate) const SCHEDULE: &str = "INSERT INTO timers (kind, key, due_at, payload, created_at)
-     VALUES ($1, $2, $3, $4, $5)
-     ON CONFLICT (kind, key) DO NOTHING";
-
-/// Fired at most once: only the current holder, only while unfired.
-pub(crate) const COMPLETE: &str = "UPDATE timers SET fired_at = $4, lease_until = NULL
-     WHERE kind = $1 AND key = $2 AND owner = $3 AND fired_at IS NULL";
-
-pub(crate) const RELEASE: &str =
-    "UPDATE timers SET owner = NULL, lease_until = NULL, due_at = COALESCE($4, due_at)
-     WHERE kind = $1 AND key = $2 AND owner = $3 AND fired_at IS NULL";
-
-pub(crate) const CANCEL: &str =
-    "DELETE FROM timers WHERE kind = $1 AND key = $2 AND fired_at IS NULL";
-
-pub(crate) const PENDING_BY_KIND: &str = "SELECT kind, count(*) AS n FROM timers
-     WHERE fired_at IS NULL GROUP BY kind ORDER BY kind";
-
-/// The payload as the text the `payload` column holds.
-pub(crate) fn payload_text(payload: &serde_json::Value) -> String {
-    payload.to_string()
+/// A claimed timer from its row.
+pub(crate) fn due_timer(r: &Row) -> StoreResult<DueTimer> {
+    let payload = r.text("payload")?;
+    Ok(DueTimer {
+        kind: r.text("kind")?,
+        key: r.text("key")?,
+        due: r.time("due_at")?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| StoreError::Corrupt(format!("timer payload: {e}")))?,
+        claims: u32::try_from(r.int("claims")?).unwrap_or(0),
+    })
 }
 
-/// The payload read back from its column.
-pub(crate) fn parse_payload(text: &str) -> StoreResult<serde_json::Value> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("timer payload: {e}")))
+/// Claimed timers in the order they fell due (`RETURNING` keeps no order).
+pub(crate) fn in_due_order(rows: &[Row]) -> StoreResult<Vec<DueTimer>> {
+    let mut due = rows
+        .iter()
+        .map(due_timer)
+        .collect::<StoreResult<Vec<_>>>()?;
+    due.sort_by(|a, b| (a.due, &a.kind, &a.key).cmp(&(b.due, &b.kind, &b.key)));
+    Ok(due)
+}
+
+/// One timer per (kind, key): a second schedule keeps the first.
+pub(super) async fn schedule_timer(
+    db: &SqlStore,
+    kind: &str,
+    key: &str,
+    due: DateTime<Utc>,
+    payload: &Value,
+) -> StoreResult<bool> {
+    let created = db
+        .execute(
+            "INSERT INTO timers (kind, key, due_at, payload, created_at)
+             VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (kind, key) DO NOTHING",
+            &[
+                Arg::Text(kind),
+                Arg::Text(key),
+                Arg::Time(due),
+                Arg::Text(&payload.to_string()),
+            ],
+        )
+        .await?;
+    Ok(created == 1)
+}
+
+/// Fired at most once: only the current holder, only while unfired.
+pub(super) async fn complete_timer(
+    db: &SqlStore,
+    kind: &str,
+    key: &str,
+    owner: &str,
+) -> StoreResult<bool> {
+    let done = db
+        .execute(
+            "UPDATE timers SET fired_at = now(), lease_until = NULL
+             WHERE kind = $1 AND key = $2 AND owner = $3 AND fired_at IS NULL",
+            &[Arg::Text(kind), Arg::Text(key), Arg::Text(owner)],
+        )
+        .await?;
+    Ok(done == 1)
+}
+
+pub(super) async fn release_timer(
+    db: &SqlStore,
+    kind: &str,
+    key: &str,
+    owner: &str,
+    due: Option<DateTime<Utc>>,
+) -> StoreResult<bool> {
+    let done = db
+        .execute(
+            "UPDATE timers SET owner = NULL, lease_until = NULL, due_at = COALESCE($4, due_at)
+             WHERE kind = $1 AND key = $2 AND owner = $3 AND fired_at IS NULL",
+            &[
+                Arg::Text(kind),
+                Arg::Text(key),
+                Arg::Text(owner),
+                Arg::OptTime(due),
+            ],
+        )
+        .await?;
+    Ok(done == 1)
+}
+
+pub(super) async fn cancel_timer(db: &SqlStore, kind: &str, key: &str) -> StoreResult<bool> {
+    let done = db
+        .execute(
+            "DELETE FROM timers WHERE kind = $1 AND key = $2 AND fired_at IS NULL",
+            &[Arg::Text(kind), Arg::Text(key)],
+        )
+        .await?;
+    Ok(done == 1)
+}
+
+pub(super) async fn pending_timers(db: &SqlStore) -> StoreResult<Vec<(String, u64)>> {
+    db.read_all(
+        "SELECT kind, count(*) AS n FROM timers
+         WHERE fired_at IS NULL GROUP BY kind ORDER BY kind",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.text("kind")?, u64::try_from(r.int("n")?).unwrap_or(0))))
+    .collect()
 }
 
 /// When a lease taken at `now` for `lease` ends.
-pub(crate) fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
+pub(crate) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(lease)
         .ok()
         .and_then(|d| now.checked_add_signed(d))

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::{SlotLease, StoreResult};
 use crate::domain::SenderId;
+use crate::store::{SlotLease, StoreResult};
 
 /// Leases `n` consecutive slots spaced `interval` apart for `sender`. The first slot is at
 /// the later of now and the row's theoretical arrival time; the row moves past the last one.

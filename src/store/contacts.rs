@@ -1,0 +1,158 @@
+//! Personal data (GDPR): exporting everything stored about a number, and erasing it. The same
+//! statements on both dialects.
+
+use serde_json::{Value, json};
+
+use super::StoreResult;
+use super::db::{Arg, Row};
+use super::shared;
+use super::sql::SqlStore;
+use crate::domain::PhoneNumber;
+
+fn time_json(r: &Row, column: &str) -> StoreResult<Value> {
+    Ok(r.opt_time(column)?
+        .map_or(Value::Null, |t| Value::from(t.to_rfc3339())))
+}
+
+fn consent_json(r: &Row) -> StoreResult<Value> {
+    Ok(json!({
+        "category": r.text("category")?,
+        "granted_at": time_json(r, "granted_at")?,
+        "source": r.text("source")?,
+        "proof": r.text("proof")?,
+    }))
+}
+
+fn revocation_json(r: &Row) -> StoreResult<Value> {
+    Ok(json!({
+        "category": r.opt_text("category")?,
+        "revoked_at": time_json(r, "revoked_at")?,
+        "source": r.text("source")?,
+    }))
+}
+
+fn suppression_json(r: &Row) -> StoreResult<Value> {
+    Ok(json!({
+        "reason": r.text("reason")?,
+        "created_at": time_json(r, "created_at")?,
+        "erased": r.opt_text("phone")?.is_none(),
+    }))
+}
+
+fn tier_json(r: &Row) -> StoreResult<Value> {
+    Ok(json!({
+        "portfolio": r.text("portfolio")?,
+        "last_reached_at": time_json(r, "last_reached_at")?,
+    }))
+}
+
+fn ledger_json(r: &Row) -> StoreResult<Value> {
+    Ok(json!({
+        "key": r.text("key")?,
+        "campaign": r.text("campaign")?,
+        "job": r.text("job")?,
+        "sender": r.text("sender")?,
+        "recipient": r.text("recipient")?,
+        "template": r.text("template")?,
+        "language": r.text("language")?,
+        "category": r.text("category")?,
+        "state": r.text("state")?,
+        "reason": r.opt_text("reason")?,
+        "wamid": r.opt_text("wamid")?,
+        "attempts": r.int("attempts")?,
+        "delivery": r.opt_text("delivery")?,
+        "delivery_error": r.opt_text("delivery_error")?,
+        "billed_category": r.opt_text("billed_category")?,
+        "created_at": time_json(r, "created_at")?,
+        "updated_at": time_json(r, "updated_at")?,
+    }))
+}
+
+fn to_json(rows: &[Row], f: fn(&Row) -> StoreResult<Value>) -> StoreResult<Vec<Value>> {
+    rows.iter().map(f).collect()
+}
+
+pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreResult<Value> {
+    let hash = shared::phone_hash(phone);
+    let by_phone = [Arg::Text(phone.as_str())];
+    // One snapshot for the whole export, so it is consistent with itself.
+    let mut conn = db.snapshot().await?;
+    let consents = conn
+        .fetch_all(
+            "SELECT category, granted_at, source, proof FROM consents
+             WHERE phone = $1 ORDER BY category",
+            &by_phone,
+        )
+        .await?;
+    let revocations = conn
+        .fetch_all(
+            "SELECT category, revoked_at, source FROM revocations
+             WHERE phone = $1 ORDER BY revoked_at, id",
+            &by_phone,
+        )
+        .await?;
+    let suppressions = conn
+        .fetch_all(
+            "SELECT phone, reason, created_at FROM suppressions
+             WHERE phone_hash = $1 ORDER BY created_at, id",
+            &[Arg::Text(&hash)],
+        )
+        .await?;
+    let tier = conn
+        .fetch_all(
+            "SELECT portfolio, last_reached_at FROM tier_reach WHERE phone = $1 ORDER BY portfolio",
+            &by_phone,
+        )
+        .await?;
+    let ledger = conn
+        .fetch_all(
+            "SELECT key, campaign, job, sender, recipient, template, language, category, state,
+                    reason, wamid, attempts, delivery, delivery_error, billed_category,
+                    created_at, updated_at
+             FROM ledger WHERE recipient = $1 OR recipient = $2 ORDER BY created_at, key",
+            &[Arg::Text(phone.as_str()), Arg::Text(&hash)],
+        )
+        .await?;
+    conn.commit().await?;
+    Ok(json!({
+        "phone": phone.as_str(),
+        "phone_hash": hash,
+        "consents": to_json(&consents, consent_json)?,
+        "revocations": to_json(&revocations, revocation_json)?,
+        "suppressions": to_json(&suppressions, suppression_json)?,
+        "tier": to_json(&tier, tier_json)?,
+        "ledger": to_json(&ledger, ledger_json)?,
+    }))
+}
+
+pub(super) async fn erase_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreResult<u64> {
+    let hash = shared::phone_hash(phone);
+    let (phone, hash) = (Arg::Text(phone.as_str()), Arg::Text(&hash));
+    let mut tx = db.write_tx().await?;
+    let mut touched = 0;
+    for (sql, args) in [
+        ("DELETE FROM consents WHERE phone = $1", &[phone][..]),
+        ("DELETE FROM revocations WHERE phone = $1", &[phone]),
+        ("DELETE FROM tier_reach WHERE phone = $1", &[phone]),
+        (
+            "UPDATE ledger SET recipient = $2, updated_at = now() WHERE recipient = $1",
+            &[phone, hash],
+        ),
+        // The suppression already kept by hash: drop only the number from it.
+        (
+            "UPDATE suppressions SET phone = NULL WHERE phone = $1",
+            &[phone],
+        ),
+        // Never message an erased number again by mistake (a re-import, an old CSV).
+        (
+            "INSERT INTO suppressions (phone, phone_hash, reason, created_at)
+             VALUES (NULL, $1, 'erased', now())
+             ON CONFLICT (phone_hash, reason) DO NOTHING",
+            &[hash],
+        ),
+    ] {
+        touched += tx.execute(sql, args).await?;
+    }
+    tx.commit().await?;
+    Ok(touched)
+}

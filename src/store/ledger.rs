@@ -1,0 +1,147 @@
+//! Reading the ledger (pages, single keys, counts), the same on both dialects. Writing it —
+//! claims, marks, outcomes, leases, webhooks — is batch work each dialect does its own way.
+
+use super::db::{Arg, Row};
+use super::senders::parse_category;
+use super::sql::SqlStore;
+use super::{CampaignCounts, LedgerRow, StoreResult};
+use crate::domain::{CampaignId, IdempotencyKey, JobId, SenderId};
+
+/// The columns [`ledger_row`] reads.
+macro_rules! ledger_columns {
+    () => {
+        "key, campaign, job, sender, recipient, template, category, state, reason, wamid, \
+         attempts, delivery, resent_unknown, created_at, updated_at"
+    };
+}
+
+fn ledger_row(r: &Row) -> StoreResult<LedgerRow> {
+    Ok(LedgerRow {
+        key: IdempotencyKey::from_trusted(r.text("key")?),
+        campaign: CampaignId::from_trusted(r.text("campaign")?),
+        job: JobId::from_trusted(r.text("job")?),
+        sender: SenderId::from_trusted(r.text("sender")?),
+        recipient: r.text("recipient")?,
+        template: r.text("template")?,
+        category: parse_category(&r.text("category")?)?,
+        state: r.text("state")?,
+        reason: r.opt_text("reason")?,
+        wamid: r.opt_text("wamid")?,
+        attempts: u32::try_from(r.int("attempts")?).unwrap_or(0),
+        delivery: r.opt_text("delivery")?,
+        resent_unknown: r.flag("resent_unknown")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
+pub(super) async fn ledger_page(
+    db: &SqlStore,
+    campaign: &CampaignId,
+    after: Option<&IdempotencyKey>,
+    limit: u32,
+) -> StoreResult<Vec<LedgerRow>> {
+    db.read_all(
+        concat!(
+            "SELECT ",
+            ledger_columns!(),
+            " FROM ledger
+             WHERE campaign = $1 AND (CAST($2 AS TEXT) IS NULL OR key > $2)
+             ORDER BY key LIMIT $3"
+        ),
+        &[
+            Arg::Text(campaign.as_str()),
+            Arg::OptText(after.map(IdempotencyKey::as_str)),
+            Arg::Int(i64::from(limit)),
+        ],
+    )
+    .await?
+    .iter()
+    .map(ledger_row)
+    .collect()
+}
+
+pub(super) async fn ledger_entry(
+    db: &SqlStore,
+    key: &IdempotencyKey,
+) -> StoreResult<Option<LedgerRow>> {
+    db.read_optional(
+        concat!("SELECT ", ledger_columns!(), " FROM ledger WHERE key = $1"),
+        &[Arg::Text(key.as_str())],
+    )
+    .await?
+    .as_ref()
+    .map(ledger_row)
+    .transpose()
+}
+
+pub(super) async fn campaign_counts(
+    db: &SqlStore,
+    campaign: &CampaignId,
+) -> StoreResult<CampaignCounts> {
+    let by_state = db
+        .read_all(
+            "SELECT state, COALESCE(reason, '') AS reason, count(*) AS n FROM ledger
+             WHERE campaign = $1 GROUP BY 1, 2 ORDER BY 1, 2",
+            &[Arg::Text(campaign.as_str())],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.text("state")?,
+                r.text("reason")?,
+                u64::try_from(r.int("n")?).unwrap_or(0),
+            ))
+        })
+        .collect::<StoreResult<_>>()?;
+    Ok(CampaignCounts { by_state })
+}
+
+pub(super) async fn unknown_by_campaign(db: &SqlStore) -> StoreResult<Vec<(CampaignId, u64)>> {
+    db.read_all(
+        "SELECT campaign, count(*) AS n FROM ledger WHERE state = 'unknown' GROUP BY campaign",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            CampaignId::from_trusted(r.text("campaign")?),
+            u64::try_from(r.int("n")?).unwrap_or(0),
+        ))
+    })
+    .collect()
+}
+
+// --- deferred jobs (RabbitMQ) ------------------------------------------------------------
+
+pub(super) async fn set_job_deferral(db: &SqlStore, job: &str, token: &str) -> StoreResult<()> {
+    db.execute(
+        "INSERT INTO job_deferrals (job, token, deferred_at) VALUES ($1, $2, now())
+         ON CONFLICT (job) DO UPDATE SET token = excluded.token,
+             deferred_at = excluded.deferred_at",
+        &[Arg::Text(job), Arg::Text(token)],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn job_deferral(db: &SqlStore, job: &str) -> StoreResult<Option<String>> {
+    db.read_optional(
+        "SELECT token FROM job_deferrals WHERE job = $1",
+        &[Arg::Text(job)],
+    )
+    .await?
+    .map(|r| r.text("token"))
+    .transpose()
+}
+
+pub(super) async fn clear_job_deferral(db: &SqlStore, job: &str) -> StoreResult<()> {
+    db.execute(
+        "DELETE FROM job_deferrals WHERE job = $1",
+        &[Arg::Text(job)],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! What a campaign and a portfolio may still spend, on Postgres: budgets charged under the
+//! campaign's row lock, tier reservations serialised per portfolio on an advisory lock, the
+//! tier window on the database clock.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{PostgresStore, TIER_LOCK_CLASS, sorted_keys};
+use crate::domain::{CampaignId, PhoneNumber};
+use crate::store::shared;
+use crate::store::{BudgetCharge, StoreResult};
+
+impl PostgresStore {
+    pub(in crate::store) async fn charge_budget(
+        &self,
+        id: &CampaignId,
+        costs: &[u64],
+    ) -> StoreResult<BudgetCharge> {
+        let total: u64 = costs.iter().sum();
+        let total_i = i64::try_from(total).unwrap_or(i64::MAX);
+        // The common case, no budget: one statement.
+        let unlimited = sqlx::query(
+            "UPDATE campaigns SET committed_micros = committed_micros + $2
+             WHERE id = $1 AND budget_micros IS NULL",
+        )
+        .bind(id.as_str())
+        .bind(total_i)
+        .execute(&self.pool)
+        .await?;
+        if unlimited.rows_affected() == 1 {
+            return Ok(BudgetCharge {
+                admitted: vec![true; costs.len()],
+                left: None,
+            });
+        }
+        // A budget: decide under the row lock, so workers charging at once never overspend.
+        let mut tx = self.tx().await?;
+        let row: Option<(Option<i64>, Option<String>, i64)> = sqlx::query_as(
+            "SELECT budget_micros, budget_currency, committed_micros FROM campaigns
+             WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (charge, added) = shared::decide_budget(row, costs);
+        if added > 0 {
+            sqlx::query(
+                "UPDATE campaigns SET committed_micros = committed_micros + $2 WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(i64::try_from(added).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(charge)
+    }
+
+    pub(in crate::store) async fn reserve_tier(
+        &self,
+        portfolio: &str,
+        limit: Option<u32>,
+        window: Duration,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<bool>> {
+        if phones.is_empty() {
+            return Ok(Vec::new());
+        }
+        let window_secs = window.as_secs_f64();
+        let mut tx = self.tx().await?;
+        let (answers, touch) = if limit.is_none() {
+            shared::decide_tier(phones, &HashSet::new(), 0, None)
+        } else {
+            // One reservation per portfolio at a time, across every worker: the count and
+            // the stamps below must not interleave with another's or the tier overspends.
+            sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+                .bind(TIER_LOCK_CLASS)
+                .bind(portfolio)
+                .execute(&mut *tx)
+                .await?;
+            let in_window: HashSet<String> = sqlx::query_scalar(
+                // The batch is looked up by primary key first; left to itself the planner
+                // may prefer scanning the whole window through the time index.
+                "WITH batch AS MATERIALIZED (
+                    SELECT phone, last_reached_at FROM tier_reach
+                    WHERE portfolio = $1 AND phone = ANY($3)
+                 )
+                 SELECT phone FROM batch
+                 WHERE last_reached_at > now() - $2 * interval '1 second'",
+            )
+            .bind(portfolio)
+            .bind(window_secs)
+            .bind(phones.iter().map(PhoneNumber::as_str).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+            // Counting the window is the costly part: skip it when every number is free.
+            let used = if phones.iter().all(|p| in_window.contains(p.as_str())) {
+                0
+            } else {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM tier_reach
+                     WHERE portfolio = $1 AND last_reached_at > now() - $2 * interval '1 second'",
+                )
+                .bind(portfolio)
+                .bind(window_secs)
+                .fetch_one(&mut *tx)
+                .await?;
+                u64::try_from(n).unwrap_or(0)
+            };
+            shared::decide_tier(phones, &in_window, used, limit)
+        };
+        if !touch.is_empty() {
+            // Sorted, so concurrent unlimited reservations (which take no advisory lock) stamp
+            // rows in the same order and cannot deadlock.
+            sqlx::query(
+                "INSERT INTO tier_reach (portfolio, phone, last_reached_at)
+                 SELECT $1, p, now() FROM UNNEST($2::text[]) AS p
+                 ON CONFLICT (portfolio, phone) DO UPDATE SET last_reached_at = excluded.last_reached_at",
+            )
+            .bind(portfolio)
+            .bind(sorted_keys(touch))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(answers)
+    }
+
+    pub(in crate::store) async fn tier_usage(
+        &self,
+        portfolio: &str,
+        window: Duration,
+    ) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tier_reach
+             WHERE portfolio = $1 AND last_reached_at > now() - $2 * interval '1 second'",
+        )
+        .bind(portfolio)
+        .bind(window.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
