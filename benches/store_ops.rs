@@ -6,7 +6,9 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use herald::domain::{CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId};
+use herald::domain::{
+    CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
+};
 use herald::store::{self, Claim, Consent, OutcomeRecord};
 
 fn main() {
@@ -39,6 +41,7 @@ async fn run(n: usize) {
             template: "flash_sale".into(),
             language: "de".into(),
             category: Category::Marketing,
+            channel: ChannelKind::WhatsApp,
         })
         .collect();
     let consents: Vec<Consent> = phones

@@ -217,6 +217,7 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
         "delivery",
         "job",
         "updated_at",
+        "channel",
     ])
     .map_err(io)?;
     let mut after: Option<IdempotencyKey> = None;
@@ -244,6 +245,7 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
                 row.delivery.as_deref().unwrap_or(""),
                 row.job.as_str(),
                 &row.updated_at.to_rfc3339(),
+                row.channel.as_str(),
             ])
             .map_err(io)?;
         }

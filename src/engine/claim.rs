@@ -14,7 +14,7 @@ use super::config::{EngineError, Progress};
 use super::gate::Gate;
 use super::report::JobReport;
 use super::run::{Item, Run};
-use crate::domain::{Category, IdempotencyKey, Job, Outcome, SkipReason};
+use crate::domain::{Category, ChannelKind, IdempotencyKey, Job, Outcome, SkipReason};
 use crate::store::{Claim, ClaimStatus, OutcomeRecord, Store};
 use crate::telemetry::metrics;
 
@@ -25,6 +25,8 @@ pub(super) struct Claimer {
     pub(super) batch: usize,
     /// How long a claim stays ours without renewal.
     pub(super) lease: Duration,
+    /// The channel the claimed keys go out on (the ledger row says which).
+    pub(super) channel: ChannelKind,
 }
 
 /// A key recorded as skipped without being sent.
@@ -35,7 +37,12 @@ pub(super) struct Skip<'a> {
 }
 
 impl Claimer {
-    fn claims(job: &Job, category: Category, keys: &[(&IdempotencyKey, &str)]) -> Vec<Claim> {
+    fn claims(
+        &self,
+        job: &Job,
+        category: Category,
+        keys: &[(&IdempotencyKey, &str)],
+    ) -> Vec<Claim> {
         keys.iter()
             .map(|(key, to)| Claim {
                 key: (*key).clone(),
@@ -46,6 +53,7 @@ impl Claimer {
                 template: job.template.name.clone(),
                 language: job.template.language.clone(),
                 category,
+                channel: self.channel,
             })
             .collect()
     }
@@ -63,7 +71,7 @@ impl Claimer {
     ) -> Result<(), EngineError> {
         for chunk in skips.chunks(self.batch) {
             let keys: Vec<_> = chunk.iter().map(|s| (s.key, s.to)).collect();
-            let claims = Self::claims(job, category, &keys);
+            let claims = self.claims(job, category, &keys);
             let statuses = self.store.claim(owner, self.lease, &claims).await?;
             let mut records = Vec::new();
             for (s, status) in chunk.iter().zip(statuses) {
@@ -107,7 +115,7 @@ impl Claimer {
             next += chunk.len();
 
             let keys: Vec<_> = chunk.iter().map(|r| (&r.key, r.to.as_str())).collect();
-            let claims = Self::claims(&job, run.category, &keys);
+            let claims = self.claims(&job, run.category, &keys);
             let statuses = self.store.claim(&run.owner, self.lease, &claims).await?;
             let mut mine = Vec::with_capacity(chunk.len());
             {

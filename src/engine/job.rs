@@ -109,6 +109,7 @@ impl Engine {
             store: Arc::clone(&self.store),
             batch: self.config.claim_batch,
             lease: self.config.lease,
+            channel: self.channel.kind(),
         }
     }
 

@@ -4,14 +4,14 @@
 use super::db::{Arg, Row};
 use super::senders::parse_category;
 use super::sql::SqlStore;
-use super::{CampaignCounts, LedgerRow, StoreResult};
+use super::{CampaignCounts, LedgerRow, StoreError, StoreResult};
 use crate::domain::{CampaignId, IdempotencyKey, JobId, SenderId};
 
 /// The columns [`ledger_row`] reads.
 macro_rules! ledger_columns {
     () => {
-        "key, campaign, job, sender, recipient, template, category, state, reason, wamid, \
-         attempts, delivery, resent_unknown, created_at, updated_at"
+        "key, campaign, job, sender, recipient, template, category, channel, state, reason, \
+         wamid, attempts, delivery, resent_unknown, created_at, updated_at"
     };
 }
 
@@ -24,6 +24,7 @@ fn ledger_row(r: &Row) -> StoreResult<LedgerRow> {
         recipient: r.text("recipient")?,
         template: r.text("template")?,
         category: parse_category(&r.text("category")?)?,
+        channel: r.text("channel")?.parse().map_err(StoreError::Corrupt)?,
         state: r.text("state")?,
         reason: r.opt_text("reason")?,
         wamid: r.opt_text("wamid")?,

@@ -18,7 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId};
+use crate::domain::{
+    CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
+};
 
 pub use sql::SqlStore;
 
@@ -102,6 +104,8 @@ pub struct Claim {
     pub template: String,
     pub language: String,
     pub category: Category,
+    /// The channel that will carry it.
+    pub channel: ChannelKind,
 }
 
 /// What claiming a key found.
@@ -135,6 +139,8 @@ pub struct LedgerRow {
     pub recipient: String,
     pub template: String,
     pub category: Category,
+    /// The channel that carried (or will carry) it.
+    pub channel: ChannelKind,
     /// pending, sending, sent, failed, skipped or unknown.
     pub state: String,
     /// Skip reason or Graph error code, as text.

@@ -652,3 +652,62 @@ async fn a_campaign_budget_caps_spend_and_failed_sends_give_theirs_back() {
         ("skipped", Some("budget_exhausted"))
     );
 }
+
+#[tokio::test]
+async fn a_job_that_needs_sms_is_refused_whole_before_any_claim() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(2);
+    env.consent_all(&to).await;
+    let j = job_with(json!({
+        "version": 1, "job_id": "j-sms", "campaign_id": "c-sms", "sender": SENDER,
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": [
+            { "to": to[0] },
+            { "to": to[1], "channel": "sms", "vars": { "name": "Ben" } }
+        ],
+        "sms": { "from": "ACME", "text": "Hi {{name}}: -30 % today" },
+    }));
+    match env.run(&j).await {
+        JobRun::Rejected(reason) => assert_eq!(reason.label(), "sms_unavailable"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // Nobody was claimed, nobody reached on the wrong channel.
+    let counts = env
+        .store
+        .campaign_counts(&herald::domain::CampaignId::parse("c-sms").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(counts, Default::default(), "{counts:?}");
+    assert_eq!(env.sim.stats().accepted, 0);
+}
+
+#[tokio::test]
+async fn the_report_says_which_channel_carried_each_key_and_masks_numbers() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(3);
+    env.consent_all(&to).await;
+    let report = env.finished(&job("j-rep", "c-rep", &to)).await;
+    assert_eq!(report.total("sent"), 3, "{report:?}");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["report", "c-rep"])
+        .env("HERALD_DATABASE_URL", &env.db_url)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{csv}");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header.last(), Some(&"channel"), "{header:?}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    for row in rows {
+        assert!(row.ends_with(",whatsapp"), "{row}");
+        assert!(row.contains(",sent,"), "{row}");
+    }
+    for n in &to {
+        assert!(!csv.contains(n.as_str()), "a full number in the report");
+    }
+}

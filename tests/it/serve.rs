@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use herald::amqp::Topology;
-use herald::domain::{CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId};
+use herald::domain::{
+    CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
+};
 use herald::http::{self, OptOutWords, ServeConfig, WebhookConfig};
 use herald::simulator::SimConfig;
 use herald::store::{Claim, Consent, ConsentState, OutcomeRecord, Sender, Store};
@@ -211,6 +213,7 @@ async fn seeded_store() -> (Arc<dyn Store>, tempfile::TempDir) {
                     template: "flash_sale".into(),
                     language: "de".into(),
                     category: Category::Marketing,
+                    channel: ChannelKind::WhatsApp,
                 }],
             )
             .await

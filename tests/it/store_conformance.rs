@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use herald::domain::{
-    CampaignId, Category, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId, SkipReason,
+    CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
+    SkipReason,
 };
 use herald::store::{
     Budget, CampaignState, Claim, ClaimStatus, Consent, ConsentState, DeliveryUpdate,
@@ -46,6 +47,7 @@ fn claim_in(campaign_id: &str, k: &str) -> Claim {
         template: "flash_sale".into(),
         language: "de".into(),
         category: Category::Marketing,
+        channel: ChannelKind::WhatsApp,
     }
 }
 
@@ -103,6 +105,23 @@ async fn new_keys_are_claimed_pending_for_their_owner(store: Arc<dyn Store>) {
     assert_eq!(row.attempts, 0);
     assert!(store.ledger_entry(&key("zz")).await.unwrap().is_none());
     assert!(store.claim("w1", MINUTE, &[]).await.unwrap().is_empty());
+}
+
+async fn every_key_records_the_channel_that_carries_it(store: Arc<dyn Store>) {
+    let mut sms = claim_in("bf", "by-sms");
+    sms.channel = ChannelKind::Sms;
+    let both = [claim_in("bf", "by-whatsapp"), sms];
+    store.claim("w1", MINUTE, &both).await.unwrap();
+    for (k, channel) in [
+        ("by-whatsapp", ChannelKind::WhatsApp),
+        ("by-sms", ChannelKind::Sms),
+    ] {
+        let row = store.ledger_entry(&key(k)).await.unwrap().unwrap();
+        assert_eq!(row.channel, channel, "{k}");
+    }
+    let page = store.ledger_page(&campaign("bf"), None, 10).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert!(page.iter().any(|r| r.channel == ChannelKind::Sms));
 }
 
 async fn a_key_with_an_outcome_is_done_for_everyone(store: Arc<dyn Store>) {
@@ -1367,6 +1386,7 @@ macro_rules! conformance {
 
 conformance!(
     new_keys_are_claimed_pending_for_their_owner,
+    every_key_records_the_channel_that_carries_it,
     a_key_with_an_outcome_is_done_for_everyone,
     the_same_owner_may_claim_again,
     a_live_lease_of_another_owner_is_respected,

@@ -45,10 +45,10 @@ impl PostgresStore {
         order.dedup_by(|a, b| a.key == b.key);
         let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
-                                 category, state, owner, lease_until)
+                                 category, channel, state, owner, lease_until)
              SELECT u.*, 'pending', $1, now() + $2 * interval '1 second'
              FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::text[]) AS u
+                         $8::text[], $9::text[], $10::text[], $11::text[]) AS u
              ON CONFLICT (key) DO NOTHING
              RETURNING key",
         )
@@ -87,6 +87,7 @@ impl PostgresStore {
                 .map(|c| c.category.as_str())
                 .collect::<Vec<_>>(),
         )
+        .bind(order.iter().map(|c| c.channel.as_str()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
         for k in inserted {

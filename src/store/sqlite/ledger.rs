@@ -24,7 +24,7 @@ impl SqliteStore {
         let now = now_ms();
         let lease_until = now.saturating_add(shared::millis(lease));
         let distinct: HashSet<&str> = claims.iter().map(|c| c.key.as_str()).collect();
-        let rows: Vec<[&str; 8]> = claims
+        let rows: Vec<[&str; 9]> = claims
             .iter()
             .map(|c| {
                 [
@@ -36,6 +36,7 @@ impl SqliteStore {
                     &c.template,
                     &c.language,
                     c.category.as_str(),
+                    c.channel.as_str(),
                 ]
             })
             .collect();
@@ -44,9 +45,10 @@ impl SqliteStore {
         // 1. New keys. The common case: every key is new, and this is the only statement.
         let inserted = sqlx::query(
             "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
-                                 category, state, owner, lease_until, created_at, updated_at)
+                                 category, channel, state, owner, lease_until, created_at,
+                                 updated_at)
              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
-                    value->>7, 'pending', ?1, ?2, ?3, ?3
+                    value->>7, value->>8, 'pending', ?1, ?2, ?3, ?3
              FROM json_each(?4) WHERE true
              ON CONFLICT (key) DO NOTHING",
         )
