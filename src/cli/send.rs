@@ -9,10 +9,11 @@ use chrono::Utc;
 use clap::Args;
 
 use crate::app::{CliError, EngineOpts, GlobalOpts, PacingOpts, RateCardOpts, progress_bar};
-use crate::domain::Job;
+use crate::domain::{ChannelKind, Job};
 use crate::engine::{JobRun, Progress, RunControl};
 use crate::policy::cost::{CostTally, format_micros};
 use crate::policy::gate::DeferReason;
+use crate::policy::segments::{self, Encoding};
 
 #[derive(Args, Debug)]
 pub struct SendArgs {
@@ -261,5 +262,135 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
             job.sender
         ),
     }
+    for line in sms_lines(&job) {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// What the job's SMS version would cost in parts: who may get it, its encoding, and the
+/// parts per recipient (texts differ by their `{{name}}` values).
+fn sms_lines(job: &Job) -> Vec<String> {
+    let Some(sms) = &job.sms else {
+        return Vec::new();
+    };
+    let may_get =
+        |r: &&crate::domain::Recipient| job.fallback.is_some() || r.channel == ChannelKind::Sms;
+    let prefer = job
+        .recipients
+        .iter()
+        .filter(|r| r.channel == ChannelKind::Sms)
+        .count();
+    let mut lines = vec![format!(
+        "sms: {prefer} recipient(s) prefer SMS{}",
+        match &job.fallback {
+            Some(f) => format!(
+                "; the others fall back to SMS on {}{}",
+                f.when
+                    .iter()
+                    .map(|t| serde_json::to_value(t)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                f.undelivered_after
+                    .map(|d| format!(" (undelivered after {})", humantime::format_duration(d)))
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        }
+    )];
+    let counts: Vec<_> = job
+        .recipients
+        .iter()
+        .filter(may_get)
+        .map(|r| segments::count(&sms.render(r.vars.as_deref())))
+        .collect();
+    if let (Some(min), Some(max)) = (
+        counts.iter().map(|c| c.parts).min(),
+        counts.iter().map(|c| c.parts).max(),
+    ) {
+        let ucs2 = counts
+            .iter()
+            .filter(|c| c.encoding == Encoding::Ucs2)
+            .count();
+        let parts = if min == max {
+            format!("{max}")
+        } else {
+            format!("{min}–{max}")
+        };
+        lines.push(format!(
+            "  text: {parts} part(s) per SMS, {} in all for {} recipient(s){}",
+            counts.iter().map(|c| u64::from(c.parts)).sum::<u64>(),
+            counts.len(),
+            if ucs2 > 0 {
+                format!(" — UCS-2 for {ucs2} (a character outside GSM-7: 70/67 per part)")
+            } else {
+                " (GSM-7)".to_owned()
+            }
+        ));
+    }
+    lines.push(
+        "  this herald has no SMS channel yet: the job would be refused (sms_unavailable)".into(),
+    );
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(extra: serde_json::Value) -> Job {
+        let mut v = serde_json::json!({
+            "version": 1, "job_id": "j", "campaign_id": "c", "sender": "106540352242922",
+            "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+            "recipients": [
+                { "to": "+4915112345678", "vars": { "name": "Anna" } },
+                { "to": "+4917698765432", "channel": "sms", "vars": { "name": "Zoë 👟" } }
+            ],
+            "sms": { "from": "ACME", "text": "ACME: Sneaker -30 %, {{name}}" },
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        Job::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_estimate_counts_sms_parts_for_those_who_may_get_one() {
+        let lines = sms_lines(&job(serde_json::json!({})));
+        assert_eq!(lines[0], "sms: 1 recipient(s) prefer SMS");
+        // Only the SMS-preferring recipient, whose name needs UCS-2.
+        assert!(
+            lines[1].contains("1 in all for 1 recipient(s)"),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("UCS-2 for 1"), "{lines:?}");
+        assert!(lines[2].contains("sms_unavailable"));
+
+        let with_fallback = job(serde_json::json!({
+            "fallback": { "when": ["not_on_whatsapp", "undelivered"], "undelivered_after": "PT30M" }
+        }));
+        let lines = sms_lines(&with_fallback);
+        assert_eq!(
+            lines[0],
+            "sms: 1 recipient(s) prefer SMS; the others fall back to SMS on not_on_whatsapp, undelivered (undelivered after 30m)"
+        );
+        assert!(
+            lines[1].contains("2 in all for 2 recipient(s)"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_job_without_sms_prints_nothing_about_it() {
+        let plain = Job::parse(
+            br#"{"version":1,"job_id":"j","campaign_id":"c","sender":"1",
+                "template":{"name":"t","language":"de","category":"utility"},
+                "recipients":[{"to":"+4915112345678"}]}"#,
+        )
+        .unwrap();
+        assert!(sms_lines(&plain).is_empty());
+    }
 }
