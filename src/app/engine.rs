@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{CliError, InflightOpts, PacingOpts, RateCardOpts};
+use super::{CliError, InflightOpts, PacingOpts, RateCardOpts, SmsOpts};
 use crate::engine::{Engine, EngineConfig};
 use crate::graph::GraphClient;
 use crate::pacing::{LeasedSlots, PacerConfig, PacerRegistry, SlotSource};
@@ -22,13 +22,16 @@ pub struct EngineOpts {
     pub inflight: InflightOpts,
     #[command(flatten)]
     pub rate_card: RateCardOpts,
+    #[command(flatten)]
+    pub sms: SmsOpts,
 }
 
 impl EngineOpts {
     /// Rejects settings that cannot work, before anything is read or opened.
     pub fn check(&self) -> Result<(), CliError> {
         self.pacing.check()?;
-        self.inflight.check()
+        self.inflight.check()?;
+        self.sms.check()
     }
 
     /// Checks the settings and loads the rate card.
@@ -37,6 +40,7 @@ impl EngineOpts {
         let mut setup = EngineSetup::new(self.rate_card.load()?);
         setup.pacer.headroom = self.pacing.headroom;
         setup.config.max_inflight_per_sender = self.inflight.max_inflight;
+        setup.config.sms_max_parts = self.sms.sms_max_parts;
         Ok(setup)
     }
 }

@@ -18,4 +18,4 @@ pub use error::CliError;
 pub use global::GlobalOpts;
 pub use probe::probe_store_and_campaigns;
 pub use progress::progress_bar;
-pub use settings::{DrainOpts, InflightOpts, MAX_DRAIN_SECONDS, PacingOpts, RateCardOpts};
+pub use settings::{DrainOpts, InflightOpts, MAX_DRAIN_SECONDS, PacingOpts, RateCardOpts, SmsOpts};

@@ -52,6 +52,24 @@ impl PacingOpts {
     }
 }
 
+/// How long an SMS text may be.
+#[derive(Args, Debug, Clone)]
+pub struct SmsOpts {
+    /// Most SMS parts one recipient's text may take (each part is billed); a job with a
+    /// longer text is refused naming the recipient.
+    #[arg(long, env = "HERALD_SMS_MAX_PARTS", default_value_t = 3)]
+    pub sms_max_parts: u32,
+}
+
+impl SmsOpts {
+    pub fn check(&self) -> Result<(), CliError> {
+        if self.sms_max_parts == 0 {
+            return Err(CliError::Usage("--sms-max-parts must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
 /// How many requests go out at once per number.
 #[derive(Args, Debug, Clone)]
 pub struct InflightOpts {

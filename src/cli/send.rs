@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::Args;
 
-use crate::app::{CliError, EngineOpts, GlobalOpts, PacingOpts, RateCardOpts, progress_bar};
+use crate::app::{
+    CliError, EngineOpts, GlobalOpts, PacingOpts, RateCardOpts, SmsOpts, progress_bar,
+};
 use crate::domain::{ChannelKind, Job};
 use crate::engine::{JobRun, Progress, RunControl};
 use crate::policy::cost::{CostTally, format_micros};
@@ -37,6 +39,8 @@ pub struct EstimateArgs {
     pub rate_card: RateCardOpts,
     #[command(flatten)]
     pub pacing: PacingOpts,
+    #[command(flatten)]
+    pub sms: SmsOpts,
 }
 
 pub(crate) fn read_job(path: &PathBuf) -> Result<Job, CliError> {
@@ -174,6 +178,7 @@ fn lock_embedded_sending(database_url: &str) -> Option<std::fs::File> {
 
 pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError> {
     args.pacing.check()?;
+    args.sms.check()?;
     let job = read_job(&args.file)?;
     let card = args.rate_card.load()?;
     let store = g.open_store().await?;
@@ -262,7 +267,7 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
             job.sender
         ),
     }
-    for line in sms_lines(&job) {
+    for line in sms_lines(&job, args.sms.sms_max_parts) {
         println!("{line}");
     }
     Ok(())
@@ -270,7 +275,7 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
 
 /// What the job's SMS version would cost in parts: who may get it, its encoding, and the
 /// parts per recipient (texts differ by their `{{name}}` values).
-fn sms_lines(job: &Job) -> Vec<String> {
+fn sms_lines(job: &Job, max_parts: u32) -> Vec<String> {
     let Some(sms) = &job.sms else {
         return Vec::new();
     };
@@ -330,6 +335,11 @@ fn sms_lines(job: &Job) -> Vec<String> {
                 " (GSM-7)".to_owned()
             }
         ));
+        if max > max_parts {
+            lines.push(format!(
+                "  a text takes {max} parts, more than --sms-max-parts {max_parts}: the job would be refused (sms_too_long)"
+            ));
+        }
     }
     lines.push(
         "  this herald has no SMS channel yet: the job would be refused (sms_unavailable)".into(),
@@ -359,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_estimate_counts_sms_parts_for_those_who_may_get_one() {
-        let lines = sms_lines(&job(serde_json::json!({})));
+        let lines = sms_lines(&job(serde_json::json!({})), 3);
         assert_eq!(lines[0], "sms: 1 recipient(s) prefer SMS");
         // Only the SMS-preferring recipient, whose name needs UCS-2.
         assert!(
@@ -372,7 +382,7 @@ mod tests {
         let with_fallback = job(serde_json::json!({
             "fallback": { "when": ["not_on_whatsapp", "undelivered"], "undelivered_after": "PT30M" }
         }));
-        let lines = sms_lines(&with_fallback);
+        let lines = sms_lines(&with_fallback, 3);
         assert_eq!(
             lines[0],
             "sms: 1 recipient(s) prefer SMS; the others fall back to SMS on not_on_whatsapp, undelivered (undelivered after 30m)"
@@ -391,6 +401,6 @@ mod tests {
                 "recipients":[{"to":"+4915112345678"}]}"#,
         )
         .unwrap();
-        assert!(sms_lines(&plain).is_empty());
+        assert!(sms_lines(&plain, 3).is_empty());
     }
 }

@@ -44,6 +44,9 @@ pub struct EngineConfig {
     pub resend_unknown_after: Option<Duration>,
     /// After this long an unknown key is left unknown for good (no webhook feed).
     pub unknown_give_up: Duration,
+    /// Most SMS parts one recipient's text may take (`HERALD_SMS_MAX_PARTS`): each is billed,
+    /// and a text that long is more likely a template mistake than a message.
+    pub sms_max_parts: u32,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +65,7 @@ impl Default for EngineConfig {
             tier_retry_after: Duration::from_secs(600),
             resend_unknown_after: Some(Duration::from_secs(600)),
             unknown_give_up: Duration::from_secs(3600),
+            sms_max_parts: 3,
         }
     }
 }

@@ -117,6 +117,9 @@ impl Engine {
     /// keys that have an outcome are never sent again.
     pub async fn run_job(&self, job: Arc<Job>, ctl: &RunControl) -> Result<JobRun, EngineError> {
         let started = Instant::now();
+        if let Err(too_long) = gate::check_sms_length(&job, self.config.sms_max_parts) {
+            return Ok(JobRun::Rejected(too_long));
+        }
         if job.needs_sms() && self.channel.kind() != ChannelKind::Sms {
             // One channel per engine for now (WhatsApp): a job that may need SMS would reach
             // some customers on the wrong channel or not at all. Refused before any claim.

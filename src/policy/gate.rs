@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::SkipReason;
-use crate::domain::{CampaignState, ConsentState, Sender, Template};
+use crate::domain::{CampaignState, ChannelKind, ConsentState, Job, Sender, SkipReason, Template};
+use crate::policy::segments;
 
 /// Why a whole job is held back for now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,11 @@ pub enum RejectReason {
         "the job needs the SMS channel (a recipient's channel is sms, or `fallback` is set), which this herald cannot send yet: nothing was sent"
     )]
     SmsUnavailable,
+    /// The SMS text of one recipient (after its `{{name}}` values) takes more parts than allowed.
+    #[error(
+        "the SMS text for key {key} takes {parts} parts, more than the {limit} allowed (--sms-max-parts): nothing was sent"
+    )]
+    SmsTooLong { key: String, parts: u32, limit: u32 },
 }
 
 impl RejectReason {
@@ -77,8 +82,31 @@ impl RejectReason {
             Self::UnknownTemplate { .. } => "unknown_template",
             Self::TemplateNotApproved { .. } => "template_not_approved",
             Self::SmsUnavailable => "sms_unavailable",
+            Self::SmsTooLong { .. } => "sms_too_long",
         }
     }
+}
+
+/// The first recipient who may get the job's SMS version and whose text takes more than
+/// `limit` parts.
+pub fn check_sms_length(job: &Job, limit: u32) -> Result<(), RejectReason> {
+    let Some(sms) = &job.sms else {
+        return Ok(());
+    };
+    for r in &job.recipients {
+        if job.fallback.is_none() && r.channel != ChannelKind::Sms {
+            continue;
+        }
+        let parts = segments::count(&sms.render(r.vars.as_deref())).parts;
+        if parts > limit {
+            return Err(RejectReason::SmsTooLong {
+                key: r.key.to_string(),
+                parts,
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What to do with a job as a whole.
@@ -278,5 +306,54 @@ mod tests {
             recipient_verdict(ConsentState::OptedOut),
             Some(SkipReason::OptedOut)
         );
+    }
+
+    fn sms_job(text: &str, fallback: bool) -> Job {
+        let mut v = serde_json::json!({
+            "version": 1, "job_id": "j", "campaign_id": "c", "sender": "1",
+            "template": { "name": "t", "language": "de", "category": "marketing" },
+            "recipients": [
+                { "to": "+4915112345678", "key": "short", "vars": { "name": "Anna" } },
+                { "to": "+4917698765432", "key": "long", "channel": "sms",
+                  "vars": { "name": "x".repeat(400) } }
+            ],
+            "sms": { "from": "ACME", "text": text },
+        });
+        if fallback {
+            v["fallback"] = serde_json::json!({ "when": ["failed"] });
+        }
+        Job::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_sms_text_over_the_part_limit_refuses_the_job_naming_the_key() {
+        let job = sms_job("Hi {{name}}", false);
+        // 403 GSM-7 septets: 3 parts.
+        assert_eq!(check_sms_length(&job, 3), Ok(()));
+        let err = check_sms_length(&job, 2).unwrap_err();
+        assert_eq!(
+            err,
+            RejectReason::SmsTooLong {
+                key: "long".into(),
+                parts: 3,
+                limit: 2
+            }
+        );
+        assert_eq!(err.label(), "sms_too_long");
+        assert!(!err.to_string().contains("+49"));
+    }
+
+    #[test]
+    fn only_recipients_who_may_get_the_sms_count() {
+        // Anna's text is short; without fallback she never gets the SMS anyway.
+        let job = sms_job("{{name}} {{name}}", false);
+        assert!(
+            check_sms_length(&job, 5)
+                .unwrap_err()
+                .to_string()
+                .contains("key long")
+        );
+        let job = sms_job("Hi", true);
+        assert_eq!(check_sms_length(&job, 1), Ok(()));
     }
 }

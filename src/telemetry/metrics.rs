@@ -287,7 +287,8 @@ pub fn job_acked() {
 }
 
 /// `reason` is a short fixed word: invalid_json, unsupported_version, invalid_job,
-/// unknown_sender, unknown_template, template_not_approved, sms_unavailable, too_large.
+/// unknown_sender, unknown_template, template_not_approved, sms_unavailable, sms_too_long,
+/// too_large.
 pub fn job_dead_lettered(reason: &'static str) {
     counter!(JOBS_DEAD_LETTERED, "reason" => reason).increment(1);
 }
