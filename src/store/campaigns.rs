@@ -4,7 +4,7 @@
 use super::db::{Arg, Row};
 use super::shared;
 use super::sql::SqlStore;
-use super::{Budget, Campaign, CampaignState, StoreResult};
+use super::{Budget, BudgetCharge, Campaign, CampaignState, StoreResult};
 use crate::domain::CampaignId;
 
 /// The columns [`campaign_row`] reads.
@@ -129,6 +129,62 @@ pub(super) async fn set_campaign_budget(
         )
         .await?;
     campaign_row(&row)
+}
+
+/// Commits the estimated `costs` against the campaign's budget, admitting them in order while
+/// they fit. Decided under the campaign's row lock (Postgres `FOR UPDATE`; SQLite's write
+/// transaction holds its one write lock), so workers charging at once never overspend.
+pub(super) async fn charge_budget(
+    db: &SqlStore,
+    id: &CampaignId,
+    costs: &[u64],
+) -> StoreResult<BudgetCharge> {
+    let total = i64::try_from(costs.iter().sum::<u64>()).unwrap_or(i64::MAX);
+    // The common case, no budget: one statement.
+    let unlimited = db
+        .execute(
+            "UPDATE campaigns SET committed_micros = committed_micros + $2
+             WHERE id = $1 AND budget_micros IS NULL",
+            &[Arg::Text(id.as_str()), Arg::Int(total)],
+        )
+        .await?;
+    if unlimited == 1 {
+        return Ok(BudgetCharge {
+            admitted: vec![true; costs.len()],
+            left: None,
+        });
+    }
+    let read = match db {
+        SqlStore::Postgres(_) => {
+            "SELECT budget_micros, budget_currency, committed_micros FROM campaigns
+             WHERE id = $1 FOR UPDATE"
+        }
+        SqlStore::Sqlite(_) => {
+            "SELECT budget_micros, budget_currency, committed_micros FROM campaigns WHERE id = $1"
+        }
+    };
+    let mut tx = db.write_tx().await?;
+    let row = match tx.fetch_all(read, &[Arg::Text(id.as_str())]).await?.first() {
+        Some(r) => Some((
+            r.opt_int("budget_micros")?,
+            r.opt_text("budget_currency")?,
+            r.int("committed_micros")?,
+        )),
+        None => None,
+    };
+    let (charge, added) = shared::decide_budget(row, costs);
+    if added > 0 {
+        tx.execute(
+            "UPDATE campaigns SET committed_micros = committed_micros + $2 WHERE id = $1",
+            &[
+                Arg::Text(id.as_str()),
+                Arg::Int(i64::try_from(added).unwrap_or(i64::MAX)),
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(charge)
 }
 
 pub(super) async fn refund_budget(db: &SqlStore, id: &CampaignId, micros: u64) -> StoreResult<()> {

@@ -7,7 +7,7 @@
 //! Layout: statements that are the same on both dialects are written once, by concern
 //! (`senders`, `consent`, `campaigns`, `ledger`, `timers`, `contacts`), through the small query
 //! layer in `db.rs`; `postgres/` and `sqlite/` hold only what really differs (connecting,
-//! claiming and recording keys, webhooks, consent batches, budget and tier spending, claiming
+//! claiming and recording keys, webhooks, consent batches, tier reservations, claiming
 //! timers), split the same way. `shared.rs` holds the pure rules both apply.
 //!
 //! Every method that touches recipients works on a batch: the hot path never runs a statement

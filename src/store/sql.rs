@@ -141,7 +141,7 @@ impl Store for SqlStore {
     }
 
     async fn charge_budget(&self, id: &CampaignId, costs: &[u64]) -> StoreResult<BudgetCharge> {
-        dispatch!(self.charge_budget(id, costs))
+        campaigns::charge_budget(self, id, costs).await
     }
 
     async fn refund_budget(&self, id: &CampaignId, micros: u64) -> StoreResult<()> {

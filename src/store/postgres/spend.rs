@@ -1,61 +1,16 @@
-//! What a campaign and a portfolio may still spend, on Postgres: budgets charged under the
-//! campaign's row lock, tier reservations serialised per portfolio on an advisory lock, the
-//! tier window on the database clock.
+//! What a portfolio may still reach, on Postgres: tier reservations serialised per portfolio
+//! on an advisory lock, the tier window on the database clock. (Budgets are charged in the
+//! shared `store::campaigns`.)
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{PostgresStore, TIER_LOCK_CLASS, sorted_keys};
-use crate::domain::{CampaignId, PhoneNumber};
+use crate::domain::PhoneNumber;
+use crate::store::StoreResult;
 use crate::store::shared;
-use crate::store::{BudgetCharge, StoreResult};
 
 impl PostgresStore {
-    pub(in crate::store) async fn charge_budget(
-        &self,
-        id: &CampaignId,
-        costs: &[u64],
-    ) -> StoreResult<BudgetCharge> {
-        let total: u64 = costs.iter().sum();
-        let total_i = i64::try_from(total).unwrap_or(i64::MAX);
-        // The common case, no budget: one statement.
-        let unlimited = sqlx::query(
-            "UPDATE campaigns SET committed_micros = committed_micros + $2
-             WHERE id = $1 AND budget_micros IS NULL",
-        )
-        .bind(id.as_str())
-        .bind(total_i)
-        .execute(&self.pool)
-        .await?;
-        if unlimited.rows_affected() == 1 {
-            return Ok(BudgetCharge {
-                admitted: vec![true; costs.len()],
-                left: None,
-            });
-        }
-        // A budget: decide under the row lock, so workers charging at once never overspend.
-        let mut tx = self.tx().await?;
-        let row: Option<(Option<i64>, Option<String>, i64)> = sqlx::query_as(
-            "SELECT budget_micros, budget_currency, committed_micros FROM campaigns
-             WHERE id = $1 FOR UPDATE",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (charge, added) = shared::decide_budget(row, costs);
-        if added > 0 {
-            sqlx::query(
-                "UPDATE campaigns SET committed_micros = committed_micros + $2 WHERE id = $1",
-            )
-            .bind(id.as_str())
-            .bind(i64::try_from(added).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(charge)
-    }
-
     pub(in crate::store) async fn reserve_tier(
         &self,
         portfolio: &str,

@@ -1,41 +1,16 @@
-//! What a campaign and a portfolio may still spend, on SQLite: budgets and tier reservations
-//! decided inside one write transaction (SQLite's write lock serialises them).
+//! What a portfolio may still reach, on SQLite: tier reservations decided inside one write
+//! transaction (SQLite's write lock serialises them). (Budgets are charged in the shared
+//! `store::campaigns`.)
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{SqliteStore, json_keys, now_ms};
-use crate::domain::{CampaignId, PhoneNumber};
+use crate::domain::PhoneNumber;
+use crate::store::StoreResult;
 use crate::store::shared;
-use crate::store::{BudgetCharge, StoreResult};
 
 impl SqliteStore {
-    pub(in crate::store) async fn charge_budget(
-        &self,
-        id: &CampaignId,
-        costs: &[u64],
-    ) -> StoreResult<BudgetCharge> {
-        let mut tx = self.write_tx().await?;
-        let row: Option<(Option<i64>, Option<String>, i64)> = sqlx::query_as(
-            "SELECT budget_micros, budget_currency, committed_micros FROM campaigns WHERE id = ?1",
-        )
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (charge, added) = shared::decide_budget(row, costs);
-        if added > 0 {
-            sqlx::query(
-                "UPDATE campaigns SET committed_micros = committed_micros + ?2 WHERE id = ?1",
-            )
-            .bind(id.as_str())
-            .bind(i64::try_from(added).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(charge)
-    }
-
     pub(in crate::store) async fn reserve_tier(
         &self,
         portfolio: &str,
