@@ -293,10 +293,7 @@ fn sms_lines(job: &Job, max_parts: u32) -> Vec<String> {
                 "; the others fall back to SMS on {}{}",
                 f.when
                     .iter()
-                    .map(|t| serde_json::to_value(t)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default())
+                    .map(|t| t.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
                 f.undelivered_after

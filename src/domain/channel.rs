@@ -68,6 +68,17 @@ pub struct FallbackRule {
     pub undelivered_after: Option<std::time::Duration>,
 }
 
+impl FallbackTrigger {
+    /// The name in the job format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotOnWhatsapp => "not_on_whatsapp",
+            Self::Failed => "failed",
+            Self::Undelivered => "undelivered",
+        }
+    }
+}
+
 impl FallbackRule {
     pub fn on(&self, trigger: FallbackTrigger) -> bool {
         self.when.contains(&trigger)
@@ -102,6 +113,12 @@ mod tests {
                 FallbackTrigger::Undelivered
             ]
         );
+        for t in when {
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{}\"", t.as_str())
+            );
+        }
         assert!(serde_json::from_str::<FallbackTrigger>(r#""bounced""#).is_err());
     }
 }

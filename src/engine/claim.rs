@@ -85,9 +85,25 @@ impl Claimer {
                 }
             }
             self.store.record_outcomes(&records).await?;
+            // One counter update per reason and batch, not per key (a cancelled campaign
+            // skips thousands at once).
+            let mut by_reason: Vec<(SkipReason, u64)> = Vec::new();
             for r in &records {
                 report.count(&r.outcome);
-                metrics::outcome(job.sender.as_str(), category, &r.outcome);
+                if let Outcome::Skipped { reason } = r.outcome {
+                    match by_reason.iter_mut().find(|(known, _)| *known == reason) {
+                        Some((_, n)) => *n += 1,
+                        None => by_reason.push((reason, 1)),
+                    }
+                }
+            }
+            for (reason, n) in by_reason {
+                metrics::outcomes(
+                    job.sender.as_str(),
+                    category,
+                    &Outcome::Skipped { reason },
+                    n,
+                );
             }
             if let Some(p) = progress {
                 p.done.fetch_add(chunk.len() as u64, Ordering::Relaxed);

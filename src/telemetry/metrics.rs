@@ -198,17 +198,7 @@ fn describe() {
 
 /// Counts one recipient's final outcome.
 pub fn outcome(sender: &str, category: Category, outcome: &Outcome) {
-    let reason = match outcome {
-        Outcome::Sent { .. } | Outcome::Unknown => String::new(),
-        Outcome::Failed { code } => code_label(*code),
-        Outcome::Skipped { reason } => reason.as_str().to_owned(),
-    };
-    counter!(MESSAGES,
-        "outcome" => outcome.kind(),
-        "reason" => reason,
-        "sender" => sender.to_owned(),
-        "category" => category.as_str())
-    .increment(1);
+    outcomes(sender, category, outcome, 1);
 }
 
 /// Counts `n` recipients with the same outcome at once (skips decided per batch).
