@@ -42,10 +42,10 @@ pub struct Segments {
 }
 
 /// The GSM 03.38 default alphabet (one septet each).
-const GSM_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
+pub(crate) const GSM_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
 ¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
 /// The extension table (an escape septet plus one).
-const GSM_EXTENSION: &str = "\u{0C}^{}\\[~]|€";
+pub(crate) const GSM_EXTENSION: &str = "\u{0C}^{}\\[~]|€";
 
 /// Septets `c` takes in GSM-7, or `None` when it has no GSM-7 form.
 fn gsm_width(c: char) -> Option<usize> {
