@@ -2,7 +2,7 @@
 //! one prepared message and what its answer means (a classified [`Answer`]); which rate limit a
 //! send counts against (its pacing key) and what it costs (its price on the rate card). The
 //! engine's stages (claim → gate → mark → pace → send → record) and the ledger are shared by
-//! every channel. [`whatsapp`] is the Cloud API; SMS plugs in beside it.
+//! every channel. [`whatsapp`] is the Cloud API, [`sms`] an SMPP route.
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -14,6 +14,7 @@ pub use crate::policy::next_step::Answer;
 pub mod sms;
 pub mod whatsapp;
 
+pub use sms::SmsChannel;
 pub use whatsapp::WhatsAppChannel;
 
 /// Where a sender's messages go on a channel (a URL, a bind), worked out once per run.
@@ -30,6 +31,10 @@ pub struct Prepared<'a> {
     pub template: &'a str,
     pub language: &'a str,
     pub components: &'a [Value],
+    /// SMS: the text for this recipient (placeholders filled) and the sender ID or number it
+    /// comes from. Empty on WhatsApp.
+    pub text: &'a str,
+    pub from: &'a str,
 }
 
 /// A way of reaching people.
@@ -50,7 +55,19 @@ pub trait Channel: Send + Sync + 'static {
         sender.clone()
     }
 
-    /// The estimated price of one message of `category` to `to`, in millionths of the rate
-    /// card's currency (0: unpriced).
-    fn price_micros(&self, card: &RateCard, category: Category, to: &PhoneNumber) -> u64;
+    /// The rate that key allows, given the sender's own (WhatsApp: the number's; SMS: the
+    /// route's TPS).
+    fn rate_per_sec(&self, sender_rate: u32) -> u32 {
+        sender_rate
+    }
+
+    /// The estimated price of one message of `category` to `to` with `text` (SMS: its parts
+    /// count), in millionths of the rate card's currency (0: unpriced).
+    fn price_micros(
+        &self,
+        card: &RateCard,
+        category: Category,
+        to: &PhoneNumber,
+        text: &str,
+    ) -> u64;
 }

@@ -65,7 +65,13 @@ impl Channel for WhatsAppChannel {
         classify(self.graph.send(&endpoint.0, &body).await)
     }
 
-    fn price_micros(&self, card: &RateCard, category: Category, to: &PhoneNumber) -> u64 {
+    fn price_micros(
+        &self,
+        card: &RateCard,
+        category: Category,
+        to: &PhoneNumber,
+        _text: &str,
+    ) -> u64 {
         card.micros(category, to)
     }
 }

@@ -20,7 +20,7 @@ pub use channel::{ChannelKind, FallbackRule, FallbackTrigger};
 pub use consent::{Consent, ConsentState};
 pub use delivery::DeliveryUpdate;
 pub use ids::{CampaignId, IdempotencyKey, JobId, SenderId};
-pub use job::{Job, JobError, Recipient, TemplateRef};
+pub use job::{Job, JobError, Recipient, SmsVersion, TemplateRef};
 pub use outcome::{Category, Outcome, SkipReason};
 pub use phone::{PhoneNumber, mask};
 pub use sender::{Sender, Template};

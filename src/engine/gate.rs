@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::config::EngineError;
 use super::run::{Event, Item, Run};
 use crate::channel::Channel;
-use crate::domain::{Outcome, SkipReason};
+use crate::domain::{ChannelKind, Outcome, SkipReason};
 use crate::policy::cost::RateCard;
 use crate::policy::gate;
 use crate::store::Store;
@@ -34,7 +34,12 @@ impl Gate {
     /// their event with the recorder.
     pub(super) async fn pass(&self, run: &Run, mine: Vec<usize>) -> Result<Vec<Item>, EngineError> {
         let sendable = self.consented(run, mine).await?;
-        let admitted = self.within_tier(run, sendable).await?;
+        // The messaging tier counts WhatsApp conversations only.
+        let admitted = if self.channel.kind() == ChannelKind::WhatsApp {
+            self.within_tier(run, sendable).await?
+        } else {
+            sendable
+        };
         self.within_budget(run, admitted).await
     }
 
@@ -98,8 +103,18 @@ impl Gate {
         let costs: Vec<u64> = admitted
             .iter()
             .map(|&i| {
-                self.channel
-                    .price_micros(&self.rate_card, run.category, &job.recipients[i].to)
+                let text = job.sms_text(i).unwrap_or_default();
+                let text = if self.channel.kind() == ChannelKind::Sms {
+                    text
+                } else {
+                    String::new()
+                };
+                self.channel.price_micros(
+                    &self.rate_card,
+                    run.category,
+                    &job.recipients[i].to,
+                    &text,
+                )
             })
             .collect();
         let within = if costs.iter().any(|&c| c > 0) {

@@ -38,7 +38,10 @@ use crate::telemetry::metrics;
 /// The dispatch engine. Cheap to share: one per process, many jobs at once.
 pub struct Engine {
     store: Arc<dyn Store>,
+    /// The main channel (WhatsApp, or any channel a test gives).
     channel: Arc<dyn Channel>,
+    /// The SMS route, when one is configured: recipients who prefer SMS and fallbacks.
+    sms: Option<Arc<dyn Channel>>,
     pacers: Arc<PacerRegistry>,
     pairs: Arc<PairLimiter>,
     rate_card: Arc<RateCard>,
@@ -79,6 +82,7 @@ impl Engine {
         Self {
             store,
             channel,
+            sms: None,
             pacers,
             pairs: Arc::new(PairLimiter::default()),
             rate_card,
@@ -86,6 +90,26 @@ impl Engine {
             instance: format!("{host}-{}", std::process::id()),
             inflight: Default::default(),
         }
+    }
+
+    /// The same engine with an SMS route for recipients who prefer SMS and for fallbacks.
+    pub fn with_sms(mut self, sms: Arc<dyn Channel>) -> Self {
+        self.sms = Some(sms);
+        self
+    }
+
+    /// The channel of `kind`, when this engine has one.
+    pub(super) fn channel_of(&self, kind: ChannelKind) -> Option<&Arc<dyn Channel>> {
+        if self.channel.kind() == kind {
+            Some(&self.channel)
+        } else {
+            self.sms.as_ref().filter(|c| c.kind() == kind)
+        }
+    }
+
+    /// This process in ledger and timer owners.
+    pub(super) fn instance(&self) -> &str {
+        &self.instance
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -104,12 +128,12 @@ impl Engine {
         )
     }
 
-    fn claimer(&self) -> Claimer {
+    fn claimer(&self, channel: ChannelKind) -> Claimer {
         Claimer {
             store: Arc::clone(&self.store),
             batch: self.config.claim_batch,
             lease: self.config.lease,
-            channel: self.channel.kind(),
+            channel,
         }
     }
 
@@ -120,9 +144,9 @@ impl Engine {
         if let Err(too_long) = gate::check_sms_length(&job, self.config.sms_max_parts) {
             return Ok(JobRun::Rejected(too_long));
         }
-        if job.needs_sms() && self.channel.kind() != ChannelKind::Sms {
-            // One channel per engine for now (WhatsApp): a job that may need SMS would reach
-            // some customers on the wrong channel or not at all. Refused before any claim.
+        if job.needs_sms() && self.channel_of(ChannelKind::Sms).is_none() {
+            // No SMS route (HERALD_SMS_URL): a job that may need SMS would reach some
+            // customers on the wrong channel or not at all. Refused before any claim.
             return Ok(JobRun::Rejected(RejectReason::SmsUnavailable));
         }
         let Some(sender) = self.store.sender(&job.sender).await? else {
@@ -187,19 +211,20 @@ impl Engine {
                 reason: s.reason,
             })
             .collect();
-        let claimer = self.claimer();
         let progress = ctl.progress.as_deref();
-        claimer
+        self.claimer(self.channel.kind())
             .skip(&job, &owner, category, &parse_skips, &mut report, progress)
             .await?;
 
         let mut report = match verdict {
             JobVerdict::Defer(reason) => return Ok(JobRun::Deferred(reason)),
             JobVerdict::SkipAll(reason) => {
-                let all = skip_all(&job, reason);
-                claimer
-                    .skip(&job, &owner, category, &all, &mut report, progress)
-                    .await?;
+                for (kind, lane) in lanes(&job, self.channel.kind()) {
+                    let all = skip_all(&lane, reason);
+                    self.claimer(kind)
+                        .skip(&lane, &owner, category, &all, &mut report, progress)
+                        .await?;
+                }
                 report
             }
             JobVerdict::Proceed => {
@@ -226,9 +251,29 @@ impl Engine {
         let limit = sender.tier_limit;
         let before = self.review_unknowns(&job, true).await?;
         report.resent_unknown = before.reopened;
-        let mut report = self
-            .send_all(Arc::clone(&job), sender, category, owner, report, ctl)
-            .await?;
+        let mut report = report;
+        for (kind, lane) in lanes(&job, self.channel.kind()) {
+            let channel = Arc::clone(self.channel_of(kind).expect("checked in run_job"));
+            report = self
+                .send_all(
+                    lane,
+                    channel,
+                    sender.clone(),
+                    category,
+                    owner.clone(),
+                    report,
+                    ctl,
+                )
+                .await?;
+            if report.stop.is_some() {
+                break;
+            }
+        }
+        if job.fallback.is_some() && report.stop.is_none() {
+            // Fallbacks the WhatsApp answers made due now (not on WhatsApp, failed) go out
+            // before the job ends; deadlines wait for their timer.
+            self.fire_fallbacks(ctl).await?;
+        }
         if before.waiting > 0 || report.total("unknown") > 0 {
             let after = self.review_unknowns(&job, false).await?;
             report.unknown_waiting = after.waiting;
@@ -275,9 +320,11 @@ impl Engine {
     }
 
     /// Runs the stages over the job's recipients until all are decided or the run stops.
-    async fn send_all(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_all(
         &self,
         job: Arc<Job>,
+        channel: Arc<dyn Channel>,
         sender: Sender,
         category: Category,
         owner: String,
@@ -290,13 +337,15 @@ impl Engine {
         // Two claim batches in the channel keep the marker busy while the next batch is
         // claimed, and bound memory.
         let (work_tx, work_rx) = mpsc::channel::<Item>(config.claim_batch * 2);
-        let pacing_key = self.channel.pacing_key(&job.sender);
-        let pacer = self.pacers.get(&pacing_key, sender.rate_per_sec);
+        let pacing_key = channel.pacing_key(&job.sender);
+        let pacer = self
+            .pacers
+            .get(&pacing_key, channel.rate_per_sec(sender.rate_per_sec));
         let (marked_tx, marked_rx) = mpsc::channel::<Item>(mark_ahead(pacer.effective_rate()));
         let (remark_tx, remark_rx) = mpsc::unbounded_channel();
         let run = Arc::new(Run::new(
             RunParts {
-                endpoint: self.channel.endpoint(&job.sender),
+                endpoint: channel.endpoint(&job.sender),
                 pacer,
                 inflight: self.semaphore(pacing_key.as_str()),
                 job: Arc::clone(&job),
@@ -321,6 +370,7 @@ impl Engine {
                 charges: Arc::clone(&run.charges),
                 report: Arc::clone(&report),
                 progress: ctl.progress.clone(),
+                channel: Arc::clone(&channel),
                 batch: config.record_batch,
                 interval: config.record_interval,
             }
@@ -336,7 +386,7 @@ impl Engine {
 
         let gate = Gate {
             store: Arc::clone(&self.store),
-            channel: Arc::clone(&self.channel),
+            channel: Arc::clone(&channel),
             rate_card: Arc::clone(&self.rate_card),
             tier_window: config.tier_window,
             tier_retry_after: config.tier_retry_after,
@@ -347,11 +397,11 @@ impl Engine {
             inline_limit: config.inline_delay_limit,
         };
         let send = Arc::new(SendStage {
-            channel: Arc::clone(&self.channel),
+            channel: Arc::clone(&channel),
             store: Arc::clone(&self.store),
             timing: config.retry_timing(),
         });
-        let claimer = self.claimer();
+        let claimer = self.claimer(channel.kind());
         let (produced, (), ()) = tokio::join!(
             claimer.produce(
                 &gate,
@@ -384,6 +434,39 @@ impl Engine {
         report.last_error = last_error;
         Ok(report)
     }
+}
+
+/// The job split by the channel its recipients go out on first: `main` (WhatsApp) for those
+/// who take the default, SMS for those who prefer it. A job all on one channel is not copied.
+fn lanes(job: &Arc<Job>, main: ChannelKind) -> Vec<(ChannelKind, Arc<Job>)> {
+    let on = |kind: ChannelKind| {
+        job.recipients.iter().filter(move |r| {
+            let preferred = if r.channel == ChannelKind::Sms {
+                ChannelKind::Sms
+            } else {
+                main
+            };
+            preferred == kind
+        })
+    };
+    let mut out = Vec::with_capacity(2);
+    for kind in [main, ChannelKind::Sms] {
+        let n = on(kind).count();
+        if n == job.recipients.len() {
+            return vec![(kind, Arc::clone(job))];
+        }
+        if n > 0 && !out.iter().any(|(k, _)| *k == kind) {
+            out.push((
+                kind,
+                Arc::new(Job {
+                    recipients: on(kind).cloned().collect(),
+                    skipped: Vec::new(),
+                    ..(**job).clone()
+                }),
+            ));
+        }
+    }
+    out
 }
 
 /// Every recipient, skipped for the same reason (cancelled campaign, expired job).

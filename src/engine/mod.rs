@@ -11,6 +11,7 @@
 mod claim;
 mod config;
 mod control;
+mod fallback;
 mod gate;
 mod job;
 mod mark;
@@ -21,5 +22,6 @@ mod run;
 mod send;
 
 pub use config::{EngineConfig, EngineError, Progress, RunControl};
+pub use fallback::{FallbackRound, FallbackTimer, KIND as FALLBACK_TIMER, sms_key};
 pub use job::Engine;
 pub use report::{JobReport, JobRun, StopCause};

@@ -12,9 +12,11 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use tracing::warn;
 
 use super::config::{EngineError, Progress};
+use super::fallback;
 use super::report::JobReport;
 use super::run::Event;
-use crate::domain::{Category, IdempotencyKey, Job, Outcome};
+use crate::channel::Channel;
+use crate::domain::{Category, ChannelKind, IdempotencyKey, Job, Outcome};
 use crate::policy::cost::{CostTally, RateCard};
 use crate::store::{OutcomeRecord, Store, StoreError};
 use crate::telemetry::metrics;
@@ -29,6 +31,8 @@ pub(super) struct Recorder {
     pub(super) charges: Arc<[AtomicU64]>,
     pub(super) report: Arc<AsyncMutex<JobReport>>,
     pub(super) progress: Option<Arc<Progress>>,
+    /// The channel the run sends on: its price, and whether outcomes may need a fallback.
+    pub(super) channel: Arc<dyn Channel>,
     /// Outcomes written per statement.
     pub(super) batch: usize,
     /// Longest an outcome waits in memory.
@@ -44,6 +48,8 @@ struct Pending {
     resume_in: Duration,
     /// Budget to give back.
     refund: u64,
+    /// WhatsApp outcomes of a job with a fallback rule, for their timers.
+    fallbacks: Vec<(usize, Outcome)>,
     cost: CostTally,
 }
 
@@ -82,6 +88,12 @@ impl Recorder {
             }
             let due = closed || last_flush.elapsed() >= self.interval;
             if !pending.outcomes.is_empty() && (due || pending.outcomes.len() >= self.batch) {
+                if self.job.fallback.is_some() && self.channel.kind() == ChannelKind::WhatsApp {
+                    // The fallback's timer before the outcome: a crash in between leaves a
+                    // timer that finds the key unknown, never an outcome with no fallback.
+                    fallback::schedule(&*self.store, &self.job, &pending.fallbacks).await?;
+                    pending.fallbacks.clear();
+                }
                 write_with_retry(|| self.store.record_outcomes(&pending.outcomes)).await?;
                 pending.outcomes.clear();
                 last_flush = Instant::now();
@@ -126,7 +138,18 @@ impl Recorder {
             } => {
                 let r = &self.job.recipients[idx];
                 if let Outcome::Sent { .. } = outcome {
-                    pending.cost.add(&self.rate_card, self.category, &r.to);
+                    if self.channel.kind() == ChannelKind::Sms {
+                        let text = self.job.sms_text(idx).unwrap_or_default();
+                        let micros =
+                            self.channel
+                                .price_micros(&self.rate_card, self.category, &r.to, &text);
+                        let market = self.rate_card.market(&r.to);
+                        pending
+                            .cost
+                            .add_priced(self.category, &format!("{market}-sms"), micros);
+                    } else {
+                        pending.cost.add(&self.rate_card, self.category, &r.to);
+                    }
                     sent.increment(1);
                     if held {
                         report.held_for_quality += 1;
@@ -144,6 +167,9 @@ impl Recorder {
                     metrics::outcome(self.job.sender.as_str(), self.category, &outcome);
                 }
                 report.count(&outcome);
+                if self.job.fallback.is_some() && self.channel.kind() == ChannelKind::WhatsApp {
+                    pending.fallbacks.push((idx, outcome.clone()));
+                }
                 pending.outcomes.push(OutcomeRecord {
                     key: r.key.clone(),
                     outcome,

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::report::StopCause;
 use super::run::{Event, Item, Run};
 use crate::channel::{Answer, Channel, Prepared};
-use crate::domain::{Category, Outcome};
+use crate::domain::{Category, ChannelKind, Outcome};
 use crate::policy::next_step::{Effects, RetryTiming, Step, next_step};
 use crate::store::{CampaignState, Store};
 use crate::telemetry::metrics;
@@ -35,12 +35,18 @@ impl SendStage {
     pub(super) async fn send(&self, run: &Arc<Run>, mut item: Item) {
         let r = &run.job.recipients[item.idx];
         let t = &run.job.template;
+        let (text, from) = match (self.channel.kind(), &run.job.sms) {
+            (ChannelKind::Sms, Some(sms)) => (sms.render(r.vars.as_deref()), sms.from.as_str()),
+            _ => (String::new(), ""),
+        };
         let message = Prepared {
             to: &r.to,
             key: &r.key,
             template: &t.name,
             language: &t.language,
             components: &r.components,
+            text: &text,
+            from,
         };
         item.tries.attempts += 1;
         run.handles.inflight.increment(1.0);

@@ -97,6 +97,37 @@ pub fn classify_code(code: i64) -> Action {
     }
 }
 
+/// Classifies an SMPP `command_status` of a `submit_sm_resp` or `generic_nack` (SMPP 3.4
+/// §5.1.3): throttling (0x58, 0x14) and temporary SMSC trouble are retried on a slower rate
+/// (nothing was accepted); a bad destination drops the recipient; a source address, a length
+/// or an optional parameter the SMSC refuses would fail every message alike and pauses the
+/// campaign; a bind-level refusal backs the whole route off (the session is re-bound).
+pub fn classify_smpp(status: u32) -> Action {
+    let retry = |lower_rate| Action::Retry {
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        lower_rate,
+        pause_sender: None,
+    };
+    match status {
+        // ESME_RTHROTTLED, ESME_RMSGQFUL.
+        0x58 | 0x14 => retry(true),
+        // ESME_RSYSERR, ESME_RX_T_APPN (temporary application error).
+        0x08 | 0x64 => retry(false),
+        // Invalid bind status, already bound, bind failed, bad password or system id: the
+        // session is wrong, not the message.
+        0x04 | 0x05 | 0x0D | 0x0E | 0x0F => Action::StopSender { temporary: true },
+        // Source address/TON/NPI, message or command length, command id, priority, expiry,
+        // schedule, service/system type, data coding, optional parameters.
+        0x01 | 0x02 | 0x03 | 0x06 | 0x0A | 0x15 | 0x48 | 0x49 | 0x53 | 0x61 | 0x62 | 0xC0
+        | 0xC1 | 0xC2 | 0xC3 | 0xC4 => Action::StopCampaign,
+        // Destination address/TON/NPI, ESME_RX_R_APPN, submit failed, and anything unlisted:
+        // this recipient only.
+        _ => Action::DropRecipient {
+            revoke_marketing: false,
+        },
+    }
+}
+
 /// A transport-level failure, described by what is known about the request's fate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -197,6 +228,27 @@ mod tests {
     #[test]
     fn unknown_outcomes_are_never_retried() {
         assert_eq!(classify_transport(Transport::MaybeSent), Action::Unknown);
+        // SMPP: throttling slows the route down, a bad destination drops one recipient, a
+        // refused source address stops the campaign, a bind error backs the route off.
+        assert_eq!(
+            classify_smpp(0x58),
+            Action::Retry {
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+                lower_rate: true,
+                pause_sender: None
+            }
+        );
+        assert_eq!(classify_smpp(0x14), classify_smpp(0x58));
+        assert!(is_retry(classify_smpp(0x08)));
+        assert_eq!(
+            classify_smpp(0x0B),
+            Action::DropRecipient {
+                revoke_marketing: false
+            }
+        );
+        assert_eq!(classify_smpp(0x0A), Action::StopCampaign);
+        assert_eq!(classify_smpp(0xC1), Action::StopCampaign);
+        assert_eq!(classify_smpp(0x0E), Action::StopSender { temporary: true });
         assert!(is_retry(classify_transport(Transport::NotSent)));
         assert!(is_retry(classify_transport(Transport::ServerError)));
     }

@@ -30,6 +30,9 @@ struct MarketFile {
     marketing: f64,
     utility: f64,
     authentication: f64,
+    /// Price of one SMS part to the market (the SMS route's price list), when SMS is priced.
+    #[serde(default)]
+    sms: Option<f64>,
 }
 
 /// Prices per market and category, looked up by a number's country calling code.
@@ -39,6 +42,8 @@ pub struct RateCard {
     pub currency: String,
     /// calling code → (market, [marketing, utility, authentication] in micros)
     by_code: HashMap<String, (String, [u64; 3])>,
+    /// calling code → one SMS part in micros, for markets the card prices SMS in.
+    sms_by_code: HashMap<String, u64>,
     /// Longest calling code in the card (codes are 1–3 digits).
     max_code_len: usize,
 }
@@ -78,9 +83,13 @@ impl RateCard {
         let file: RateCardFile =
             serde_json::from_str(json).map_err(|e| RateCardError::Invalid(e.to_string()))?;
         let mut by_code = HashMap::new();
+        let mut sms_by_code = HashMap::new();
         let mut max_code_len = 0;
         for m in file.markets {
-            for p in [m.marketing, m.utility, m.authentication] {
+            for p in [m.marketing, m.utility, m.authentication]
+                .into_iter()
+                .chain(m.sms)
+            {
                 if !(0.0..1000.0).contains(&p) {
                     return Err(RateCardError::Invalid(format!(
                         "market {}: price {p} out of range",
@@ -98,6 +107,9 @@ impl RateCard {
                     return Err(RateCardError::Invalid(format!("calling code '{code}'")));
                 }
                 max_code_len = max_code_len.max(code.len());
+                if let Some(sms) = m.sms {
+                    sms_by_code.insert(code.clone(), to_micros(sms));
+                }
                 by_code.insert(code, (m.market.clone(), prices));
             }
         }
@@ -105,6 +117,7 @@ impl RateCard {
             name: file.name,
             currency: file.currency,
             by_code,
+            sms_by_code,
             max_code_len,
         })
     }
@@ -143,6 +156,15 @@ impl RateCard {
             market: market.clone(),
             micros: prices[category_index(category)],
         })
+    }
+
+    /// The price of one SMS part to `to` (longest matching calling code); `None` when the card
+    /// prices no SMS for that market.
+    pub fn sms_part_micros(&self, to: &PhoneNumber) -> Option<u64> {
+        let digits = to.digits();
+        (1..=self.max_code_len.min(digits.len()))
+            .rev()
+            .find_map(|len| self.sms_by_code.get(&digits[..len]).copied())
     }
 
     /// [`price`](Self::price) in micros only (0 when unpriced), without naming the market.
@@ -232,6 +254,20 @@ impl CostTally {
             }
             None => self.unpriced += 1,
         }
+    }
+
+    /// Adds one message priced elsewhere (an SMS: parts × the part price) under `market`.
+    pub fn add_priced(&mut self, category: Category, market: &str, micros: u64) {
+        if micros == 0 {
+            self.unpriced += 1;
+            return;
+        }
+        let e = self
+            .by_category_market
+            .entry((category, market.to_owned()))
+            .or_default();
+        e.0 += 1;
+        e.1 += micros;
     }
 
     pub fn total_micros(&self) -> u64 {

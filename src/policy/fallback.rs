@@ -83,6 +83,37 @@ pub fn after_status(
     }
 }
 
+/// What the ledger shows about the WhatsApp message when its fallback timer fires.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// A `delivered` or `read` status is recorded.
+    pub delivered: bool,
+    /// It failed for good — at send or by a `failed` status — with this code (if any).
+    pub failed: Option<Option<i64>>,
+    /// The `undelivered_after` deadline has passed.
+    pub deadline_passed: bool,
+}
+
+/// When a fallback timer fires (at the deadline, or early because a `failed` status came):
+/// a delivery wins; a failure sends the SMS if its trigger is asked for; otherwise the
+/// deadline decides.
+pub fn at_timer(rule: &FallbackRule, seen: Observed) -> Fallback {
+    let s = Seen {
+        delivered: seen.delivered,
+        fallback_decided: false,
+    };
+    if seen.delivered {
+        return Fallback::No;
+    }
+    if let Some(code) = seen.failed {
+        return send_if(rule, s, failure_trigger(code));
+    }
+    if seen.deadline_passed {
+        return at_deadline(rule, s);
+    }
+    Fallback::No
+}
+
 /// At the `undelivered_after` deadline.
 pub fn at_deadline(rule: &FallbackRule, seen: Seen) -> Fallback {
     send_if(rule, seen, FallbackTrigger::Undelivered)
@@ -120,6 +151,41 @@ mod tests {
         delivered: false,
         fallback_decided: false,
     };
+
+    #[test]
+    fn a_firing_timer_weighs_delivery_then_failure_then_the_deadline() {
+        let seen = |delivered, failed, deadline_passed| Observed {
+            delivered,
+            failed,
+            deadline_passed,
+        };
+        // Delivered (even late, even after a failure report): never an SMS.
+        assert_eq!(at_timer(&all(), seen(true, Some(None), true)), Fallback::No);
+        assert_eq!(
+            at_timer(&all(), seen(false, Some(Some(NOT_ON_WHATSAPP)), false)),
+            Fallback::SendSms(FallbackTrigger::NotOnWhatsapp)
+        );
+        assert_eq!(
+            at_timer(&all(), seen(false, Some(Some(131049)), false)),
+            Fallback::SendSms(FallbackTrigger::Failed)
+        );
+        // A failure the rule does not name waits for the deadline, if it has one.
+        let undelivered_only = rule(&[FallbackTrigger::Undelivered]);
+        assert_eq!(
+            at_timer(&undelivered_only, seen(false, Some(Some(131049)), false)),
+            Fallback::No
+        );
+        assert_eq!(
+            at_timer(&all(), seen(false, None, true)),
+            Fallback::SendSms(FallbackTrigger::Undelivered)
+        );
+        assert_eq!(at_timer(&all(), seen(false, None, false)), Fallback::No);
+        let no_deadline = rule(&[FallbackTrigger::Failed]);
+        assert_eq!(
+            at_timer(&no_deadline, seen(false, None, true)),
+            Fallback::No
+        );
+    }
 
     #[test]
     fn not_on_whatsapp_sends_the_sms_at_once_only_when_asked_for() {

@@ -11,7 +11,7 @@ use crate::domain::{CampaignId, IdempotencyKey, JobId, SenderId};
 macro_rules! ledger_columns {
     () => {
         "key, campaign, job, sender, recipient, template, category, channel, state, reason, \
-         wamid, attempts, delivery, resent_unknown, created_at, updated_at"
+         wamid, attempts, delivery, delivery_error, resent_unknown, created_at, updated_at"
     };
 }
 
@@ -30,6 +30,7 @@ fn ledger_row(r: &Row) -> StoreResult<LedgerRow> {
         wamid: r.opt_text("wamid")?,
         attempts: u32::try_from(r.int("attempts")?).unwrap_or(0),
         delivery: r.opt_text("delivery")?,
+        delivery_error: r.opt_text("delivery_error")?,
         resent_unknown: r.flag("resent_unknown")?,
         created_at: r.time("created_at")?,
         updated_at: r.time("updated_at")?,

@@ -149,6 +149,8 @@ pub struct LedgerRow {
     pub attempts: u32,
     /// Latest delivery status from webhooks: delivered, read or failed.
     pub delivery: Option<String>,
+    /// The error code of a failed delivery (status webhook or SMS receipt), as text.
+    pub delivery_error: Option<String>,
     /// The key was `unknown`, the webhooks then showed Meta never accepted it, and it was
     /// sent once more (at most once, ever).
     pub resent_unknown: bool,

@@ -38,6 +38,11 @@ pub const WEBHOOK_EVENTS: &str = "herald_webhook_events_total";
 pub const BUDGET_REMAINING: &str = "herald_campaign_budget_remaining_micros";
 pub const UNKNOWN_RECIPIENTS: &str = "herald_unknown_recipients";
 pub const UNKNOWN_RESENT: &str = "herald_unknown_resent_total";
+pub const SMS_BIND_UP: &str = "herald_sms_bind_up";
+pub const SMS_BIND_FAILURES: &str = "herald_sms_bind_failures_total";
+pub const SMS_RECEIPTS: &str = "herald_sms_receipts_total";
+pub const SMS_INBOUND: &str = "herald_sms_inbound_total";
+pub const FALLBACKS: &str = "herald_fallbacks_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -65,6 +70,11 @@ pub const ALL: &[&str] = &[
     BUDGET_REMAINING,
     UNKNOWN_RECIPIENTS,
     UNKNOWN_RESENT,
+    SMS_BIND_UP,
+    SMS_BIND_FAILURES,
+    SMS_RECEIPTS,
+    SMS_INBOUND,
+    FALLBACKS,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -151,6 +161,14 @@ fn describe() {
         "1 when herald stopped the sender after a sender-fatal error"
     );
     describe_counter!(THROTTLED, "Throttling answers from Meta (130429, 131056)");
+    describe_gauge!(SMS_BIND_UP, "Whether the SMS route's SMPP session is bound");
+    describe_counter!(
+        SMS_BIND_FAILURES,
+        "SMPP connects or binds that failed, per route"
+    );
+    describe_counter!(SMS_RECEIPTS, "SMS delivery receipts by state and result");
+    describe_counter!(SMS_INBOUND, "Messages from customers by SMS (MO), by kind");
+    describe_counter!(FALLBACKS, "WhatsApp to SMS fallbacks by trigger and result");
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
     describe_counter!(
@@ -328,6 +346,40 @@ pub fn campaigns(state: &'static str, count: u64) {
 pub fn budget_remaining(campaign: &str, currency: &str, micros: u64) {
     gauge!(BUDGET_REMAINING, "campaign" => campaign.to_owned(), "currency" => currency.to_owned())
         .set(micros as f64);
+}
+
+/// Whether the SMS route's session is bound (1) or not (0).
+pub fn sms_bind(route: &str, up: bool) {
+    gauge!(SMS_BIND_UP, "route" => route.to_owned()).set(if up { 1.0 } else { 0.0 });
+}
+
+/// A connect or bind to the SMS route that failed.
+pub fn sms_bind_failure(route: &str) {
+    counter!(SMS_BIND_FAILURES, "route" => route.to_owned()).increment(1);
+}
+
+/// Delivery receipts read from the route: `state` is delivered, failed, expired, pending
+/// (an intermediate state) or unreadable; `result` applied or unchanged (a duplicate, a
+/// late receipt after a final one, or a message id herald does not know).
+pub fn sms_receipts(route: &str, state: &'static str, result: &'static str, n: u64) {
+    if n > 0 {
+        counter!(SMS_RECEIPTS, "route" => route.to_owned(), "state" => state, "result" => result)
+            .increment(n);
+    }
+}
+
+/// Messages from customers by SMS: `kind` is `opt_out` (STOP and its kin) or `other`.
+pub fn sms_inbound(route: &str, kind: &'static str) {
+    counter!(SMS_INBOUND, "route" => route.to_owned(), "kind" => kind).increment(1);
+}
+
+/// WhatsApp → SMS fallbacks: `trigger` not_on_whatsapp, failed or undelivered; `result`
+/// sent (handed to the SMS lane), delivered_first (a WhatsApp delivery was recorded first:
+/// no SMS) or scheduled (a deadline was set).
+pub fn fallback(trigger: &'static str, result: &'static str, n: u64) {
+    if n > 0 {
+        counter!(FALLBACKS, "trigger" => trigger, "result" => result).increment(n);
+    }
 }
 
 /// `kind` is one of [`webhook_kind`], `result` one of [`webhook_result`].

@@ -28,7 +28,11 @@ const GSM_EXTENSION_CODES: [u8; 10] = [0x0A, 0x14, 0x28, 0x29, 0x2F, 0x3C, 0x3D,
 /// escape, which the table leaves out).
 fn gsm_basic_code(c: char) -> Option<u8> {
     let idx = GSM_BASIC.chars().position(|b| b == c)?;
-    let code = if idx >= GSM_ESCAPE as usize { idx + 1 } else { idx };
+    let code = if idx >= GSM_ESCAPE as usize {
+        idx + 1
+    } else {
+        idx
+    };
     Some(code as u8)
 }
 

@@ -338,6 +338,12 @@ impl Job {
         })
     }
 
+    /// The SMS text for recipient `idx` (placeholders filled), when the job has an SMS version.
+    pub fn sms_text(&self, idx: usize) -> Option<String> {
+        let sms = self.sms.as_ref()?;
+        Some(sms.render(self.recipients.get(idx)?.vars.as_deref()))
+    }
+
     /// Whether any recipient may get the SMS version (prefers SMS, or fallback is set).
     pub fn needs_sms(&self) -> bool {
         self.fallback.is_some()

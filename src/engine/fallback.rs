@@ -1,0 +1,394 @@
+//! WhatsApp → SMS fallback on durable timers (DESIGN §1.5, `sms.md` §7). When a WhatsApp
+//! outcome of a job with `fallback` is recorded, a timer `sms_fallback` for `key#sms` is set
+//! first: due now when the send itself failed with a trigger the job names, at the
+//! `undelivered_after` deadline after a send, or far ahead when only a later `failed` status
+//! could trigger it (the webhook then brings it forward, a delivery cancels it). Whoever fires
+//! it — the run that set it, any worker, `herald serve` — reads the WhatsApp row as it is
+//! then ([`policy::fallback::at_timer`]) and sends the SMS version as its own key `key#sms`
+//! through the SMS lane: the gate (SMS consent, budget, pacing per route) and the ledger
+//! claim, which makes it at most once however often a timer is fired.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tracing::{info, warn};
+
+use super::config::{EngineError, RunControl};
+use super::job::Engine;
+use super::report::JobReport;
+use crate::domain::CampaignState;
+use crate::domain::{
+    CampaignId, ChannelKind, DueTimer, FallbackRule, FallbackTrigger, IdempotencyKey, Job, JobId,
+    Outcome, PhoneNumber, Recipient, SenderId, SmsVersion, TemplateRef,
+};
+use crate::policy::fallback::{self as decide, Fallback, Observed};
+use crate::store::Store;
+use crate::telemetry::metrics;
+
+/// The timers' kind.
+pub const KIND: &str = "sms_fallback";
+/// The SMS version's key suffix: the recipient's key + `#sms`.
+pub const SMS_KEY_SUFFIX: &str = "#sms";
+/// How long a fallback waits for a `failed` status when the job has no deadline of its own:
+/// Meta keeps trying to deliver for up to 30 days, but a failure is reported within days.
+const FAILED_STATUS_WATCH: Duration = Duration::from_secs(7 * 86_400);
+/// Timers claimed per round.
+const BATCH: usize = 256;
+/// How long a claimed timer is ours before another process may take it over.
+const LEASE: Duration = Duration::from_secs(300);
+/// When a fallback that could not go out now (route down, campaign paused) is tried again.
+const RETRY_IN: Duration = Duration::from_secs(60);
+
+/// Everything the fallback needs, kept with its timer: the job may be long gone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FallbackTimer {
+    pub campaign: String,
+    pub job: String,
+    pub sender: String,
+    /// The WhatsApp message's key.
+    pub key: String,
+    pub to: String,
+    pub template: TemplateRef,
+    pub sms_from: String,
+    pub sms_text: String,
+    #[serde(default)]
+    pub vars: Option<Map<String, Value>>,
+    pub when: Vec<FallbackTrigger>,
+    /// The `undelivered_after` deadline, when the job has one.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// The SMS version's key for the WhatsApp key `key`.
+pub fn sms_key(key: &str) -> String {
+    format!("{key}{SMS_KEY_SUFFIX}")
+}
+
+/// Sets the fallback timers of recorded WhatsApp outcomes (`idx` into the job's recipients).
+pub(super) async fn schedule(
+    store: &dyn Store,
+    job: &Job,
+    outcomes: &[(usize, Outcome)],
+) -> Result<(), EngineError> {
+    let (Some(rule), Some(sms)) = (&job.fallback, &job.sms) else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    for (idx, outcome) in outcomes {
+        let r = &job.recipients[*idx];
+        let deadline = rule
+            .undelivered_after
+            .filter(|_| rule.on(FallbackTrigger::Undelivered))
+            .map(|d| now + chrono::Duration::from_std(d).unwrap_or_default());
+        let (due, trigger) = match decide::after_send(rule, outcome, now, Default::default()) {
+            Fallback::SendSms(trigger) => (now, Some(trigger)),
+            Fallback::CheckAt(at) => (at, None),
+            Fallback::No => match outcome {
+                // Sent (or maybe): only a later `failed` status can trigger it.
+                Outcome::Sent { .. } | Outcome::Unknown
+                    if rule.on(FallbackTrigger::Failed)
+                        || rule.on(FallbackTrigger::NotOnWhatsapp) =>
+                {
+                    let watch = chrono::Duration::from_std(FAILED_STATUS_WATCH).unwrap_or_default();
+                    (now + watch, None)
+                }
+                _ => continue,
+            },
+        };
+        let payload = FallbackTimer {
+            campaign: job.campaign.to_string(),
+            job: job.id.to_string(),
+            sender: job.sender.to_string(),
+            key: r.key.to_string(),
+            to: r.to.as_str().to_owned(),
+            template: job.template.clone(),
+            sms_from: sms.from.clone(),
+            sms_text: sms.text.clone(),
+            vars: r.vars.as_deref().cloned(),
+            when: rule.when.clone(),
+            deadline,
+        };
+        let payload = serde_json::to_value(&payload).expect("a fallback timer serialises");
+        store
+            .schedule_timer(KIND, &sms_key(r.key.as_str()), due, &payload)
+            .await?;
+        if let Some(t) = trigger {
+            metrics::fallback(t.as_str(), "due", 1);
+        }
+    }
+    Ok(())
+}
+
+/// What firing due fallbacks did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FallbackRound {
+    /// SMS versions handed to the SMS lane (the ledger has their outcome).
+    pub sent: u64,
+    /// Timers that ended without an SMS (delivered first, trigger not asked for, cancelled).
+    pub dropped: u64,
+    /// Timers handed back for later (route down, campaign paused, deadline not reached).
+    pub later: u64,
+}
+
+/// A claimed timer and what it says.
+struct Due {
+    timer: DueTimer,
+    fallback: FallbackTimer,
+    trigger: FallbackTrigger,
+}
+
+impl Engine {
+    /// Fires the fallback timers that are due: claims them (so no two processes fire the
+    /// same one), decides each against the WhatsApp row, and sends the SMS versions through
+    /// the SMS lane, grouped per job. Safe to call from any number of processes at once.
+    pub async fn fire_fallbacks(&self, ctl: &RunControl) -> Result<FallbackRound, EngineError> {
+        let mut round = FallbackRound::default();
+        let Some(sms) = self.channel_of(ChannelKind::Sms).cloned() else {
+            return Ok(round);
+        };
+        let owner = format!(
+            "{}-fallback-{}",
+            self.instance(),
+            uuid::Uuid::new_v4().simple()
+        );
+        loop {
+            if ctl.shutdown.is_cancelled() {
+                break;
+            }
+            let now = Utc::now();
+            let claimed = self
+                .store()
+                .claim_due_timers(&owner, LEASE, now, BATCH)
+                .await?;
+            if claimed.is_empty() {
+                break;
+            }
+            let n = claimed.len();
+            let mut groups: BTreeMap<(String, String), Vec<Due>> = BTreeMap::new();
+            for timer in claimed {
+                if let Some(due) = self.sort_out(&owner, timer, now, &mut round).await? {
+                    groups
+                        .entry((due.fallback.campaign.clone(), due.fallback.job.clone()))
+                        .or_default()
+                        .push(due);
+                }
+            }
+            for (_, group) in groups {
+                self.send_group(&owner, &sms, group, ctl, &mut round)
+                    .await?;
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        if round.sent > 0 {
+            info!(
+                sent = round.sent,
+                dropped = round.dropped,
+                later = round.later,
+                "WhatsApp → SMS fallbacks fired"
+            );
+        }
+        Ok(round)
+    }
+
+    /// Decides one claimed timer; returns it when its SMS should go now.
+    async fn sort_out(
+        &self,
+        owner: &str,
+        timer: DueTimer,
+        now: DateTime<Utc>,
+        round: &mut FallbackRound,
+    ) -> Result<Option<Due>, EngineError> {
+        let store = self.store();
+        if timer.kind != KIND {
+            // Another kind of work (a later herald's): not ours to do.
+            let later = now + chrono::Duration::from_std(RETRY_IN).unwrap_or_default();
+            store
+                .release_timer(&timer.kind, &timer.key, owner, Some(later))
+                .await?;
+            return Ok(None);
+        }
+        let fallback: FallbackTimer = match serde_json::from_value(timer.payload.clone()) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(key = %timer.key, error = %e, "unreadable fallback timer dropped");
+                store.complete_timer(KIND, &timer.key, owner).await?;
+                round.dropped += 1;
+                return Ok(None);
+            }
+        };
+        let row = store
+            .ledger_entry(&IdempotencyKey::from_trusted(fallback.key.clone()))
+            .await?;
+        let observed = Observed {
+            delivered: row
+                .as_ref()
+                .is_some_and(|r| matches!(r.delivery.as_deref(), Some("delivered" | "read"))),
+            failed: row.as_ref().and_then(|r| {
+                if r.state == "failed" {
+                    Some(r.reason.as_deref().and_then(|c| c.parse().ok()))
+                } else if r.delivery.as_deref() == Some("failed") {
+                    Some(r.delivery_error.as_deref().and_then(|c| c.parse().ok()))
+                } else {
+                    None
+                }
+            }),
+            deadline_passed: fallback.deadline.is_some_and(|d| d <= now),
+        };
+        let rule = FallbackRule {
+            when: fallback.when.clone(),
+            undelivered_after: None,
+        };
+        match decide::at_timer(&rule, observed) {
+            Fallback::SendSms(trigger) => Ok(Some(Due {
+                timer,
+                fallback,
+                trigger,
+            })),
+            _ => {
+                match fallback
+                    .deadline
+                    .filter(|d| *d > now && !observed.delivered)
+                {
+                    // Brought forward by a `failed` status the rule does not name: the
+                    // deadline still stands.
+                    Some(deadline) => {
+                        store
+                            .release_timer(KIND, &timer.key, owner, Some(deadline))
+                            .await?;
+                        round.later += 1;
+                    }
+                    None => {
+                        store.complete_timer(KIND, &timer.key, owner).await?;
+                        let why = if observed.delivered {
+                            "delivered_first"
+                        } else {
+                            "not_triggered"
+                        };
+                        metrics::fallback("any", why, 1);
+                        round.dropped += 1;
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends one job's due SMS versions through the SMS lane.
+    async fn send_group(
+        &self,
+        owner: &str,
+        sms: &Arc<dyn crate::channel::Channel>,
+        group: Vec<Due>,
+        ctl: &RunControl,
+        round: &mut FallbackRound,
+    ) -> Result<(), EngineError> {
+        let store = self.store();
+        let first = &group[0].fallback;
+        let later = Utc::now() + chrono::Duration::from_std(RETRY_IN).unwrap_or_default();
+        let campaign = CampaignId::from_trusted(first.campaign.clone());
+        let state = store.campaign(&campaign).await?.map(|c| c.state);
+        let sender = store
+            .sender(&SenderId::from_trusted(first.sender.clone()))
+            .await?;
+        let (Some(sender), Some(state)) = (sender, state) else {
+            for due in &group {
+                store.complete_timer(KIND, &due.timer.key, owner).await?;
+                round.dropped += 1;
+            }
+            return Ok(());
+        };
+        match state {
+            CampaignState::Cancelled => {
+                for due in &group {
+                    store.complete_timer(KIND, &due.timer.key, owner).await?;
+                    metrics::fallback(due.trigger.as_str(), "cancelled", 1);
+                    round.dropped += 1;
+                }
+                return Ok(());
+            }
+            CampaignState::Paused => {
+                for due in &group {
+                    store
+                        .release_timer(KIND, &due.timer.key, owner, Some(later))
+                        .await?;
+                    round.later += 1;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let mut recipients = Vec::with_capacity(group.len());
+        for due in &group {
+            let Ok(to) = PhoneNumber::parse(&due.fallback.to) else {
+                continue;
+            };
+            recipients.push(Recipient {
+                key: IdempotencyKey::from_trusted(due.timer.key.clone()),
+                to,
+                components: Arc::new(Vec::new()),
+                channel: ChannelKind::Sms,
+                vars: due.fallback.vars.clone().map(Arc::new),
+            });
+        }
+        let job = Arc::new(Job {
+            id: JobId::from_trusted(first.job.clone()),
+            campaign,
+            sender: SenderId::from_trusted(first.sender.clone()),
+            template: first.template.clone(),
+            recipients,
+            skipped: Vec::new(),
+            not_before: None,
+            expires_at: None,
+            sms: Some(SmsVersion {
+                from: first.sms_from.clone(),
+                text: first.sms_text.clone(),
+                placeholders: Vec::new(),
+            }),
+            fallback: None,
+        });
+        let run_owner = format!("{owner}-{}", uuid::Uuid::new_v4().simple());
+        let category = first.template.category;
+        let report = JobReport {
+            job_id: first.job.clone(),
+            campaign_id: first.campaign.clone(),
+            sender: first.sender.clone(),
+            category: Some(category),
+            ..JobReport::default()
+        };
+        self.send_all(
+            job,
+            Arc::clone(sms),
+            sender,
+            category,
+            run_owner,
+            report,
+            ctl,
+        )
+        .await?;
+        for due in &group {
+            let row = store
+                .ledger_entry(&IdempotencyKey::from_trusted(due.timer.key.clone()))
+                .await?;
+            let settled = row.is_some_and(|r| {
+                matches!(r.state.as_str(), "sent" | "failed" | "skipped" | "unknown")
+            });
+            if settled {
+                store.complete_timer(KIND, &due.timer.key, owner).await?;
+                metrics::fallback(due.trigger.as_str(), "sent", 1);
+                round.sent += 1;
+            } else {
+                store
+                    .release_timer(KIND, &due.timer.key, owner, Some(later))
+                    .await?;
+                round.later += 1;
+            }
+        }
+        Ok(())
+    }
+}
