@@ -121,6 +121,8 @@ pub async fn run_worker(
         held_recheck,
     });
     let probe = tokio::spawn(probe_database(Arc::clone(&ctx), shutdown.clone()));
+    // Fallback deadlines (and any fallback a crashed run left due) fire here too.
+    let timers = tokio::spawn(Arc::clone(&ctx.engine).run_timers(ctx.runs.clone()));
 
     let mut tasks = Tasks::default();
     let mut sessions = 0u64;
@@ -192,6 +194,7 @@ pub async fn run_worker(
         close(&session.connection).await;
     }
     probe.abort();
+    timers.abort();
     info!("worker stopped");
     result
 }

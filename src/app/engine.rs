@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{CliError, InflightOpts, PacingOpts, RateCardOpts, SmsOpts};
+use super::{CliError, InflightOpts, PacingOpts, RateCardOpts, SmsOpts, sms};
+use crate::channel::SmsChannel;
+use crate::channel::sms::SmsRoute;
 use crate::engine::{Engine, EngineConfig};
 use crate::graph::GraphClient;
 use crate::pacing::{LeasedSlots, PacerConfig, PacerRegistry, SlotSource};
 use crate::policy::cost::RateCard;
+use crate::policy::opt_out::OptOutWords;
 use crate::store::Store;
 
 /// The settings of every command that sends.
@@ -41,6 +44,7 @@ impl EngineOpts {
         setup.pacer.headroom = self.pacing.headroom;
         setup.config.max_inflight_per_sender = self.inflight.max_inflight;
         setup.config.sms_max_parts = self.sms.sms_max_parts;
+        setup.sms_route = self.sms.route()?;
         Ok(setup)
     }
 }
@@ -59,6 +63,8 @@ pub struct EngineSetup {
     pub rate_card: Arc<RateCard>,
     /// The engine's bounds and timings.
     pub config: EngineConfig,
+    /// The SMS route (`HERALD_SMS_URL`), when there is one.
+    pub sms_route: Option<SmsRoute>,
 }
 
 impl EngineSetup {
@@ -69,19 +75,35 @@ impl EngineSetup {
             shared_rates: false,
             rate_card: Arc::new(rate_card),
             config: EngineConfig::default(),
+            sms_route: None,
         }
     }
 
+    /// Builds the engine; with an SMS route, also starts keeping its session bound and its
+    /// inbox (receipts, opt-outs) applying to `store`. Needs a Tokio runtime.
     pub fn build(&self, store: Arc<dyn Store>, graph: GraphClient) -> Engine {
         let slots = self
             .shared_rates
             .then(|| Arc::new(LeasedSlots::new(Arc::clone(&store))) as Arc<dyn SlotSource>);
-        Engine::new(
-            store,
+        let engine = Engine::new(
+            Arc::clone(&store),
             graph,
             Arc::new(PacerRegistry::new(self.pacer.clone(), slots)),
             Arc::clone(&self.rate_card),
             self.config.clone(),
-        )
+        );
+        match &self.sms_route {
+            Some(route) => {
+                let (channel, inbound) = SmsChannel::start(route.clone());
+                tokio::spawn(sms::run_inbox(
+                    store,
+                    route.clone(),
+                    OptOutWords::default(),
+                    inbound,
+                ));
+                engine.with_sms(Arc::new(channel))
+            }
+            None => engine,
+        }
     }
 }

@@ -12,6 +12,7 @@ mod global;
 mod probe;
 mod progress;
 mod settings;
+pub mod sms;
 
 pub use engine::{EngineOpts, EngineSetup};
 pub use error::CliError;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::CliError;
+use crate::channel::sms::SmsRoute;
 use crate::policy::cost::RateCard;
 
 /// Longest drain accepted: Kubernetes' grace period must exceed it, and holding jobs unacked
@@ -59,6 +60,12 @@ pub struct SmsOpts {
     /// longer text is refused naming the recipient.
     #[arg(long, env = "HERALD_SMS_MAX_PARTS", default_value_t = 3)]
     pub sms_max_parts: u32,
+    /// The SMS route: `smpp://system_id:password@host:port` (`smpps://` for TLS), options
+    /// as query parameters: `tps`, `window`, `source_ton`, `source_npi`, `system_type`,
+    /// `enquire_link`, `response_timeout`, `receipt_ids`, `name`. Without it, jobs that may
+    /// need SMS are refused (`sms_unavailable`).
+    #[arg(long, env = "HERALD_SMS_URL", hide_env_values = true)]
+    pub sms_url: Option<String>,
 }
 
 impl SmsOpts {
@@ -66,7 +73,18 @@ impl SmsOpts {
         if self.sms_max_parts == 0 {
             return Err(CliError::Usage("--sms-max-parts must be at least 1".into()));
         }
+        self.route()?;
         Ok(())
+    }
+
+    /// The SMS route, when one is configured.
+    pub fn route(&self) -> Result<Option<SmsRoute>, CliError> {
+        self.sms_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .map(SmsRoute::parse)
+            .transpose()
+            .map_err(CliError::Usage)
     }
 }
 

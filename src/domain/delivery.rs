@@ -18,3 +18,15 @@ pub struct DeliveryUpdate {
     /// Billing category from `pricing.category` when billable.
     pub billed_category: Option<String>,
 }
+
+/// An SMS delivery receipt applied to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmsReceiptUpdate {
+    /// The forms the SMSC's message id may be stored in, most likely first: the first form
+    /// that names a row decides which message it is.
+    pub message_ids: Vec<String>,
+    /// delivered, failed or expired.
+    pub status: &'static str,
+    /// The receipt's `err:` code, when it gave one.
+    pub error: Option<String>,
+}

@@ -18,7 +18,7 @@ pub mod timer;
 pub use campaign::{Budget, BudgetCharge, Campaign, CampaignState};
 pub use channel::{ChannelKind, FallbackRule, FallbackTrigger};
 pub use consent::{Consent, ConsentState};
-pub use delivery::DeliveryUpdate;
+pub use delivery::{DeliveryUpdate, SmsReceiptUpdate};
 pub use ids::{CampaignId, IdempotencyKey, JobId, SenderId};
 pub use job::{Job, JobError, Recipient, SmsVersion, TemplateRef};
 pub use outcome::{Category, Outcome, SkipReason};

@@ -141,7 +141,34 @@ struct Due {
     trigger: FallbackTrigger,
 }
 
+/// How often a long-running process looks for due fallback timers.
+pub const TIMER_POLL: Duration = Duration::from_secs(1);
+
 impl Engine {
+    /// Fires due fallbacks every [`TIMER_POLL`] until `stop` (workers, `herald serve`, the
+    /// demo). Without an SMS route there is nothing to fire and it returns at once. A store
+    /// error is logged and tried again on the next tick.
+    pub async fn run_timers(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if self.channel_of(ChannelKind::Sms).is_none() {
+            return;
+        }
+        let ctl = RunControl {
+            shutdown: stop.clone(),
+            progress: None,
+        };
+        let mut every = tokio::time::interval(TIMER_POLL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            if let Err(e) = self.fire_fallbacks(&ctl).await {
+                warn!(error = %e, "firing due fallbacks failed; trying again");
+            }
+        }
+    }
+
     /// Fires the fallback timers that are due: claims them (so no two processes fire the
     /// same one), decides each against the WhatsApp row, and sends the SMS versions through
     /// the SMS lane, grouped per job. Safe to call from any number of processes at once.

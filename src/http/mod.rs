@@ -1,7 +1,7 @@
 //! herald's HTTP side: `herald serve` (Meta's webhooks, the admin API, probes) and the health
 //! and metrics listeners every long-running process shares.
 //!
-//! Layout: `signature` X-Hub-Signature-256 · `opt_out` opt-out words · `notifications` Meta's
+//! Layout: `signature` X-Hub-Signature-256 · `notifications` Meta's
 //! payloads → herald's decisions (pure) · `webhooks` the `/webhooks` routes · `admin` the
 //! campaign API · `health` `/healthz`, `/readyz` and the [`Readiness`] trait · `prometheus`
 //! `/metrics` · `server` the serve lifecycle and drain.
@@ -9,7 +9,6 @@
 mod admin;
 mod health;
 mod notifications;
-mod opt_out;
 mod prometheus;
 mod server;
 mod signature;
@@ -25,9 +24,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use crate::policy::opt_out::{DEFAULT_OPT_OUT_WORDS, OptOutWords};
 pub use health::{Readiness, ServeHealth, spawn_health_server};
 pub use notifications::{Note, Notification, ParseError, Revocation, TemplateStatus, parse};
-pub use opt_out::{DEFAULT_OPT_OUT_WORDS, OptOutWords};
 pub use prometheus::spawn_metrics_server;
 pub use server::{ServeConfig, ServerHandle, router, run};
 pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify};

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::opt_out::OptOutWords;
 use crate::domain::{Category, IdempotencyKey, PhoneNumber};
+use crate::policy::opt_out::OptOutWords;
 use crate::store::DeliveryUpdate;
 use crate::telemetry::metrics::{webhook_kind as kind, webhook_result as result};
 

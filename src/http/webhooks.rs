@@ -19,8 +19,9 @@ use serde::Deserialize;
 use tracing::{debug, error, info, warn};
 
 use super::notifications::{self, Note, Notification};
-use super::opt_out::OptOutWords;
 use super::signature::{self, SIGNATURE_HEADER};
+use crate::engine::{FALLBACK_TIMER, sms_key};
+use crate::policy::opt_out::OptOutWords;
 use crate::store::{Store, StoreResult};
 use crate::telemetry::log_limit;
 use crate::telemetry::metrics::{self, webhook_kind as kind, webhook_result as result};
@@ -171,6 +172,17 @@ async fn apply(
         counted.insert((kind::STATUS, result::APPLIED), changed);
         counted.insert((kind::STATUS, result::DUPLICATE), statuses - changed);
         debug!(statuses, changed, "delivery statuses applied");
+        // A failed WhatsApp message whose job has a fallback: its timer is due now (the
+        // firing process reads the failure's code from the ledger). Deliveries need nothing
+        // here: a firing timer finds them in the ledger and sends no SMS.
+        let now = chrono::Utc::now();
+        for d in n.deliveries.iter().filter(|d| d.status == "failed") {
+            if let Some(key) = &d.key {
+                store
+                    .advance_timer(FALLBACK_TIMER, &sms_key(key.as_str()), now)
+                    .await?;
+            }
+        }
     }
     for r in &n.revocations {
         store

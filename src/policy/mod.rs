@@ -2,7 +2,8 @@
 //! ([`next_step`]), whether a recipient may be sent ([`gate`]), when SMS stands in for
 //! WhatsApp ([`fallback`]), how long to wait before a retry ([`backoff`]), how a number's rate
 //! adapts ([`adaptive`]), what a message costs ([`cost`]) and how many SMS a text takes
-//! ([`segments`]). Each is a plain function over plain types, tested without a network.
+//! ([`segments`]) and which replies are opt-outs ([`opt_out`]). Each is a plain function over
+//! plain types, tested without a network.
 
 pub mod adaptive;
 pub mod backoff;
@@ -11,4 +12,5 @@ pub mod cost;
 pub mod fallback;
 pub mod gate;
 pub mod next_step;
+pub mod opt_out;
 pub mod segments;

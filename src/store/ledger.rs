@@ -4,8 +4,8 @@
 use super::db::{Arg, Row};
 use super::senders::parse_category;
 use super::sql::SqlStore;
-use super::{CampaignCounts, LedgerRow, StoreError, StoreResult};
-use crate::domain::{CampaignId, IdempotencyKey, JobId, SenderId};
+use super::{CampaignCounts, LedgerRow, StoreError, StoreResult, shared};
+use crate::domain::{CampaignId, IdempotencyKey, JobId, SenderId, SmsReceiptUpdate};
 
 /// The columns [`ledger_row`] reads.
 macro_rules! ledger_columns {
@@ -146,4 +146,52 @@ pub(super) async fn clear_job_deferral(db: &SqlStore, job: &str) -> StoreResult<
     )
     .await?;
     Ok(())
+}
+
+/// SMS receipts, one write transaction per batch: each names its row by the first id form
+/// found, and applies only if it ranks above the stored delivery state.
+pub(super) async fn apply_sms_receipts(
+    db: &SqlStore,
+    receipts: &[SmsReceiptUpdate],
+) -> StoreResult<Vec<bool>> {
+    let mut tx = db.write_tx().await?;
+    let mut changed = Vec::with_capacity(receipts.len());
+    for r in receipts {
+        let mut key = None;
+        for id in &r.message_ids {
+            let rows = tx
+                .fetch_all(
+                    "SELECT key FROM ledger WHERE wamid = $1 AND channel = 'sms' LIMIT 1",
+                    &[Arg::Text(id)],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                key = Some(row.text("key")?);
+                break;
+            }
+        }
+        let Some(key) = key else {
+            changed.push(false);
+            continue;
+        };
+        let n = tx
+            .execute(
+                // The rank is `shared::DELIVERY_RANK_SQL`, spelt out: the query layer takes
+                // `'static` text only.
+                "UPDATE ledger SET delivery = $2, delivery_error = $3, updated_at = now()
+                 WHERE key = $1 AND state = 'sent'
+                   AND (CASE delivery WHEN 'delivered' THEN 1 WHEN 'read' THEN 2
+                        WHEN 'failed' THEN 3 WHEN 'expired' THEN 3 ELSE 0 END) < $4",
+                &[
+                    Arg::Text(&key),
+                    Arg::Text(r.status),
+                    Arg::OptText(r.error.as_deref()),
+                    Arg::Int(i64::from(shared::delivery_rank(Some(r.status)))),
+                ],
+            )
+            .await?;
+        changed.push(n > 0);
+    }
+    tx.commit().await?;
+    Ok(changed)
 }

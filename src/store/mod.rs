@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
+    SmsReceiptUpdate,
 };
 
 pub use sql::SqlStore;
@@ -336,6 +337,11 @@ pub trait Store: Send + Sync + 'static {
     /// `unknown` key with a wamid becomes `sent`. Returns how many rows changed. Also keeps,
     /// per sender, the newest status time seen (the evidence [`Store::review_unknowns`] needs).
     async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64>;
+    /// Applies SMS delivery receipts: the row of the SMS message the receipt names (by the
+    /// first of its id forms that names one) takes the receipt's state if it ranks higher
+    /// (delivered < failed = expired, final), so duplicates and late or reordered receipts
+    /// change nothing. Returns, per receipt, whether it changed a row.
+    async fn apply_sms_receipts(&self, receipts: &[SmsReceiptUpdate]) -> StoreResult<Vec<bool>>;
     /// Reviews the `unknown` keys of one job (campaign and job id). A key qualifies for one
     /// more send when it has been unknown for at least `after`, was never resent, and its
     /// sender has seen a status webhook timed more than `after` past the moment it became
@@ -425,6 +431,9 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         due: Option<DateTime<Utc>>,
     ) -> StoreResult<bool>;
+    /// Brings a timer that is neither fired nor claimed forward to `due` (a `failed` status
+    /// makes a fallback due now); a later `due` changes nothing. Returns whether it moved.
+    async fn advance_timer(&self, kind: &str, key: &str, due: DateTime<Utc>) -> StoreResult<bool>;
     /// Removes a timer that has not fired, claimed or not (its holder's completion then
     /// fails). Returns whether there was one.
     async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool>;

@@ -81,14 +81,14 @@ pub(crate) fn delivery_rank(status: Option<&str>) -> i32 {
     match status {
         Some("delivered") => 1,
         Some("read") => 2,
-        Some("failed") => 3,
+        Some("failed") | Some("expired") => 3,
         _ => 0,
     }
 }
 
 /// The SQL twin of [`delivery_rank`] over the `delivery` column, for `WHERE` clauses.
-pub(crate) const DELIVERY_RANK_SQL: &str =
-    "(CASE delivery WHEN 'delivered' THEN 1 WHEN 'read' THEN 2 WHEN 'failed' THEN 3 ELSE 0 END)";
+pub(crate) const DELIVERY_RANK_SQL: &str = "(CASE delivery WHEN 'delivered' THEN 1 WHEN 'read' THEN 2 WHEN 'failed' THEN 3 \
+     WHEN 'expired' THEN 3 ELSE 0 END)";
 
 /// All status webhooks of one message in a batch, folded into the one that matters.
 #[derive(Debug, Clone, PartialEq, Eq)]

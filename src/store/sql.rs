@@ -15,7 +15,9 @@ use super::{
     StoreResult, Template, UnknownReview,
 };
 use super::{campaigns, consent, contacts, ledger, senders, timers};
-use crate::domain::{CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId};
+use crate::domain::{
+    CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId, SmsReceiptUpdate,
+};
 
 /// A store on one of the two SQL backends.
 #[derive(Debug, Clone)]
@@ -205,6 +207,10 @@ impl Store for SqlStore {
         dispatch!(self.apply_deliveries(updates))
     }
 
+    async fn apply_sms_receipts(&self, receipts: &[SmsReceiptUpdate]) -> StoreResult<Vec<bool>> {
+        ledger::apply_sms_receipts(self, receipts).await
+    }
+
     async fn review_unknowns(
         &self,
         campaign: &CampaignId,
@@ -290,6 +296,10 @@ impl Store for SqlStore {
         due: Option<DateTime<Utc>>,
     ) -> StoreResult<bool> {
         timers::release_timer(self, kind, key, owner, due).await
+    }
+
+    async fn advance_timer(&self, kind: &str, key: &str, due: DateTime<Utc>) -> StoreResult<bool> {
+        timers::advance_timer(self, kind, key, due).await
     }
 
     async fn cancel_timer(&self, kind: &str, key: &str) -> StoreResult<bool> {

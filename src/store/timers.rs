@@ -98,6 +98,24 @@ pub(super) async fn release_timer(
     Ok(done == 1)
 }
 
+/// Brings an unfired, unclaimed timer forward to `due` (never later than it was).
+pub(super) async fn advance_timer(
+    db: &SqlStore,
+    kind: &str,
+    key: &str,
+    due: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let done = db
+        .execute(
+            "UPDATE timers SET due_at = $3
+             WHERE kind = $1 AND key = $2 AND fired_at IS NULL AND owner IS NULL
+               AND due_at > $3",
+            &[Arg::Text(kind), Arg::Text(key), Arg::Time(due)],
+        )
+        .await?;
+    Ok(done == 1)
+}
+
 pub(super) async fn cancel_timer(db: &SqlStore, kind: &str, key: &str) -> StoreResult<bool> {
     let done = db
         .execute(

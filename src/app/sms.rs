@@ -1,0 +1,183 @@
+//! The SMS route's inbox: what the SMSC delivers on its own — delivery receipts and messages
+//! from customers — applied to the store. Receipts are batched (one write transaction per
+//! batch) and land monotonically (`delivered` < `failed` = `expired`); a receipt that is late,
+//! a duplicate or for a message herald does not know changes nothing and is counted; an
+//! unreadable one is counted and logged without its text. An opt-out word by SMS ("STOP",
+//! "STOPP", "ABMELDEN", …) revokes SMS consent for every category at once — WhatsApp consent
+//! stays as it is. Everything was acknowledged to the SMSC before it got here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::channel::sms::receipt::{MessageState, id_forms};
+use crate::channel::sms::route::ReceiptIds;
+use crate::channel::sms::{Inbound, SmsRoute};
+use crate::domain::{PhoneNumber, SmsReceiptUpdate};
+use crate::policy::opt_out::OptOutWords;
+use crate::store::Store;
+use crate::telemetry::metrics;
+
+/// Receipts applied per write transaction.
+const BATCH: usize = 256;
+
+/// Applies what the route's SMSC sends until its session is gone for good.
+pub async fn run_inbox(
+    store: Arc<dyn Store>,
+    route: SmsRoute,
+    opt_out: OptOutWords,
+    mut inbound: mpsc::Receiver<Inbound>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while inbound.recv_many(&mut batch, BATCH).await > 0 {
+        let mut receipts = Vec::with_capacity(batch.len());
+        let mut states = Vec::with_capacity(batch.len());
+        for item in batch.drain(..) {
+            match item {
+                Inbound::Receipt(r) => {
+                    match receipt_update(&r.message_id, r.state, r.error, route.receipt_ids) {
+                        Some(update) => {
+                            states.push(update.status);
+                            receipts.push(update);
+                        }
+                        None => metrics::sms_receipts(&route.name, "pending", "unchanged", 1),
+                    }
+                }
+                Inbound::Unreadable(e) => {
+                    warn!(route = %route.name, error = %e, "unreadable SMS receipt acknowledged and dropped");
+                    metrics::sms_receipts(&route.name, "unreadable", "unchanged", 1);
+                }
+                Inbound::Mo { from, text, .. } => mo(&*store, &route, &opt_out, &from, &text).await,
+            }
+        }
+        if receipts.is_empty() {
+            continue;
+        }
+        match apply_with_retry(&*store, &receipts).await {
+            Some(changed) => {
+                for (state, changed) in states.iter().zip(changed) {
+                    let result = if changed { "applied" } else { "unchanged" };
+                    metrics::sms_receipts(&route.name, state, result, 1);
+                }
+            }
+            None => {
+                error!(route = %route.name, receipts = receipts.len(),
+                    "SMS receipts could not be written for a minute; dropped (the messages keep their send state)");
+                metrics::sms_receipts(&route.name, "lost", "unchanged", receipts.len() as u64);
+            }
+        }
+    }
+    info!(route = %route.name, "SMS inbox closed");
+}
+
+/// The ledger change a receipt asks for (`None`: an intermediate or uncertain state).
+pub fn receipt_update(
+    message_id: &str,
+    state: MessageState,
+    error: Option<String>,
+    ids: ReceiptIds,
+) -> Option<SmsReceiptUpdate> {
+    let status = match state.delivered()? {
+        true => "delivered",
+        false if state == MessageState::Expired => "expired",
+        false => "failed",
+    };
+    let mut forms = id_forms(message_id);
+    // forms[0] is the id as given; the others the same number in the other base.
+    match ids {
+        ReceiptIds::Auto => {}
+        ReceiptIds::Same => forms.truncate(1),
+        // The receipt says decimal what the answer said hex (or the reverse): only the
+        // converted form names the stored id.
+        ReceiptIds::Decimal | ReceiptIds::Hex => {
+            if forms.len() > 1 {
+                forms.remove(0);
+            }
+        }
+    }
+    Some(SmsReceiptUpdate {
+        message_ids: forms,
+        status,
+        error,
+    })
+}
+
+/// A message from a customer: an opt-out word revokes SMS consent.
+async fn mo(store: &dyn Store, route: &SmsRoute, opt_out: &OptOutWords, from: &str, text: &str) {
+    let Some(word) = opt_out.matches(text) else {
+        metrics::sms_inbound(&route.name, "other");
+        return;
+    };
+    metrics::sms_inbound(&route.name, "opt_out");
+    let digits = from.trim_start_matches('+');
+    let Ok(phone) = PhoneNumber::parse(&format!("+{digits}")) else {
+        warn!(route = %route.name, "SMS opt-out from a number that is not E.164; ignored");
+        return;
+    };
+    let source = format!("sms:{word}");
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..8 {
+        match store
+            .revoke_consent(&phone, None, Utc::now(), &source)
+            .await
+        {
+            Ok(()) => {
+                info!(route = %route.name, phone = %phone.masked(), "SMS opt-out recorded");
+                return;
+            }
+            Err(e) => {
+                warn!(route = %route.name, error = %e, "could not record an SMS opt-out; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    error!(route = %route.name, "an SMS opt-out could not be recorded: the store is down");
+}
+
+async fn apply_with_retry(store: &dyn Store, receipts: &[SmsReceiptUpdate]) -> Option<Vec<bool>> {
+    let mut delay = Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match store.apply_sms_receipts(receipts).await {
+            Ok(changed) => return Some(changed),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                warn!(error = %e, "writing SMS receipts failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_map_to_ledger_states_and_id_forms() {
+        let u = receipt_update("0A1B", MessageState::Delivered, None, ReceiptIds::Auto).unwrap();
+        assert_eq!(u.status, "delivered");
+        assert_eq!(u.message_ids, ["a1b", "2587"]);
+        let u = receipt_update("2587", MessageState::Expired, None, ReceiptIds::Decimal).unwrap();
+        assert_eq!(
+            (u.status, u.message_ids.as_slice()),
+            ("expired", ["a1b".to_owned()].as_slice())
+        );
+        let u = receipt_update(
+            "2587",
+            MessageState::Undeliverable,
+            Some("001".into()),
+            ReceiptIds::Same,
+        )
+        .unwrap();
+        assert_eq!((u.status, u.message_ids.len()), ("failed", 1));
+        assert_eq!(u.error.as_deref(), Some("001"));
+        assert!(receipt_update("1", MessageState::Enroute, None, ReceiptIds::Auto).is_none());
+        assert!(receipt_update("1", MessageState::Accepted, None, ReceiptIds::Auto).is_none());
+    }
+}
