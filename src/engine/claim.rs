@@ -100,6 +100,7 @@ impl Claimer {
             for (reason, n) in by_reason {
                 metrics::outcomes(
                     job.sender.as_str(),
+                    self.channel,
                     category,
                     &Outcome::Skipped { reason },
                     n,
@@ -141,7 +142,12 @@ impl Claimer {
                         ClaimStatus::Mine => mine.push(base + i),
                         ClaimStatus::WasInFlight => {
                             rep.count(&Outcome::Unknown);
-                            metrics::outcome(job.sender.as_str(), run.category, &Outcome::Unknown);
+                            metrics::outcome(
+                                job.sender.as_str(),
+                                self.channel,
+                                run.category,
+                                &Outcome::Unknown,
+                            );
                         }
                         other => note_not_mine(&mut rep, other),
                     }

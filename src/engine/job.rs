@@ -351,6 +351,7 @@ impl Engine {
                 job: Arc::clone(&job),
                 sender,
                 category,
+                channel: channel.kind(),
                 owner,
             },
             Outlets {

@@ -58,7 +58,9 @@ impl Recorder {
         self,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) -> Result<(), EngineError> {
-        let sent_counter = metrics::SendHandles::new(self.job.sender.as_str(), self.category).sent;
+        let sent_counter =
+            metrics::SendHandles::new(self.job.sender.as_str(), self.channel.kind(), self.category)
+                .sent;
         let mut pending = Pending {
             outcomes: Vec::with_capacity(self.batch),
             ..Pending::default()
@@ -164,7 +166,12 @@ impl Recorder {
                     report.failed.push((r.key.clone(), code));
                 }
                 if !matches!(outcome, Outcome::Sent { .. }) {
-                    metrics::outcome(self.job.sender.as_str(), self.category, &outcome);
+                    metrics::outcome(
+                        self.job.sender.as_str(),
+                        self.channel.kind(),
+                        self.category,
+                        &outcome,
+                    );
                 }
                 report.count(&outcome);
                 if self.job.fallback.is_some() && self.channel.kind() == ChannelKind::WhatsApp {

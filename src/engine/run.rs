@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::StopCause;
 use crate::channel::Endpoint;
-use crate::domain::{Category, IdempotencyKey, Job, Outcome, SkipReason};
+use crate::domain::{Category, ChannelKind, IdempotencyKey, Job, Outcome, SkipReason};
 use crate::pacing::SenderPacer;
 use crate::policy::next_step::Tries;
 use crate::store::Sender;
@@ -97,6 +97,8 @@ pub(super) struct RunParts {
     pub(super) job: Arc<Job>,
     pub(super) sender: Sender,
     pub(super) category: Category,
+    /// The channel the run sends on.
+    pub(super) channel: ChannelKind,
     /// This run's name in the ledger's `owner` column.
     pub(super) owner: String,
     pub(super) endpoint: Endpoint,
@@ -116,7 +118,11 @@ impl std::ops::Deref for Run {
 impl Run {
     pub(super) fn new(parts: RunParts, outlets: Outlets) -> Self {
         Self {
-            handles: metrics::SendHandles::new(parts.job.sender.as_str(), parts.category),
+            handles: metrics::SendHandles::new(
+                parts.job.sender.as_str(),
+                parts.channel,
+                parts.category,
+            ),
             charges: (0..parts.job.recipients.len())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -295,6 +301,7 @@ mod tests {
             job,
             sender,
             category: Category::Marketing,
+            channel: ChannelKind::WhatsApp,
             owner: "test-owner".into(),
         };
         let run = Arc::new(Run::new(parts, Outlets { events, retries }));

@@ -12,7 +12,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::{Category, Outcome};
+use crate::domain::{Category, ChannelKind, Outcome};
 
 pub const MESSAGES: &str = "herald_messages_total";
 pub const SEND_DURATION: &str = "herald_send_duration_seconds";
@@ -215,12 +215,12 @@ fn describe() {
 }
 
 /// Counts one recipient's final outcome.
-pub fn outcome(sender: &str, category: Category, outcome: &Outcome) {
-    outcomes(sender, category, outcome, 1);
+pub fn outcome(sender: &str, channel: ChannelKind, category: Category, outcome: &Outcome) {
+    outcomes(sender, channel, category, outcome, 1);
 }
 
 /// Counts `n` recipients with the same outcome at once (skips decided per batch).
-pub fn outcomes(sender: &str, category: Category, outcome: &Outcome, n: u64) {
+pub fn outcomes(sender: &str, channel: ChannelKind, category: Category, outcome: &Outcome, n: u64) {
     if n == 0 {
         return;
     }
@@ -233,6 +233,7 @@ pub fn outcomes(sender: &str, category: Category, outcome: &Outcome, n: u64) {
         "outcome" => outcome.kind(),
         "reason" => reason,
         "sender" => sender.to_owned(),
+        "channel" => channel.as_str(),
         "category" => category.as_str())
     .increment(n);
 }
@@ -247,12 +248,13 @@ pub struct SendHandles {
 }
 
 impl SendHandles {
-    pub fn new(sender: &str, category: Category) -> Self {
+    pub fn new(sender: &str, channel: ChannelKind, category: Category) -> Self {
         Self {
             sent: counter!(MESSAGES,
                 "outcome" => "sent",
                 "reason" => "",
                 "sender" => sender.to_owned(),
+                "channel" => channel.as_str(),
                 "category" => category.as_str()),
             latency: histogram!(SEND_DURATION, "sender" => sender.to_owned()),
             inflight: gauge!(INFLIGHT, "sender" => sender.to_owned()),

@@ -1021,6 +1021,12 @@ const NOT_FROM_SENDING: &[&str] = &[
     // From the store probe, and from a run that resends unknowns after a crash.
     m::UNKNOWN_RECIPIENTS,
     m::UNKNOWN_RESENT,
+    // The SMS route's session, inbox and fallbacks (an engine with HERALD_SMS_URL).
+    m::SMS_BIND_UP,
+    m::SMS_BIND_FAILURES,
+    m::SMS_RECEIPTS,
+    m::SMS_INBOUND,
+    m::FALLBACKS,
 ];
 
 #[test]
