@@ -271,7 +271,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     for ((cat, market), (n, micros)) in &report.cost.by_category_market {
         println!(
-            "  {cat:<10} {market:<3} {n:>7} × = {}",
+            "  {cat:<10} {market:<6} {n:>7} × {} = {}",
+            format_micros(*micros / (*n).max(1), &card.currency),
             format_micros(*micros, &card.currency)
         );
     }

@@ -13,7 +13,7 @@ use crate::app::{
 };
 use crate::domain::{ChannelKind, Job};
 use crate::engine::{JobRun, Progress, RunControl};
-use crate::policy::cost::{CostTally, format_micros};
+use crate::policy::cost::{CostTally, RateCard, format_micros};
 use crate::policy::gate::DeferReason;
 use crate::policy::segments::{self, Encoding};
 
@@ -201,11 +201,30 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
     };
     let mut tally = CostTally::default();
     let mut no_consent = 0u64;
+    let (mut by_whatsapp, mut by_sms) = (0u64, 0u64);
+    // What the SMS fallback would add if every WhatsApp recipient fell back.
+    let mut fallback_max = 0u64;
     for (r, state) in job.recipients.iter().zip(&consents) {
         if crate::policy::gate::recipient_verdict(*state).is_some() {
             no_consent += 1;
+            continue;
+        }
+        let text = || {
+            job.sms
+                .as_ref()
+                .map(|s| s.render(r.vars.as_deref()))
+                .unwrap_or_default()
+        };
+        if r.channel == ChannelKind::Sms {
+            by_sms += 1;
+            let market = format!("{}-sms", card.market(&r.to));
+            tally.add_priced(category, &market, sms_price(&card, &r.to, &text()));
         } else {
+            by_whatsapp += 1;
             tally.add(&card, category, &r.to);
+            if job.fallback.is_some() {
+                fallback_max += sms_price(&card, &r.to, &text());
+            }
         }
     }
     let sendable = job.recipients.len() as u64 - no_consent;
@@ -214,20 +233,27 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         job.id, job.campaign, job.template.name
     );
     println!(
-        "recipients: {} in job, {} sendable, {} without consent or opted out, {} skipped at parse (invalid or duplicate)",
+        "recipients: {} in job, {} sendable ({by_whatsapp} by WhatsApp, {by_sms} by SMS), {} without consent or opted out, {} skipped at parse (invalid or duplicate)",
         job.key_count(),
         sendable,
         no_consent,
         job.skipped.len()
     );
     println!(
-        "estimated cost: {} ({}; list prices per delivered message)",
+        "estimated cost: {} ({}; list prices per delivered message, SMS per part)",
         format_micros(tally.total_micros(), &card.currency),
         card.name
     );
     for ((cat, market), (n, micros)) in &tally.by_category_market {
+        let channel = if market.ends_with("-sms") {
+            "sms"
+        } else {
+            "whatsapp"
+        };
         println!(
-            "  {cat:<14} {market:<6} {n:>8} × = {}",
+            "  {channel:<9} {cat:<14} {:<6} {n:>8} × {:>8} = {}",
+            market.trim_end_matches("-sms"),
+            format_unit(*micros / (*n).max(1)),
             format_micros(*micros, &card.currency)
         );
     }
@@ -235,6 +261,12 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         println!(
             "  {} message(s) to markets the rate card does not price",
             tally.unpriced
+        );
+    }
+    if job.fallback.is_some() {
+        println!(
+            "  fallback to SMS: up to {} more if every WhatsApp recipient fell back",
+            format_micros(fallback_max, &card.currency)
         );
     }
     match &sender {
@@ -270,7 +302,23 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
     for line in sms_lines(&job, args.sms.sms_max_parts) {
         println!("{line}");
     }
+    if job.needs_sms() && args.sms.route()?.is_none() {
+        println!(
+            "  no SMS route is configured (HERALD_SMS_URL): the job would be refused (sms_unavailable)"
+        );
+    }
     Ok(())
+}
+
+/// One SMS with `text` to `to`: its parts × the card's part price (0 when unpriced).
+fn sms_price(card: &RateCard, to: &crate::domain::PhoneNumber, text: &str) -> u64 {
+    card.sms_part_micros(to)
+        .map_or(0, |p| p * u64::from(segments::count(text).parts))
+}
+
+/// A unit price with four decimals, without the currency: `0.1365`.
+fn format_unit(micros: u64) -> String {
+    format!("{}.{:04}", micros / 1_000_000, (micros % 1_000_000) / 100)
 }
 
 /// What the job's SMS version would cost in parts: who may get it, its encoding, and the
@@ -338,9 +386,6 @@ fn sms_lines(job: &Job, max_parts: u32) -> Vec<String> {
             ));
         }
     }
-    lines.push(
-        "  this herald has no SMS channel yet: the job would be refused (sms_unavailable)".into(),
-    );
     lines
 }
 

@@ -654,7 +654,7 @@ async fn a_campaign_budget_caps_spend_and_failed_sends_give_theirs_back() {
 }
 
 #[tokio::test]
-async fn a_job_that_needs_sms_is_refused_whole_before_any_claim() {
+async fn without_an_sms_route_a_job_that_needs_sms_is_refused_whole_before_any_claim() {
     let env = Env::start(EnvOptions::default()).await;
     let to = numbers(2);
     env.consent_all(&to).await;
