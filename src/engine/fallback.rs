@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use super::config::{EngineError, RunControl};
-use super::job::Engine;
+use super::job::{Engine, Lane};
 use super::report::JobReport;
 use crate::domain::CampaignState;
 use crate::domain::{
@@ -388,16 +388,14 @@ impl Engine {
             category: Some(category),
             ..JobReport::default()
         };
-        self.send_all(
+        let lane = Lane {
             job,
-            Arc::clone(sms),
+            channel: Arc::clone(sms),
             sender,
             category,
-            run_owner,
-            report,
-            ctl,
-        )
-        .await?;
+            owner: run_owner,
+        };
+        self.send_all(lane, report, ctl).await?;
         for due in &group {
             let row = store
                 .ledger_entry(&IdempotencyKey::from_trusted(due.timer.key.clone()))

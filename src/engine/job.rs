@@ -35,6 +35,16 @@ use crate::policy::gate::{self, JobFacts, JobVerdict, RejectReason};
 use crate::store::{Sender, Store, UnknownReview};
 use crate::telemetry::metrics;
 
+/// One lane of a job: its recipients on one channel, sent as one run of the stages.
+pub(super) struct Lane {
+    pub(super) job: Arc<Job>,
+    pub(super) channel: Arc<dyn Channel>,
+    pub(super) sender: Sender,
+    pub(super) category: Category,
+    /// The run's name in the ledger's `owner` column.
+    pub(super) owner: String,
+}
+
 /// The dispatch engine. Cheap to share: one per process, many jobs at once.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -256,11 +266,13 @@ impl Engine {
             let channel = Arc::clone(self.channel_of(kind).expect("checked in run_job"));
             report = self
                 .send_all(
-                    lane,
-                    channel,
-                    sender.clone(),
-                    category,
-                    owner.clone(),
+                    Lane {
+                        job: lane,
+                        channel,
+                        sender: sender.clone(),
+                        category,
+                        owner: owner.clone(),
+                    },
                     report,
                     ctl,
                 )
@@ -320,17 +332,19 @@ impl Engine {
     }
 
     /// Runs the stages over the job's recipients until all are decided or the run stops.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn send_all(
         &self,
-        job: Arc<Job>,
-        channel: Arc<dyn Channel>,
-        sender: Sender,
-        category: Category,
-        owner: String,
+        lane: Lane,
         report: JobReport,
         ctl: &RunControl,
     ) -> Result<JobReport, EngineError> {
+        let Lane {
+            job,
+            channel,
+            sender,
+            category,
+            owner,
+        } = lane;
         let config = &self.config;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
