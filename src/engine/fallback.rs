@@ -38,8 +38,6 @@ pub const SMS_KEY_SUFFIX: &str = "#sms";
 const FAILED_STATUS_WATCH: Duration = Duration::from_secs(7 * 86_400);
 /// Timers claimed per round.
 const BATCH: usize = 256;
-/// How long a claimed timer is ours before another process may take it over.
-const LEASE: Duration = Duration::from_secs(300);
 /// When a fallback that could not go out now (route down, campaign paused) is tried again.
 const RETRY_IN: Duration = Duration::from_secs(60);
 
@@ -189,7 +187,10 @@ impl Engine {
             let now = Utc::now();
             let claimed = self
                 .store()
-                .claim_due_timers(&owner, LEASE, now, BATCH)
+                // The ledger's lease: a dead process's timers move on as fast as its keys. A
+                // timer taken over while its SMS is still going out finds the key held
+                // elsewhere and is handed back, never sent twice.
+                .claim_due_timers(&owner, self.config().lease, now, BATCH)
                 .await?;
             if claimed.is_empty() {
                 break;
