@@ -171,6 +171,16 @@ impl Engine {
     /// same one), decides each against the WhatsApp row, and sends the SMS versions through
     /// the SMS lane, grouped per job. Safe to call from any number of processes at once.
     pub async fn fire_fallbacks(&self, ctl: &RunControl) -> Result<FallbackRound, EngineError> {
+        self.fire_fallbacks_at(Utc::now(), ctl).await
+    }
+
+    /// [`Engine::fire_fallbacks`] as if the time were `now`: tests and replays move the clock
+    /// (a deadline 30 minutes ahead) without waiting for it.
+    pub async fn fire_fallbacks_at(
+        &self,
+        now: DateTime<Utc>,
+        ctl: &RunControl,
+    ) -> Result<FallbackRound, EngineError> {
         let mut round = FallbackRound::default();
         let Some(sms) = self.channel_of(ChannelKind::Sms).cloned() else {
             return Ok(round);
@@ -184,7 +194,6 @@ impl Engine {
             if ctl.shutdown.is_cancelled() {
                 break;
             }
-            let now = Utc::now();
             let claimed = self
                 .store()
                 // The ledger's lease: a dead process's timers move on as fast as its keys. A
@@ -206,7 +215,7 @@ impl Engine {
                 }
             }
             for (_, group) in groups {
-                self.send_group(&owner, &sms, group, ctl, &mut round)
+                self.send_group(&owner, &sms, group, now, ctl, &mut round)
                     .await?;
             }
             if n < BATCH {
@@ -313,12 +322,13 @@ impl Engine {
         owner: &str,
         sms: &Arc<dyn crate::channel::Channel>,
         group: Vec<Due>,
+        now: DateTime<Utc>,
         ctl: &RunControl,
         round: &mut FallbackRound,
     ) -> Result<(), EngineError> {
         let store = self.store();
         let first = &group[0].fallback;
-        let later = Utc::now() + chrono::Duration::from_std(RETRY_IN).unwrap_or_default();
+        let later = now + chrono::Duration::from_std(RETRY_IN).unwrap_or_default();
         let campaign = CampaignId::from_trusted(first.campaign.clone());
         let state = store.campaign(&campaign).await?.map(|c| c.state);
         let sender = store
