@@ -13,7 +13,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::channel::sms::receipt::{MessageState, id_forms};
+use crate::channel::sms::receipt::{MessageState, canonical_id, id_forms};
 use crate::channel::sms::route::ReceiptIds;
 use crate::channel::sms::{Inbound, SmsRoute};
 use crate::domain::{PhoneNumber, SmsReceiptUpdate};
@@ -85,19 +85,21 @@ pub fn receipt_update(
         false if state == MessageState::Expired => "expired",
         false => "failed",
     };
-    let mut forms = id_forms(message_id);
-    // forms[0] is the id as given; the others the same number in the other base.
-    match ids {
-        ReceiptIds::Auto => {}
-        ReceiptIds::Same => forms.truncate(1),
-        // The receipt says decimal what the answer said hex (or the reverse): only the
-        // converted form names the stored id.
-        ReceiptIds::Decimal | ReceiptIds::Hex => {
-            if forms.len() > 1 {
-                forms.remove(0);
-            }
-        }
-    }
+    let canonical = canonical_id(message_id);
+    let forms = match ids {
+        // As given first; then the same number in the other base.
+        ReceiptIds::Auto => id_forms(message_id),
+        ReceiptIds::Same => vec![canonical],
+        // The receipt says in decimal what the answer said in hex: store's form is the hex.
+        ReceiptIds::Decimal => canonical
+            .parse::<u128>()
+            .map(|n| vec![format!("{n:x}")])
+            .unwrap_or_else(|_| vec![canonical]),
+        // The receipt says in hex what the answer said in decimal.
+        ReceiptIds::Hex => u128::from_str_radix(&canonical, 16)
+            .map(|n| vec![n.to_string()])
+            .unwrap_or_else(|_| vec![canonical]),
+    };
     Some(SmsReceiptUpdate {
         message_ids: forms,
         status,

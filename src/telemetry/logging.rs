@@ -6,9 +6,15 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber once. `RUST_LOG` overrides the default `info` level.
+/// `info`, but nothing from the SMPP crate: at `info` it logs every PDU, and at `error` a PDU
+/// it cannot decode with its bytes — phone numbers among them. herald logs the session's
+/// state itself (`RUST_LOG=info,smpp34=debug` shows the crate's lines when debugging).
+const DEFAULT_FILTER: &str = "info,smpp34=off";
+
+/// Installs the global subscriber once. `RUST_LOG` overrides the default.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

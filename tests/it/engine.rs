@@ -24,6 +24,8 @@ pub struct Env {
     /// The store's URL, for the `herald` binary.
     pub db_url: String,
     pub dir: tempfile::TempDir,
+    /// How the engine reaches the simulator's Cloud API (a second engine: a restart).
+    pub graph: GraphConfig,
 }
 
 pub struct EnvOptions {
@@ -78,6 +80,7 @@ impl Env {
             engine,
             db_url: url,
             dir,
+            graph,
         }
     }
 
