@@ -186,6 +186,7 @@ impl SimulateArgs {
             fault_130429_ratio: self.fault_130429,
             webhook_url: self.webhook_url,
             app_secret: self.app_secret,
+            smsc: None,
         };
         config.validate()?;
         Ok(config)

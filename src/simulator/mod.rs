@@ -21,6 +21,7 @@ mod limits;
 mod listener;
 mod lookups;
 mod send;
+mod smsc;
 mod state;
 mod webhooks;
 
@@ -44,6 +45,7 @@ pub use command::{SimulateArgs, run};
 pub use config::{
     DEFAULT_ACCOUNT_ID, SimConfig, SimNumber, SimTemplate, TemplateStatus, load_list,
 };
+pub use smsc::SmscConfig;
 pub use state::{NumberStats, SimStats};
 
 use errors::{ApiError, Code};
