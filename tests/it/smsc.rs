@@ -626,3 +626,82 @@ async fn a_bad_destination_is_refused_with_its_status() {
     assert_eq!(sms.accepted, 0);
     esme.close().await;
 }
+
+#[tokio::test]
+async fn herald_s_sms_channel_sends_and_reads_receipts_and_mo_through_the_simulator() {
+    use herald::channel::sms::{Inbound, SmsChannel, SmsRoute};
+    use herald::channel::{Answer, Channel, Endpoint, Prepared};
+    use herald::domain::{IdempotencyKey, PhoneNumber};
+
+    let sim = start(SmscConfig {
+        decimal_receipt_ids: true,
+        ..quick_receipts()
+    })
+    .await;
+    let addr = sim.smpp_addr().unwrap();
+    let route = SmsRoute::parse(&format!(
+        "smpp://herald:secret@{}:{}?receipt_ids=decimal",
+        addr.ip(),
+        addr.port()
+    ))
+    .unwrap();
+    let (channel, mut inbound) = SmsChannel::start(route);
+    assert!(channel.wait_bound(PATIENCE).await, "herald binds");
+    let to = PhoneNumber::parse("+4915112345678").unwrap();
+    let key = IdempotencyKey::parse("bf26:anna").unwrap();
+    let text = "ACME: Sneaker -30 % nur heute! ".repeat(6);
+    let answer = channel
+        .send(
+            &Endpoint(String::new()),
+            &Prepared {
+                to: &to,
+                key: &key,
+                template: "",
+                language: "",
+                components: &[],
+                text: &text,
+                from: "ACME",
+            },
+        )
+        .await;
+    let Answer::Accepted { provider_id, .. } = answer else {
+        panic!("not accepted: {answer:?}");
+    };
+    let listed = sim.sms_messages();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].text, text);
+    assert_eq!(listed[0].key.as_deref(), Some("bf26:anna"));
+    assert_eq!(listed[0].parts, 2);
+    assert_eq!(receipt::canonical_id(&listed[0].message_id), provider_id);
+
+    let Inbound::Receipt(dlr) = next_inbound(&mut inbound).await else {
+        panic!("not a receipt");
+    };
+    assert_eq!(dlr.state, MessageState::Delivered);
+    assert!(receipt::id_forms(&dlr.message_id).contains(&provider_id));
+
+    sim.send_mo(&MoRequest {
+        from: "+4915112345678".into(),
+        to: "ACME".into(),
+        text: "STOP".into(),
+    })
+    .await
+    .unwrap();
+    let mo = next_inbound(&mut inbound).await;
+    assert_eq!(
+        mo,
+        Inbound::Mo {
+            from: "4915112345678".into(),
+            to: "ACME".into(),
+            text: "STOP".into(),
+        }
+    );
+    channel.stop();
+}
+
+async fn next_inbound<T>(inbound: &mut tokio::sync::mpsc::Receiver<T>) -> T {
+    tokio::time::timeout(PATIENCE, inbound.recv())
+        .await
+        .expect("inbound in time")
+        .expect("the channel is open")
+}
