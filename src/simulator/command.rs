@@ -4,17 +4,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::config::{SimConfig, load_list, redacted};
+use super::smsc::SmscConfig;
 
 /// Run a local stand-in for the WhatsApp Cloud API: Meta's validation, error envelopes,
 /// throughput and pair limits, templates, faults and signed status webhooks. Point herald at
-/// it with HERALD_GRAPH_URL; read what it accepted at /__sim/stats.
+/// it with HERALD_GRAPH_URL; read what it accepted at /__sim/stats. With --smpp-port it is
+/// also an SMS provider's SMSC (SMPP 3.4).
 #[derive(clap::Args, Clone)]
 pub struct SimulateArgs {
     /// Address to listen on.
@@ -103,6 +105,134 @@ pub struct SimulateArgs {
     /// Key for the webhooks' X-Hub-Signature-256.
     #[arg(long, env = "HERALD_APP_SECRET", hide_env_values = true)]
     pub app_secret: Option<String>,
+
+    #[command(flatten)]
+    pub smsc: SmscArgs,
+}
+
+/// The SMSC's flags: all but --smpp-port need it, since without it there is no SMSC.
+#[derive(clap::Args, Clone)]
+pub struct SmscArgs {
+    /// Also run an SMSC (SMPP 3.4 server) on this port of --addr's address (0 = any free port).
+    #[arg(long, env = "HERALD_SIM_SMPP_PORT", value_name = "PORT")]
+    pub smpp_port: Option<u16>,
+
+    /// The account's system_id; binds naming another get ESME_RINVSYSID.
+    #[arg(
+        long,
+        env = "HERALD_SIM_SMPP_SYSTEM_ID",
+        default_value = "herald",
+        requires = "smpp_port"
+    )]
+    pub smpp_system_id: String,
+
+    /// The account's password (at most 8 characters); others get ESME_RINVPASWD.
+    #[arg(
+        long,
+        env = "HERALD_SIM_SMPP_PASSWORD",
+        default_value = "secret",
+        hide_env_values = true,
+        requires = "smpp_port"
+    )]
+    pub smpp_password: String,
+
+    /// submit_sm per second the account may send (ESME_RTHROTTLED beyond); 0 = no limit.
+    #[arg(
+        long,
+        env = "HERALD_SIM_SMPP_TPS",
+        default_value_t = 0,
+        requires = "smpp_port"
+    )]
+    pub smpp_tps: u32,
+
+    /// Sessions the account may bind at once (ESME_RBINDFAIL beyond); 0 = no limit.
+    #[arg(
+        long,
+        env = "HERALD_SIM_SMPP_MAX_BINDS",
+        default_value_t = 10,
+        requires = "smpp_port"
+    )]
+    pub smpp_max_binds: u32,
+
+    /// From acceptance to the delivery receipt, e.g. 200ms or 2s.
+    #[arg(long, env = "HERALD_SIM_SMS_RECEIPT_DELAY", default_value = "500ms",
+          value_parser = humantime::parse_duration, requires = "smpp_port")]
+    pub sms_receipt_delay: Duration,
+
+    /// Share of destinations, picked by a stable hash, whose receipts say UNDELIV.
+    #[arg(long, env = "HERALD_SIM_SMS_UNDELIVERABLE_SHARE", default_value_t = 0.0,
+          value_parser = parse_ratio, requires = "smpp_port")]
+    pub sms_undeliverable_share: f64,
+
+    /// A further share of destinations whose receipts say EXPIRED.
+    #[arg(long, env = "HERALD_SIM_SMS_EXPIRED_SHARE", default_value_t = 0.0,
+          value_parser = parse_ratio, requires = "smpp_port")]
+    pub sms_expired_share: f64,
+
+    /// Destinations (E.164) whose receipts always say UNDELIV; repeatable or comma-separated.
+    #[arg(
+        long,
+        env = "HERALD_SIM_SMS_UNDELIVERABLE",
+        value_name = "E164",
+        value_delimiter = ',',
+        requires = "smpp_port"
+    )]
+    pub sms_undeliverable: Vec<String>,
+
+    /// Give message ids in decimal in receipts (submit_sm_resp gives hex), as some providers do.
+    #[arg(
+        long,
+        env = "HERALD_SIM_SMS_DECIMAL_RECEIPT_IDS",
+        requires = "smpp_port"
+    )]
+    pub sms_decimal_receipt_ids: bool,
+
+    /// Send every delivery receipt twice.
+    #[arg(
+        long,
+        env = "HERALD_SIM_SMS_DUPLICATE_RECEIPTS",
+        requires = "smpp_port"
+    )]
+    pub sms_duplicate_receipts: bool,
+}
+
+impl fmt::Debug for SmscArgs {
+    /// By hand, so the password never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmscArgs")
+            .field("smpp_port", &self.smpp_port)
+            .field("smpp_system_id", &self.smpp_system_id)
+            .field("smpp_password", &"<redacted>")
+            .field("smpp_tps", &self.smpp_tps)
+            .field("smpp_max_binds", &self.smpp_max_binds)
+            .field("sms_receipt_delay", &self.sms_receipt_delay)
+            .field("sms_undeliverable_share", &self.sms_undeliverable_share)
+            .field("sms_expired_share", &self.sms_expired_share)
+            .field("sms_undeliverable", &self.sms_undeliverable.len())
+            .field("sms_decimal_receipt_ids", &self.sms_decimal_receipt_ids)
+            .field("sms_duplicate_receipts", &self.sms_duplicate_receipts)
+            .finish()
+    }
+}
+
+impl SmscArgs {
+    /// The SMSC these flags describe, listening on `ip`; `None` without --smpp-port.
+    fn into_config(self, ip: IpAddr) -> Option<SmscConfig> {
+        let port = self.smpp_port?;
+        Some(SmscConfig {
+            addr: SocketAddr::new(ip, port),
+            system_id: self.smpp_system_id,
+            password: self.smpp_password,
+            tps: self.smpp_tps,
+            max_binds: self.smpp_max_binds,
+            receipt_delay: self.sms_receipt_delay,
+            undeliverable_share: self.sms_undeliverable_share,
+            expired_share: self.sms_expired_share,
+            undeliverable: self.sms_undeliverable.into_iter().collect(),
+            decimal_receipt_ids: self.sms_decimal_receipt_ids,
+            duplicate_receipts: self.sms_duplicate_receipts,
+        })
+    }
 }
 
 impl fmt::Debug for SimulateArgs {
@@ -129,6 +259,7 @@ impl fmt::Debug for SimulateArgs {
             .field("fault_130429", &self.fault_130429)
             .field("webhook_url", &self.webhook_url)
             .field("app_secret", &redacted(&self.app_secret))
+            .field("smsc", &self.smsc)
             .finish()
     }
 }
@@ -186,6 +317,7 @@ impl SimulateArgs {
             fault_130429_ratio: self.fault_130429,
             webhook_url: self.webhook_url,
             app_secret: self.app_secret,
+            smsc: self.smsc.into_config(self.addr.ip()),
         };
         config.validate()?;
         Ok(config)
@@ -196,6 +328,11 @@ impl SimulateArgs {
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let addr = args.addr;
     let config = args.into_config()?;
+    let system_id = config
+        .smsc
+        .as_ref()
+        .map(|s| s.system_id.clone())
+        .unwrap_or_default();
     if config.webhook_url.is_some() && config.app_secret.is_none() {
         eprintln!("warning: no --app-secret, webhooks go out unsigned");
     }
@@ -205,6 +342,17 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     println!("  use it with: HERALD_GRAPH_URL={url}");
     println!("  stats:       curl {url}/__sim/stats");
     println!("  reset:       curl -X POST {url}/__sim/reset");
+    if let Some(mut smpp) = sim.smpp_addr() {
+        if smpp.ip().is_unspecified() {
+            smpp.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        println!("SMSC (SMPP 3.4) listening on {smpp}");
+        println!("  bind as:     system_id {system_id}, password from --smpp-password");
+        println!("  messages:    curl {url}/__sim/sms/messages");
+        println!(
+            "  MO (reply):  curl -X POST {url}/__sim/sms/mo -d '{{\"from\":\"+4917612345678\",\"to\":\"ACME\",\"text\":\"STOP\"}}'"
+        );
+    }
     crate::signal::shutdown_signal().await;
     let stats = sim.stats();
     sim.shutdown().await;
@@ -250,6 +398,63 @@ mod tests {
         assert_eq!(config.undeliverable.len(), 2);
         assert_eq!(config.fault_drop_ratio, 0.01);
         assert!(!config.accept_unknown_templates);
+    }
+
+    #[test]
+    fn smpp_flags_become_an_smsc_on_the_http_address() {
+        let args = parse(&[
+            "--addr",
+            "0.0.0.0:8090",
+            "--smpp-port",
+            "2775",
+            "--smpp-tps",
+            "50",
+            "--sms-receipt-delay",
+            "200ms",
+            "--sms-undeliverable",
+            "+4915100000001",
+            "--sms-undeliverable",
+            "+4915100000002",
+            "--sms-expired-share",
+            "0.1",
+            "--sms-decimal-receipt-ids",
+            "--sms-duplicate-receipts",
+        ])
+        .unwrap();
+        let smsc = args.into_config().unwrap().smsc.unwrap();
+        assert_eq!(smsc.addr, "0.0.0.0:2775".parse().unwrap());
+        assert_eq!(
+            (smsc.system_id.as_str(), smsc.password.as_str()),
+            ("herald", "secret")
+        );
+        assert_eq!(smsc.tps, 50);
+        assert_eq!(smsc.receipt_delay, Duration::from_millis(200));
+        assert_eq!(smsc.undeliverable.len(), 2);
+        assert_eq!(smsc.expired_share, 0.1);
+        assert!(smsc.decimal_receipt_ids && smsc.duplicate_receipts);
+        assert!(parse(&[]).unwrap().into_config().unwrap().smsc.is_none());
+    }
+
+    #[test]
+    fn bad_smpp_flags_are_errors() {
+        // SMS flags without the SMSC they configure.
+        assert!(parse(&["--smpp-tps", "5"]).is_err());
+        assert!(parse(&["--smpp-port", "0", "--sms-receipt-delay", "soon"]).is_err());
+        assert!(parse(&["--smpp-port", "0", "--sms-expired-share", "1.5"]).is_err());
+        // Shares that parse alone but add up past 1, and a password SMPP cannot carry.
+        let both = parse(&[
+            "--smpp-port",
+            "0",
+            "--sms-expired-share",
+            "0.6",
+            "--sms-undeliverable-share",
+            "0.6",
+        ])
+        .unwrap();
+        let err = both.into_config().unwrap_err().to_string();
+        assert!(err.contains("add up"), "{err}");
+        let long = parse(&["--smpp-port", "0", "--smpp-password", "far-too-long"]).unwrap();
+        assert!(long.into_config().is_err());
     }
 
     #[test]

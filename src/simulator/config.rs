@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use super::smsc::SmscConfig;
 use crate::domain::Category;
 
 /// Meta's default throughput per business number.
@@ -67,6 +68,8 @@ pub struct SimConfig {
     pub webhook_url: Option<String>,
     /// Key of the webhooks' `X-Hub-Signature-256`; without it they go unsigned.
     pub app_secret: Option<String>,
+    /// An SMSC (SMPP 3.4 server) for the SMS channel beside the Cloud API; `None` = off.
+    pub smsc: Option<SmscConfig>,
 }
 
 impl Default for SimConfig {
@@ -91,6 +94,7 @@ impl Default for SimConfig {
             fault_130429_ratio: 0.0,
             webhook_url: None,
             app_secret: None,
+            smsc: None,
         }
     }
 }
@@ -120,6 +124,9 @@ impl SimConfig {
             if !seen.insert(n.id.as_str()) {
                 bail!("phone number id {} is configured twice", n.id);
             }
+        }
+        if let Some(smsc) = &self.smsc {
+            smsc.validate()?;
         }
         Ok(())
     }
@@ -156,6 +163,7 @@ impl fmt::Debug for SimConfig {
             .field("fault_130429_ratio", &self.fault_130429_ratio)
             .field("webhook_url", &self.webhook_url)
             .field("app_secret", &redacted(&self.app_secret))
+            .field("smsc", &self.smsc)
             .finish()
     }
 }
@@ -437,5 +445,18 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("secret-token") && !shown.contains("secret-value"));
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn an_invalid_smsc_makes_the_whole_config_invalid() {
+        let config = SimConfig {
+            smsc: Some(SmscConfig {
+                undeliverable_share: -0.1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("smsc.undeliverable_share"), "{err}");
     }
 }

@@ -5,13 +5,14 @@
 //! (130429) and the pair rate (131056), knows templates (132001/132015) and undeliverable
 //! recipients (131026), injects faults (5xx, slow answers, dropped connections), serves the
 //! template list and phone-number fields, posts signed status webhooks, and counts what it
-//! accepted — including duplicates — on `GET /__sim/stats`.
+//! accepted — including duplicates — on `GET /__sim/stats`. With `SimConfig::smsc` it is also
+//! an SMS provider's SMSC (SMPP 3.4) for the SMS channel.
 //!
 //! Layout: `config` what an instance pretends to be · `send` the hot path · `lookups` the
 //! read endpoints · `limits` the rate arithmetic · `state` counters and per-number locks ·
 //! `hashing` compact keys for millions of recipients · `errors` Graph's error envelope ·
-//! `webhooks` status callbacks · `listener` connections a handler can cut · `command` the
-//! `herald simulate` subcommand.
+//! `webhooks` status callbacks · `listener` connections a handler can cut · `smsc` the SMPP
+//! server · `command` the `herald simulate` subcommand.
 
 mod command;
 mod config;
@@ -21,6 +22,7 @@ mod limits;
 mod listener;
 mod lookups;
 mod send;
+mod smsc;
 mod state;
 mod webhooks;
 
@@ -44,10 +46,15 @@ pub use command::{SimulateArgs, run};
 pub use config::{
     DEFAULT_ACCOUNT_ID, SimConfig, SimNumber, SimTemplate, TemplateStatus, load_list,
 };
+pub use smsc::{
+    MoError, MoRequest, MoSent, Outcome as SmsOutcome, ReceiptCounts, SmsMessage, SmsStats,
+    SmscConfig,
+};
 pub use state::{NumberStats, SimStats};
 
 use errors::{ApiError, Code};
 use listener::{Connection, CuttableListener};
+use smsc::Smsc;
 use state::Shared;
 use webhooks::WebhookQueue;
 
@@ -62,6 +69,7 @@ pub struct SimHandle {
     server: Option<JoinHandle<()>>,
     stop_webhooks: Arc<Notify>,
     webhooks: Option<JoinHandle<()>>,
+    smsc: Option<Smsc>,
 }
 
 impl SimHandle {
@@ -84,6 +92,31 @@ impl SimHandle {
         self.shared.stats()
     }
 
+    /// The address the SMSC listens on (with the real port when configured with port 0), or
+    /// `None` when it is off.
+    pub fn smpp_addr(&self) -> Option<SocketAddr> {
+        self.smsc.as_ref().map(Smsc::addr)
+    }
+
+    /// The SMS the SMSC accepted, oldest first, decoded and with the parts of long messages
+    /// joined (`GET /__sim/sms/messages`); empty when it is off.
+    pub fn sms_messages(&self) -> Vec<SmsMessage> {
+        self.shared
+            .smsc
+            .as_ref()
+            .map(|smsc| smsc.messages())
+            .unwrap_or_default()
+    }
+
+    /// Sends a customer's SMS to a bound session as `deliver_sm` and waits for its
+    /// acknowledgement (`POST /__sim/sms/mo`).
+    pub async fn send_mo(&self, mo: &MoRequest) -> Result<MoSent, MoError> {
+        match &self.shared.smsc {
+            Some(smsc) => smsc::send_mo(smsc, mo).await,
+            None => Err(MoError::NotEnabled),
+        }
+    }
+
     /// Forgets all counters, limit state and seen callback data.
     pub fn reset(&self) {
         self.shared.reset();
@@ -101,6 +134,9 @@ impl SimHandle {
         self.stop_webhooks.notify_one();
         if let Some(webhooks) = self.webhooks.take() {
             finish_or_abort(webhooks).await;
+        }
+        if let Some(smsc) = self.smsc.take() {
+            smsc.shutdown().await;
         }
     }
 }
@@ -139,7 +175,13 @@ pub async fn spawn(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHan
         }
         None => (None, None),
     };
-    let shared = Arc::new(Shared::new(config, addr, queue));
+    let smsc = match config.smsc.clone() {
+        Some(smsc) => Some(Smsc::start(smsc).await?),
+        None => None,
+    };
+    let shared = Arc::new(
+        Shared::new(config, addr, queue).with_smsc(smsc.as_ref().map(|s| s.state().clone())),
+    );
     let stop_webhooks = Arc::new(Notify::new());
     let webhooks = poster.map(|(url, rx)| {
         tokio::spawn(webhooks::run(
@@ -168,6 +210,7 @@ pub async fn spawn(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHan
         server: Some(server),
         stop_webhooks,
         webhooks,
+        smsc,
     })
 }
 
@@ -175,6 +218,8 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/__sim/stats", get(stats))
         .route("/__sim/reset", post(reset))
+        .route("/__sim/sms/mo", post(smsc::http::mo))
+        .route("/__sim/sms/messages", get(smsc::http::messages))
         .route("/{version}/{id}/messages", post(send::messages))
         .route(
             "/{version}/{id}/marketing_messages",

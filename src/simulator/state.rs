@@ -15,6 +15,7 @@ use super::config::{SimConfig, SimNumber, SimTemplate};
 use super::errors::Code;
 use super::hashing::{HashedSet, stable_hash};
 use super::limits::{PairLimiter, SlidingWindow};
+use super::smsc::{SmsStats, SmscState};
 use super::webhooks::WebhookQueue;
 
 /// What the simulator saw since start or the last reset (`GET /__sim/stats`).
@@ -36,6 +37,9 @@ pub struct SimStats {
     /// Status updates given up on: the receiver kept failing, or the queue was full.
     #[serde(default)]
     pub webhook_statuses_lost: u64,
+    /// The SMSC's view, when it is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsStats>,
 }
 
 impl SimStats {
@@ -173,6 +177,8 @@ pub struct Shared {
     pub webhooks: Option<WebhookQueue>,
     pub webhook_posted: AtomicU64,
     pub webhook_lost: AtomicU64,
+    /// The SMSC's state, when it is enabled (for the `/__sim/sms/…` endpoints and the stats).
+    pub smsc: Option<Arc<SmscState>>,
 }
 
 impl Shared {
@@ -210,8 +216,15 @@ impl Shared {
             webhooks,
             webhook_posted: AtomicU64::new(0),
             webhook_lost: AtomicU64::new(0),
+            smsc: None,
             config,
         }
+    }
+
+    /// The same, serving the SMSC's endpoints and stats too.
+    pub fn with_smsc(mut self, smsc: Option<Arc<SmscState>>) -> Self {
+        self.smsc = smsc;
+        self
     }
 
     fn slot_for(config: &SimConfig, id: &str) -> NumberSlot {
@@ -347,10 +360,12 @@ impl Shared {
             numbers,
             webhook_statuses_posted: self.webhook_posted.load(Relaxed),
             webhook_statuses_lost: self.webhook_lost.load(Relaxed),
+            sms: self.smsc.as_ref().map(|smsc| smsc.stats()),
         }
     }
 
-    /// Forgets counters, limits and seen keys; numbers that are not configured disappear.
+    /// Forgets counters, limits and seen keys (the SMSC's too); numbers that are not
+    /// configured disappear.
     pub fn reset(&self) {
         {
             let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
@@ -373,6 +388,9 @@ impl Shared {
         }
         self.webhook_posted.store(0, Relaxed);
         self.webhook_lost.store(0, Relaxed);
+        if let Some(smsc) = &self.smsc {
+            smsc.reset();
+        }
     }
 }
 

@@ -5,5 +5,6 @@ mod engine;
 mod rabbit_node;
 mod serve;
 mod simulator;
+mod smsc;
 mod store_conformance;
 mod support;
