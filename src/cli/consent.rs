@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 
 use super::parse::{category, phone};
 use crate::app::{CliError, GlobalOpts};
-use crate::domain::{Category, PhoneNumber, mask};
+use crate::domain::{Category, ChannelKind, PhoneNumber, mask};
 use crate::store::Consent;
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +111,7 @@ pub fn parse_consent_csv(
             Ok(Consent {
                 phone,
                 category,
+                channel: ChannelKind::WhatsApp,
                 granted_at,
                 source: row.source,
                 proof: row.proof,
@@ -164,6 +165,7 @@ pub async fn consent(g: &GlobalOpts, cmd: ConsentCmd) -> Result<(), CliError> {
             let c = Consent {
                 phone: phone(&a.phone)?,
                 category: category(&a.category)?,
+                channel: ChannelKind::WhatsApp,
                 granted_at: a.granted_at.unwrap_or_else(Utc::now),
                 source: a.source,
                 proof: a.proof,
@@ -177,7 +179,9 @@ pub async fn consent(g: &GlobalOpts, cmd: ConsentCmd) -> Result<(), CliError> {
             let p = phone(&a.phone)?;
             let cat = a.category.as_deref().map(category).transpose()?;
             let store = g.open_store().await?;
-            store.revoke_consent(&p, cat, Utc::now(), &a.source).await?;
+            store
+                .revoke_consent(&p, cat, None, Utc::now(), &a.source)
+                .await?;
             println!(
                 "consent revoked for {} ({})",
                 p,

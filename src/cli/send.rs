@@ -195,7 +195,12 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         let phones: Vec<_> = job.recipients.iter().map(|r| r.to.clone()).collect();
         let mut states = Vec::with_capacity(phones.len());
         for chunk in phones.chunks(1000) {
-            states.extend(store.consent_states(category, chunk).await?);
+            // The estimate prices the WhatsApp template, so it asks for WhatsApp consent.
+            states.extend(
+                store
+                    .consent_states(category, ChannelKind::WhatsApp, chunk)
+                    .await?,
+            );
         }
         states
     };
