@@ -203,3 +203,46 @@ fn a_bad_channel_is_a_usage_error_naming_the_line_and_column_not_the_number() {
     ]);
     assert!(err.contains("--channel"), "{err}");
 }
+
+#[test]
+fn the_estimate_counts_consent_on_each_recipients_channel() {
+    let cli = Cli::new();
+    let job = cli.dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j1", "campaign_id": "c1", "sender": "106540352242922",
+            "template": {"name": "flash_sale", "language": "de", "category": "marketing"},
+            "recipients": [
+                {"to": "+4915112345678"},
+                {"to": "+4917698765432", "channel": "sms"},
+                {"to": "+4916012345670", "channel": "sms"}
+            ],
+            "sms": {"from": "ACME", "text": "ACME: -30 % today. STOP: reply STOP"}}"#,
+    )
+    .unwrap();
+    // The third prefers SMS but consented to WhatsApp only.
+    for (to, channel) in [
+        ("+4915112345678", "whatsapp"),
+        ("+4917698765432", "sms"),
+        ("+4916012345670", "whatsapp"),
+    ] {
+        cli.ok(&[
+            "consent",
+            "grant",
+            to,
+            "--category",
+            "marketing",
+            "--channel",
+            channel,
+            "--source",
+            "checkout",
+            "--proof",
+            "box v3",
+        ]);
+    }
+    let out = cli.ok(&["estimate", job.to_str().unwrap()]);
+    assert!(
+        out.contains("2 sendable (1 by WhatsApp, 1 by SMS), 1 without consent"),
+        "{out}"
+    );
+}
