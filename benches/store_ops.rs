@@ -49,6 +49,7 @@ async fn run(n: usize) {
         .map(|p| Consent {
             phone: p.clone(),
             category: Category::Marketing,
+            channel: ChannelKind::WhatsApp,
             granted_at: Utc::now(),
             source: "b".into(),
             proof: "b".into(),
@@ -72,7 +73,10 @@ async fn run(n: usize) {
     time("claim", t);
     let t = Instant::now();
     for c in phones.chunks(500) {
-        store.consent_states(Category::Marketing, c).await.unwrap();
+        store
+            .consent_states(Category::Marketing, ChannelKind::WhatsApp, c)
+            .await
+            .unwrap();
     }
     time("consent_states", t);
     let t = Instant::now();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use herald::app::EngineSetup;
-use herald::domain::{Category, Job, PhoneNumber, SenderId};
+use herald::domain::{Category, ChannelKind, Job, PhoneNumber, SenderId};
 use herald::engine::{JobRun, RunControl};
 use herald::graph::{GraphClient, GraphConfig};
 use herald::policy::cost::RateCard;
@@ -113,6 +113,7 @@ async fn run(recipients: usize, at_once: usize) {
             .map(|n| Consent {
                 phone: PhoneNumber::from_trusted(n.clone()),
                 category: Category::Marketing,
+                channel: ChannelKind::WhatsApp,
                 granted_at: Utc::now(),
                 source: "bench".into(),
                 proof: "bench".into(),

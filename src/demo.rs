@@ -11,7 +11,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::app::EngineSetup;
-use crate::domain::{Category, Job, PhoneNumber, SenderId};
+use crate::domain::{Category, ChannelKind, Job, PhoneNumber, SenderId};
 use crate::engine::{JobRun, Progress, RunControl};
 use crate::graph::{GraphClient, GraphConfig};
 use crate::pacing::PacerConfig;
@@ -156,6 +156,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .map(|(n, _)| Consent {
             phone: PhoneNumber::from_trusted(n.clone()),
             category: Category::Marketing,
+            channel: ChannelKind::WhatsApp,
             granted_at,
             source: "checkout".into(),
             proof: "newsletter-whatsapp-checkbox-v3".into(),
@@ -170,6 +171,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .revoke_consent(
                     &PhoneNumber::from_trusted(n.clone()),
                     Some(Category::Marketing),
+                    Some(ChannelKind::WhatsApp),
                     Utc::now(),
                     "inbound:STOP",
                 )

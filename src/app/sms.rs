@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use crate::channel::sms::receipt::{MessageState, canonical_id, id_forms};
 use crate::channel::sms::route::ReceiptIds;
 use crate::channel::sms::{Inbound, SmsRoute};
-use crate::domain::{PhoneNumber, SmsReceiptUpdate};
+use crate::domain::{ChannelKind, PhoneNumber, SmsReceiptUpdate};
 use crate::policy::opt_out::OptOutWords;
 use crate::store::Store;
 use crate::telemetry::metrics;
@@ -123,7 +123,7 @@ async fn mo(store: &dyn Store, route: &SmsRoute, opt_out: &OptOutWords, from: &s
     let mut delay = Duration::from_millis(200);
     for _ in 0..8 {
         match store
-            .revoke_consent(&phone, None, Utc::now(), &source)
+            .revoke_consent(&phone, None, Some(ChannelKind::Sms), Utc::now(), &source)
             .await
         {
             Ok(()) => {

@@ -1,24 +1,28 @@
-//! `herald consent`: opt-ins imported from a CSV or recorded one by one, and opt-outs. The
-//! CSV is checked whole before anything is written (GDPR: every consent keeps its proof).
+//! `herald consent`: opt-ins imported from a CSV or recorded one by one, and opt-outs, each
+//! for a category and a channel (UWG §7(2): WhatsApp consent is not SMS consent). The CSV is
+//! checked whole before anything is written (GDPR: every consent keeps its proof).
 
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
-use super::parse::{category, phone};
+use super::parse::{category, channel, phone};
 use crate::app::{CliError, GlobalOpts};
-use crate::domain::{Category, PhoneNumber, mask};
+use crate::domain::{Category, ChannelKind, PhoneNumber, mask};
 use crate::store::Consent;
 
 #[derive(Subcommand, Debug)]
 pub enum ConsentCmd {
-    /// Import opt-ins from a CSV with columns phone, category, granted_at, source, proof.
-    /// The whole file is checked first; one bad row imports nothing (see --skip-invalid).
+    /// Import opt-ins from a CSV with columns phone, category, granted_at, source, proof and,
+    /// optionally, channel (whatsapp or sms, any case; without the column every row is
+    /// whatsapp). The whole file is checked first; one bad row imports nothing (see
+    /// --skip-invalid).
     Import(ConsentImportArgs),
-    /// Record one opt-in.
+    /// Record one opt-in, for one category on one channel.
     Grant(ConsentGrantArgs),
-    /// Record an opt-out (one category, or all): honoured by the next batch of every worker.
+    /// Record an opt-out (one category or all, one channel or all): honoured by the next batch
+    /// of every worker.
     Revoke(ConsentRevokeArgs),
 }
 
@@ -35,6 +39,10 @@ pub struct ConsentGrantArgs {
     pub phone: String,
     #[arg(long)]
     pub category: String,
+    /// The channel the person agreed to (whatsapp or sms). Consent to one is not consent to
+    /// the other: SMS marketing needs its own.
+    #[arg(long, value_parser = channel, default_value = "whatsapp")]
+    pub channel: ChannelKind,
     /// Where the opt-in was given (form, checkout, …).
     #[arg(long)]
     pub source: String,
@@ -52,6 +60,10 @@ pub struct ConsentRevokeArgs {
     /// Only this category; every category if omitted.
     #[arg(long)]
     pub category: Option<String>,
+    /// Only this channel (whatsapp or sms); every channel if omitted, since a person who
+    /// says stop rarely means "only here".
+    #[arg(long, value_parser = channel)]
+    pub channel: Option<ChannelKind>,
     #[arg(long, default_value = "cli")]
     pub source: String,
 }
@@ -64,6 +76,9 @@ struct ConsentRow {
     granted_at: String,
     source: String,
     proof: String,
+    /// Optional column; without it every row is for WhatsApp (consents before channels).
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 /// Parses a consent CSV; returns the consents and the errors with their line numbers.
@@ -80,10 +95,11 @@ pub fn parse_consent_csv(
     for needed in ["phone", "category", "granted_at", "source", "proof"] {
         if !headers.iter().any(|h| h == needed) {
             return Err(CliError::Usage(format!(
-                "the CSV has no '{needed}' column (need phone, category, granted_at, source, proof)"
+                "the CSV has no '{needed}' column (need phone, category, granted_at, source, proof; channel is optional)"
             )));
         }
     }
+    let has_channel = headers.iter().any(|h| h == "channel");
     let mut ok = Vec::new();
     let mut errors = Vec::new();
     for (i, row) in rdr.deserialize::<ConsentRow>().enumerate() {
@@ -99,6 +115,15 @@ pub fn parse_consent_csv(
             let phone = PhoneNumber::parse(&row.phone)
                 .map_err(|e| format!("phone {}: {e}", mask(&row.phone)))?;
             let category = row.category.parse::<Category>()?;
+            // The value is not echoed: in a file whose columns slipped it may be a number.
+            let channel = match (has_channel, row.channel.as_deref()) {
+                (false, _) => ChannelKind::WhatsApp,
+                (true, None) => {
+                    return Err("column 'channel' is empty (write whatsapp or sms)".into());
+                }
+                (true, Some(raw)) => channel(raw)
+                    .map_err(|_| "column 'channel' is neither whatsapp nor sms".to_owned())?,
+            };
             let granted_at = DateTime::parse_from_rfc3339(&row.granted_at)
                 .map_err(|e| format!("granted_at '{}': {e} (use RFC 3339)", row.granted_at))?
                 .with_timezone(&Utc);
@@ -111,6 +136,7 @@ pub fn parse_consent_csv(
             Ok(Consent {
                 phone,
                 category,
+                channel,
                 granted_at,
                 source: row.source,
                 proof: row.proof,
@@ -164,24 +190,31 @@ pub async fn consent(g: &GlobalOpts, cmd: ConsentCmd) -> Result<(), CliError> {
             let c = Consent {
                 phone: phone(&a.phone)?,
                 category: category(&a.category)?,
+                channel: a.channel,
                 granted_at: a.granted_at.unwrap_or_else(Utc::now),
                 source: a.source,
                 proof: a.proof,
             };
             let store = g.open_store().await?;
             store.grant_consents(std::slice::from_ref(&c)).await?;
-            println!("consent recorded for {} ({})", c.phone, c.category);
+            println!(
+                "consent recorded for {} ({} on {})",
+                c.phone, c.category, c.channel
+            );
             Ok(())
         }
         ConsentCmd::Revoke(a) => {
             let p = phone(&a.phone)?;
             let cat = a.category.as_deref().map(category).transpose()?;
             let store = g.open_store().await?;
-            store.revoke_consent(&p, cat, Utc::now(), &a.source).await?;
+            store
+                .revoke_consent(&p, cat, a.channel, Utc::now(), &a.source)
+                .await?;
             println!(
-                "consent revoked for {} ({})",
+                "consent revoked for {} ({} on {})",
                 p,
-                cat.map_or("all categories".into(), |c| c.to_string())
+                cat.map_or("all categories".into(), |c| c.to_string()),
+                a.channel.map_or("all channels".into(), |c| c.to_string())
             );
             Ok(())
         }
@@ -207,6 +240,40 @@ mod tests {
         assert!(errors[2].contains("granted_at"));
         // Numbers never appear unmasked in errors.
         assert!(!errors[0].contains("015112345678"));
+    }
+
+    #[test]
+    fn without_a_channel_column_every_consent_is_for_whatsapp() {
+        let csv = "phone,category,granted_at,source,proof\n\
+                   +4915112345678,marketing,2026-01-02T10:00:00Z,checkout,x\n";
+        let (ok, errors) = parse_consent_csv(csv.as_bytes()).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(ok[0].channel, ChannelKind::WhatsApp);
+    }
+
+    #[test]
+    fn the_channel_column_is_read_in_any_case_and_a_bad_value_names_line_and_column() {
+        let csv = "phone,category,channel,granted_at,source,proof\n\
+                   +4915112345678,marketing,SMS,2026-01-02T10:00:00Z,checkout,x\n\
+                   +4915112345679,marketing,WhatsApp,2026-01-02T10:00:00Z,checkout,x\n\
+                   +4915112345670,marketing,+4915112345670,2026-01-02T10:00:00Z,checkout,x\n\
+                   +4915112345671,marketing,,2026-01-02T10:00:00Z,checkout,x\n";
+        let (ok, errors) = parse_consent_csv(csv.as_bytes()).unwrap();
+        let channels: Vec<_> = ok.iter().map(|c| c.channel).collect();
+        assert_eq!(channels, [ChannelKind::Sms, ChannelKind::WhatsApp]);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("line 4: column 'channel'"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].starts_with("line 5: column 'channel' is empty"),
+            "{}",
+            errors[1]
+        );
+        // A number in the wrong column is never echoed.
+        assert!(errors.iter().all(|e| !e.contains("4915112345670")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use clap::Args;
 use crate::app::{
     CliError, EngineOpts, GlobalOpts, PacingOpts, RateCardOpts, SmsOpts, progress_bar,
 };
-use crate::domain::{ChannelKind, Job};
+use crate::domain::{ChannelKind, ConsentState, Job};
 use crate::engine::{JobRun, Progress, RunControl};
 use crate::policy::cost::{CostTally, RateCard, format_micros};
 use crate::policy::gate::DeferReason;
@@ -191,14 +191,23 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
             .unwrap_or(job.template.category),
         None => job.template.category,
     };
-    let consents = {
-        let phones: Vec<_> = job.recipients.iter().map(|r| r.to.clone()).collect();
-        let mut states = Vec::with_capacity(phones.len());
-        for chunk in phones.chunks(1000) {
-            states.extend(store.consent_states(category, chunk).await?);
+    // Each recipient's consent on the channel they prefer: SMS needs its own (UWG §7(2)).
+    let mut consents = vec![ConsentState::Missing; job.recipients.len()];
+    for channel in [ChannelKind::WhatsApp, ChannelKind::Sms] {
+        let on: Vec<usize> = (0..job.recipients.len())
+            .filter(|&i| job.recipients[i].channel == channel)
+            .collect();
+        for chunk in on.chunks(1000) {
+            let phones: Vec<_> = chunk
+                .iter()
+                .map(|&i| job.recipients[i].to.clone())
+                .collect();
+            let states = store.consent_states(category, channel, &phones).await?;
+            for (&i, state) in chunk.iter().zip(states) {
+                consents[i] = state;
+            }
         }
-        states
-    };
+    }
     let mut tally = CostTally::default();
     let mut no_consent = 0u64;
     let (mut by_whatsapp, mut by_sms) = (0u64, 0u64);

@@ -46,7 +46,10 @@ impl Gate {
     async fn consented(&self, run: &Run, mine: Vec<usize>) -> Result<Vec<usize>, EngineError> {
         let job = &run.job;
         let phones: Vec<_> = mine.iter().map(|&i| job.recipients[i].to.clone()).collect();
-        let consents = self.store.consent_states(run.category, &phones).await?;
+        let consents = self
+            .store
+            .consent_states(run.category, self.channel.kind(), &phones)
+            .await?;
         let mut sendable = Vec::with_capacity(mine.len());
         for (idx, consent) in mine.into_iter().zip(consents) {
             match gate::recipient_verdict(consent) {

@@ -102,11 +102,18 @@ impl SendStage {
             run.note(Event::Retry);
         }
         if effects.revoke_marketing {
-            // 131050: the user stopped marketing messages on WhatsApp. Honour it at once.
+            // 131050: the user stopped marketing messages on WhatsApp. Honour it at once, for
+            // WhatsApp only: it says nothing about SMS.
             let to = &run.job.recipients[item.idx].to;
             if let Err(e) = self
                 .store
-                .revoke_consent(to, Some(Category::Marketing), Utc::now(), "meta:131050")
+                .revoke_consent(
+                    to,
+                    Some(Category::Marketing),
+                    Some(ChannelKind::WhatsApp),
+                    Utc::now(),
+                    "meta:131050",
+                )
                 .await
             {
                 warn!(error = %e, "could not record a 131050 marketing opt-out");

@@ -42,7 +42,8 @@ pub struct Notification {
     pub notes: Vec<Note>,
 }
 
-/// A consent revocation to record.
+/// A consent revocation to record, for the WhatsApp channel only: Meta's webhooks speak for
+/// WhatsApp, and an opt-out there says nothing about SMS (sms.md §6: opt-outs per channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
     pub phone: PhoneNumber,

@@ -20,6 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use super::notifications::{self, Note, Notification};
 use super::signature::{self, SIGNATURE_HEADER};
+use crate::domain::ChannelKind;
 use crate::engine::{FALLBACK_TIMER, sms_key};
 use crate::policy::opt_out::OptOutWords;
 use crate::store::{Store, StoreResult};
@@ -185,8 +186,10 @@ async fn apply(
         }
     }
     for r in &n.revocations {
+        // Meta's webhooks speak for WhatsApp: a STOP there revokes WhatsApp, not SMS.
+        let channel = Some(ChannelKind::WhatsApp);
         store
-            .revoke_consent(&r.phone, r.category, r.at, &r.source)
+            .revoke_consent(&r.phone, r.category, channel, r.at, &r.source)
             .await?;
         info!(
             phone = %r.phone,

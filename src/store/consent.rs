@@ -7,20 +7,24 @@ use super::StoreResult;
 use super::db::Arg;
 use super::shared;
 use super::sql::SqlStore;
-use crate::domain::{Category, PhoneNumber};
+use crate::domain::{Category, ChannelKind, PhoneNumber};
 
 pub(super) async fn revoke_consent(
     db: &SqlStore,
     phone: &PhoneNumber,
     category: Option<Category>,
+    channel: Option<ChannelKind>,
     at: DateTime<Utc>,
     source: &str,
 ) -> StoreResult<()> {
+    // NULL in `category` or `channel` means every one of them.
     db.execute(
-        "INSERT INTO revocations (phone, category, revoked_at, source) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO revocations (phone, category, channel, revoked_at, source)
+         VALUES ($1, $2, $3, $4, $5)",
         &[
             Arg::Text(phone.as_str()),
             Arg::OptText(category.map(Category::as_str)),
+            Arg::OptText(channel.map(ChannelKind::as_str)),
             Arg::Time(at),
             Arg::Text(source),
         ],

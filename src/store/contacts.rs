@@ -17,6 +17,7 @@ fn time_json(r: &Row, column: &str) -> StoreResult<Value> {
 fn consent_json(r: &Row) -> StoreResult<Value> {
     Ok(json!({
         "category": r.text("category")?,
+        "channel": r.text("channel")?,
         "granted_at": time_json(r, "granted_at")?,
         "source": r.text("source")?,
         "proof": r.text("proof")?,
@@ -26,6 +27,8 @@ fn consent_json(r: &Row) -> StoreResult<Value> {
 fn revocation_json(r: &Row) -> StoreResult<Value> {
     Ok(json!({
         "category": r.opt_text("category")?,
+        // null: every channel (as for category).
+        "channel": r.opt_text("channel")?,
         "revoked_at": time_json(r, "revoked_at")?,
         "source": r.text("source")?,
     }))
@@ -79,14 +82,14 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
     let mut conn = db.snapshot().await?;
     let consents = conn
         .fetch_all(
-            "SELECT category, granted_at, source, proof FROM consents
-             WHERE phone = $1 ORDER BY category",
+            "SELECT category, channel, granted_at, source, proof FROM consents
+             WHERE phone = $1 ORDER BY category, channel",
             &by_phone,
         )
         .await?;
     let revocations = conn
         .fetch_all(
-            "SELECT category, revoked_at, source FROM revocations
+            "SELECT category, channel, revoked_at, source FROM revocations
              WHERE phone = $1 ORDER BY revoked_at, id",
             &by_phone,
         )

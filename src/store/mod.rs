@@ -240,24 +240,30 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
 
     // --- consent -------------------------------------------------------------------------
-    /// Records consents; a newer grant after a revocation re-enables the number for that
-    /// category. Returns how many were written.
+    /// Records consents, each for its category and channel; a newer grant after a revocation
+    /// re-enables the number for that category on that channel only. Returns how many were
+    /// written.
     async fn grant_consents(&self, consents: &[Consent]) -> StoreResult<u64>;
-    /// Revokes consent for one category, or all when `category` is `None`; kept as history.
+    /// Revokes consent for one category, or all when `category` is `None`, on one channel, or
+    /// every channel when `channel` is `None`; kept as history.
     async fn revoke_consent(
         &self,
         phone: &PhoneNumber,
         category: Option<Category>,
+        channel: Option<ChannelKind>,
         at: DateTime<Utc>,
         source: &str,
     ) -> StoreResult<()>;
-    /// Suppresses a number for every category (complaint, legal request, 131050 for
-    /// marketing is a revocation instead).
+    /// Suppresses a number for every category and every channel (complaint, legal request;
+    /// 131050 for marketing is a revocation instead).
     async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()>;
-    /// Consent of each number for `category`, in the order given. One query per batch.
+    /// Consent of each number for `category` on `channel`, in the order given: granted only by
+    /// a grant for both, later than every revocation of that category (or all) on that channel
+    /// (or all), and not suppressed. One query per batch.
     async fn consent_states(
         &self,
         category: Category,
+        channel: ChannelKind,
         phones: &[PhoneNumber],
     ) -> StoreResult<Vec<ConsentState>>;
 
@@ -441,7 +447,8 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_timers(&self) -> StoreResult<Vec<(String, u64)>>;
 
     // --- personal data (GDPR) ------------------------------------------------------------
-    /// Everything stored about a number: consents, revocations, suppressions, ledger rows.
+    /// Everything stored about a number: consents and revocations (each with its channel;
+    /// `null` = every channel), suppressions, ledger rows.
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<serde_json::Value>;
     /// Erases a number: consents and tier rows deleted, ledger rows keep their outcome with the
     /// number replaced by a one-way hash, a suppression kept by hash so it is never messaged

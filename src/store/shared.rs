@@ -147,8 +147,9 @@ pub(crate) fn merge_deliveries(updates: &[DeliveryUpdate]) -> Vec<MergedDelivery
     merged
 }
 
-/// A number's consent for one category from what the store holds: a suppression wins; a grant
-/// counts only if it is later than every revocation of that category (or of all).
+/// A number's consent for one category on one channel from what the store holds: a
+/// suppression wins; a grant (of that category on that channel) counts only if it is later
+/// than every revocation of that category (or of all) on that channel (or on all).
 pub(crate) fn consent_state<T: PartialOrd>(
     suppressed: bool,
     granted_at: Option<T>,

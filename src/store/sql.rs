@@ -16,7 +16,8 @@ use super::{
 };
 use super::{campaigns, consent, contacts, ledger, senders, timers};
 use crate::domain::{
-    CampaignId, Category, IdempotencyKey, JobId, PhoneNumber, SenderId, SmsReceiptUpdate,
+    CampaignId, Category, ChannelKind, IdempotencyKey, JobId, PhoneNumber, SenderId,
+    SmsReceiptUpdate,
 };
 
 /// A store on one of the two SQL backends.
@@ -95,10 +96,11 @@ impl Store for SqlStore {
         &self,
         phone: &PhoneNumber,
         category: Option<Category>,
+        channel: Option<ChannelKind>,
         at: DateTime<Utc>,
         source: &str,
     ) -> StoreResult<()> {
-        consent::revoke_consent(self, phone, category, at, source).await
+        consent::revoke_consent(self, phone, category, channel, at, source).await
     }
 
     async fn suppress(&self, phone: &PhoneNumber, reason: &str) -> StoreResult<()> {
@@ -108,9 +110,10 @@ impl Store for SqlStore {
     async fn consent_states(
         &self,
         category: Category,
+        channel: ChannelKind,
         phones: &[PhoneNumber],
     ) -> StoreResult<Vec<ConsentState>> {
-        dispatch!(self.consent_states(category, phones))
+        dispatch!(self.consent_states(category, channel, phones))
     }
 
     async fn ensure_campaign(&self, id: &CampaignId) -> StoreResult<Campaign> {

@@ -87,3 +87,162 @@ fn a_bad_budget_is_a_usage_error() {
     let err = cli.usage_error(&["campaign", "status", "bf"]);
     assert!(err.contains("no campaign"), "{err}");
 }
+
+/// What `herald contacts export` shows for `phone`.
+fn exported(cli: &Cli, phone: &str) -> serde_json::Value {
+    serde_json::from_str(&cli.ok(&["contacts", "export", phone])).unwrap()
+}
+
+/// The (category, channel) of each consent or revocation in an export (`None` = every one).
+fn pairs(list: &serde_json::Value) -> Vec<(Option<String>, Option<String>)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["category"].as_str().map(str::to_owned),
+                v["channel"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn some(category: &str, channel: &str) -> (Option<String>, Option<String>) {
+    (Some(category.to_owned()), Some(channel.to_owned()))
+}
+
+#[test]
+fn consent_is_imported_granted_and_revoked_per_channel() {
+    let cli = Cli::new();
+    let csv = cli.dir.path().join("consents.csv");
+    std::fs::write(
+        &csv,
+        "phone,category,granted_at,source,proof,channel\n\
+         +4915112345678,marketing,2026-01-02T10:00:00Z,checkout,box v3,WhatsApp\n\
+         +4915112345678,marketing,2026-01-02T10:00:00Z,sms-form,keyword JA,sms\n\
+         +4917698765432,marketing,2026-01-02T10:00:00Z,checkout,box v3,whatsapp\n",
+    )
+    .unwrap();
+    let out = cli.ok(&["consent", "import", csv.to_str().unwrap()]);
+    assert!(out.contains("3 consent(s) imported"), "{out}");
+    let anna = exported(&cli, "+4915112345678");
+    assert_eq!(
+        pairs(&anna["consents"]),
+        [some("marketing", "sms"), some("marketing", "whatsapp")]
+    );
+
+    let out = cli.ok(&[
+        "consent",
+        "grant",
+        "+4917698765432",
+        "--category",
+        "utility",
+        "--channel",
+        "SMS",
+        "--source",
+        "shop",
+        "--proof",
+        "form 7",
+    ]);
+    assert!(out.contains("(utility on sms)"), "{out}");
+    let out = cli.ok(&[
+        "consent",
+        "revoke",
+        "+4915112345678",
+        "--category",
+        "marketing",
+        "--channel",
+        "sms",
+    ]);
+    assert!(out.contains("(marketing on sms)"), "{out}");
+    // Without --channel an opt-out is for every channel.
+    let out = cli.ok(&["consent", "revoke", "+4917698765432"]);
+    assert!(out.contains("(all categories on all channels)"), "{out}");
+
+    let anna = exported(&cli, "+4915112345678");
+    assert_eq!(pairs(&anna["revocations"]), [some("marketing", "sms")]);
+    let jonas = exported(&cli, "+4917698765432");
+    assert_eq!(
+        pairs(&jonas["consents"]),
+        [some("marketing", "whatsapp"), some("utility", "sms")]
+    );
+    assert_eq!(pairs(&jonas["revocations"]), [(None, None)]);
+}
+
+#[test]
+fn a_bad_channel_is_a_usage_error_naming_the_line_and_column_not_the_number() {
+    let cli = Cli::new();
+    let csv = cli.dir.path().join("consents.csv");
+    // The third row's columns slipped: a number where the channel belongs.
+    std::fs::write(
+        &csv,
+        "phone,category,channel,granted_at,source,proof\n\
+         +4915112345678,marketing,sms,2026-01-02T10:00:00Z,checkout,box v3\n\
+         +4917698765432,marketing,+4917698765432,2026-01-02T10:00:00Z,checkout,box v3\n",
+    )
+    .unwrap();
+    let err = cli.usage_error(&["consent", "import", csv.to_str().unwrap()]);
+    assert!(err.contains("line 3: column 'channel'"), "{err}");
+    assert!(err.contains("nothing imported"), "{err}");
+    assert!(!err.contains("7698765432"), "{err}");
+    let anna = exported(&cli, "+4915112345678");
+    assert!(anna["consents"].as_array().unwrap().is_empty());
+
+    let err = cli.usage_error(&[
+        "consent",
+        "grant",
+        "+4915112345678",
+        "--category",
+        "marketing",
+        "--channel",
+        "fax",
+        "--source",
+        "x",
+        "--proof",
+        "y",
+    ]);
+    assert!(err.contains("--channel"), "{err}");
+}
+
+#[test]
+fn the_estimate_counts_consent_on_each_recipients_channel() {
+    let cli = Cli::new();
+    let job = cli.dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j1", "campaign_id": "c1", "sender": "106540352242922",
+            "template": {"name": "flash_sale", "language": "de", "category": "marketing"},
+            "recipients": [
+                {"to": "+4915112345678"},
+                {"to": "+4917698765432", "channel": "sms"},
+                {"to": "+4916012345670", "channel": "sms"}
+            ],
+            "sms": {"from": "ACME", "text": "ACME: -30 % today. STOP: reply STOP"}}"#,
+    )
+    .unwrap();
+    // The third prefers SMS but consented to WhatsApp only.
+    for (to, channel) in [
+        ("+4915112345678", "whatsapp"),
+        ("+4917698765432", "sms"),
+        ("+4916012345670", "whatsapp"),
+    ] {
+        cli.ok(&[
+            "consent",
+            "grant",
+            to,
+            "--category",
+            "marketing",
+            "--channel",
+            channel,
+            "--source",
+            "checkout",
+            "--proof",
+            "box v3",
+        ]);
+    }
+    let out = cli.ok(&["estimate", job.to_str().unwrap()]);
+    assert!(
+        out.contains("2 sendable (1 by WhatsApp, 1 by SMS), 1 without consent"),
+        "{out}"
+    );
+}

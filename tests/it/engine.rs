@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use herald::domain::{Category, Job, PhoneNumber, SenderId};
+use herald::domain::{Category, ChannelKind, Job, PhoneNumber, SenderId};
 use herald::engine::{Engine, EngineConfig, JobReport, JobRun, RunControl, StopCause};
 use herald::graph::GraphConfig;
 use herald::simulator::{self, SimConfig, SimHandle, SimTemplate};
@@ -272,6 +272,7 @@ async fn no_consent_and_opted_out_recipients_are_skipped_with_reasons() {
         .revoke_consent(
             &PhoneNumber::parse(&to[0]).unwrap(),
             Some(Category::Marketing),
+            Some(ChannelKind::WhatsApp),
             Utc::now(),
             "STOP",
         )

@@ -186,6 +186,7 @@ async fn seeded_store() -> (Arc<dyn Store>, tempfile::TempDir) {
             [Category::Marketing, Category::Utility].map(|category| Consent {
                 phone: phone(n),
                 category,
+                channel: ChannelKind::WhatsApp,
                 granted_at: long_ago(),
                 source: "checkout".into(),
                 proof: "checkbox v3".into(),
@@ -238,7 +239,7 @@ async fn seeded_store() -> (Arc<dyn Store>, tempfile::TempDir) {
 
 async fn consent(store: &dyn Store, number: &str, category: Category) -> ConsentState {
     store
-        .consent_states(category, &[phone(number)])
+        .consent_states(category, ChannelKind::WhatsApp, &[phone(number)])
         .await
         .unwrap()[0]
 }

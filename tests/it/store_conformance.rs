@@ -391,13 +391,36 @@ async fn the_ledger_pages_by_key_and_counts_by_state(store: Arc<dyn Store>) {
 // --- consent -------------------------------------------------------------------------------
 
 fn consent(p: &PhoneNumber, category: Category, ago: TimeDelta) -> Consent {
+    consent_on(ChannelKind::WhatsApp, p, category, ago)
+}
+
+fn consent_on(
+    channel: ChannelKind,
+    p: &PhoneNumber,
+    category: Category,
+    ago: TimeDelta,
+) -> Consent {
     Consent {
         phone: p.clone(),
         category,
+        channel,
         granted_at: Utc::now() - ago,
         source: "checkout".into(),
         proof: "opt-in box v3 ticked".into(),
     }
+}
+
+/// Marketing consent of each number on WhatsApp and on SMS: (whatsapp, sms) per number.
+async fn marketing_by_channel(
+    store: &Arc<dyn Store>,
+    phones: &[PhoneNumber],
+) -> Vec<(ConsentState, ConsentState)> {
+    let on = |channel| store.consent_states(Category::Marketing, channel, phones);
+    let (whatsapp, sms) = (
+        on(ChannelKind::WhatsApp).await.unwrap(),
+        on(ChannelKind::Sms).await.unwrap(),
+    );
+    whatsapp.into_iter().zip(sms).collect()
 }
 
 async fn consent_is_granted_missing_revoked_regranted_or_suppressed(store: Arc<dyn Store>) {
@@ -428,6 +451,7 @@ async fn consent_is_granted_missing_revoked_regranted_or_suppressed(store: Arc<d
         .revoke_consent(
             &revoked,
             Some(Category::Marketing),
+            Some(ChannelKind::WhatsApp),
             two_hours_ago,
             "reply STOP",
         )
@@ -437,6 +461,7 @@ async fn consent_is_granted_missing_revoked_regranted_or_suppressed(store: Arc<d
         .revoke_consent(
             &regranted,
             Some(Category::Marketing),
+            Some(ChannelKind::WhatsApp),
             two_hours_ago,
             "reply STOP",
         )
@@ -452,7 +477,7 @@ async fn consent_is_granted_missing_revoked_regranted_or_suppressed(store: Arc<d
         .await
         .unwrap();
     store
-        .revoke_consent(&all_revoked, None, two_hours_ago, "support ticket")
+        .revoke_consent(&all_revoked, None, None, two_hours_ago, "support ticket")
         .await
         .unwrap();
     store.suppress(&suppressed, "complaint").await.unwrap();
@@ -469,7 +494,7 @@ async fn consent_is_granted_missing_revoked_regranted_or_suppressed(store: Arc<d
         granted.clone(),
     ];
     let states = store
-        .consent_states(Category::Marketing, &phones)
+        .consent_states(Category::Marketing, ChannelKind::WhatsApp, &phones)
         .await
         .unwrap();
     use ConsentState::*;
@@ -480,16 +505,158 @@ async fn consent_is_granted_missing_revoked_regranted_or_suppressed(store: Arc<d
         ]
     );
     let utility = store
-        .consent_states(Category::Utility, &[utility_only, granted, suppressed])
+        .consent_states(
+            Category::Utility,
+            ChannelKind::WhatsApp,
+            &[utility_only, granted, suppressed],
+        )
         .await
         .unwrap();
     assert_eq!(utility, vec![Granted, Missing, OptedOut]);
     assert!(
         store
-            .consent_states(Category::Marketing, &[])
+            .consent_states(Category::Marketing, ChannelKind::WhatsApp, &[])
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn consent_on_one_channel_allows_no_other(store: Arc<dyn Store>) {
+    let (whatsapp, sms, both) = (phone(1), phone(2), phone(3));
+    let hour = TimeDelta::hours(1);
+    let written = store
+        .grant_consents(&[
+            consent_on(ChannelKind::WhatsApp, &whatsapp, Category::Marketing, hour),
+            consent_on(ChannelKind::Sms, &sms, Category::Marketing, hour),
+            // Both channels for one number in one batch: two rows, not one overwriting the other.
+            consent_on(ChannelKind::WhatsApp, &both, Category::Marketing, hour),
+            consent_on(ChannelKind::Sms, &both, Category::Marketing, hour),
+            // SMS consent for another category says nothing about marketing.
+            consent_on(ChannelKind::Sms, &whatsapp, Category::Utility, hour),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written, 5);
+    use ConsentState::*;
+    assert_eq!(
+        marketing_by_channel(&store, &[whatsapp.clone(), sms.clone(), both.clone()]).await,
+        vec![(Granted, Missing), (Missing, Granted), (Granted, Granted)]
+    );
+    assert_eq!(
+        store
+            .consent_states(Category::Utility, ChannelKind::Sms, &[whatsapp, sms])
+            .await
+            .unwrap(),
+        vec![Granted, Missing]
+    );
+}
+
+async fn opt_outs_hold_for_their_channel_or_for_every_channel(store: Arc<dyn Store>) {
+    let (sms_stopped, all_stopped, category_stopped, regranted, suppressed) =
+        (phone(1), phone(2), phone(3), phone(4), phone(5));
+    let hour = TimeDelta::hours(1);
+    let everyone = [
+        sms_stopped.clone(),
+        all_stopped.clone(),
+        category_stopped.clone(),
+        regranted.clone(),
+        suppressed.clone(),
+    ];
+    let grants: Vec<Consent> = everyone
+        .iter()
+        .flat_map(|p| {
+            [ChannelKind::WhatsApp, ChannelKind::Sms]
+                .map(|channel| consent_on(channel, p, Category::Marketing, hour * 3))
+        })
+        .collect();
+    store.grant_consents(&grants).await.unwrap();
+    let two_hours_ago = Utc::now() - hour * 2;
+    for (p, category, channel, source) in [
+        (
+            &sms_stopped,
+            Some(Category::Marketing),
+            Some(ChannelKind::Sms),
+            "sms:STOP",
+        ),
+        (
+            &all_stopped,
+            Some(Category::Marketing),
+            None,
+            "support ticket",
+        ),
+        (&category_stopped, None, None, "cli"),
+        (&regranted, None, None, "cli"),
+    ] {
+        store
+            .revoke_consent(p, category, channel, two_hours_ago, source)
+            .await
+            .unwrap();
+    }
+    // A new grant after the opt-out re-enables its channel only.
+    store
+        .grant_consents(&[consent_on(
+            ChannelKind::Sms,
+            &regranted,
+            Category::Marketing,
+            hour,
+        )])
+        .await
+        .unwrap();
+    // A suppression holds for every channel.
+    store.suppress(&suppressed, "complaint").await.unwrap();
+
+    use ConsentState::*;
+    assert_eq!(
+        marketing_by_channel(&store, &everyone).await,
+        vec![
+            (Granted, OptedOut),
+            (OptedOut, OptedOut),
+            (OptedOut, OptedOut),
+            (OptedOut, Granted),
+            (OptedOut, OptedOut),
+        ]
+    );
+}
+
+async fn an_export_shows_the_channel_of_each_consent_and_opt_out(store: Arc<dyn Store>) {
+    let p = phone(1);
+    let hour = TimeDelta::hours(1);
+    store
+        .grant_consents(&[
+            consent_on(ChannelKind::WhatsApp, &p, Category::Marketing, hour * 2),
+            consent_on(ChannelKind::Sms, &p, Category::Marketing, hour * 2),
+        ])
+        .await
+        .unwrap();
+    let an_hour_ago = Utc::now() - hour;
+    store
+        .revoke_consent(
+            &p,
+            Some(Category::Marketing),
+            Some(ChannelKind::Sms),
+            an_hour_ago,
+            "sms:STOP",
+        )
+        .await
+        .unwrap();
+    store
+        .revoke_consent(&p, None, None, Utc::now(), "cli")
+        .await
+        .unwrap();
+    let export = store.export_contact(&p).await.unwrap();
+    let channels = |list: &str| -> Vec<serde_json::Value> {
+        export[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["channel"].clone())
+            .collect()
+    };
+    assert_eq!(channels("consents"), ["sms", "whatsapp"]);
+    assert_eq!(
+        channels("revocations"),
+        [serde_json::json!("sms"), serde_json::Value::Null]
     );
 }
 
@@ -719,7 +886,7 @@ async fn a_contact_is_exported_then_erased(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .revoke_consent(&p, Some(Category::Utility), Utc::now(), "reply STOP")
+        .revoke_consent(&p, Some(Category::Utility), None, Utc::now(), "reply STOP")
         .await
         .unwrap();
     store.suppress(&p, "complaint").await.unwrap();
@@ -764,7 +931,11 @@ async fn a_contact_is_exported_then_erased(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let states = store
-        .consent_states(Category::Marketing, &[p.clone(), other.clone()])
+        .consent_states(
+            Category::Marketing,
+            ChannelKind::WhatsApp,
+            &[p.clone(), other.clone()],
+        )
         .await
         .unwrap();
     assert_eq!(states, vec![ConsentState::OptedOut, ConsentState::Granted]);
@@ -1398,6 +1569,9 @@ conformance!(
     a_renewed_lease_keeps_keys_held,
     the_ledger_pages_by_key_and_counts_by_state,
     consent_is_granted_missing_revoked_regranted_or_suppressed,
+    consent_on_one_channel_allows_no_other,
+    opt_outs_hold_for_their_channel_or_for_every_channel,
+    an_export_shows_the_channel_of_each_consent_and_opt_out,
     the_tier_admits_new_numbers_up_to_the_limit,
     the_tier_window_rolls,
     deliveries_apply_monotonically,
@@ -1459,6 +1633,121 @@ async fn timers_survive_reopening_the_store(url: String) {
     assert_eq!(taken_over[0].payload, claimed[0].payload);
 }
 
+/// The migrations of `dialect` numbered below `version`: a herald from before that one.
+async fn migrations_before(dialect: &str, version: i64) -> sqlx::migrate::Migrator {
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let number: i64 = name.split('_').next().unwrap().parse().unwrap();
+        if number < version {
+            std::fs::copy(&path, dir.path().join(name)).unwrap();
+        }
+    }
+    // Read into memory here; the copies may go.
+    sqlx::migrate::Migrator::new(dir.path()).await.unwrap()
+}
+
+/// Consents and an opt-out written before consent had a channel: the grants become WhatsApp
+/// grants (the only channel then), and the opt-out, of unknown scope, holds for every channel.
+async fn old_consents_become_whatsapp_and_old_opt_outs_hold_for_every_channel(url: String) {
+    let (granted, stopped) = (phone(1), phone(2));
+    let hour = TimeDelta::hours(1);
+    let (granted_at, revoked_at) = (Utc::now() - hour * 3, Utc::now() - hour * 2);
+    let grant = "INSERT INTO consents (phone, category, granted_at, source, proof)
+                 VALUES ($1, 'marketing', $2, 'checkout', 'box v3')";
+    let revoke = "INSERT INTO revocations (phone, category, revoked_at, source)
+                  VALUES ($1, NULL, $2, 'inbound:STOP')";
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        migrations_before("sqlite", 7)
+            .await
+            .run(&pool)
+            .await
+            .unwrap();
+        for p in [&granted, &stopped] {
+            sqlx::query(grant)
+                .bind(p.as_str())
+                .bind(granted_at.timestamp_millis())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(revoke)
+            .bind(stopped.as_str())
+            .bind(revoked_at.timestamp_millis())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        migrations_before("postgres", 8)
+            .await
+            .run(&pool)
+            .await
+            .unwrap();
+        for p in [&granted, &stopped] {
+            sqlx::query(grant)
+                .bind(p.as_str())
+                .bind(granted_at)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(revoke)
+            .bind(stopped.as_str())
+            .bind(revoked_at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
+    let store = herald::store::open(&url).await.unwrap();
+    use ConsentState::*;
+    let both = [granted.clone(), stopped.clone()];
+    // The old opt-out already answers for SMS.
+    assert_eq!(
+        marketing_by_channel(&store, &both).await,
+        vec![(Granted, Missing), (OptedOut, OptedOut)]
+    );
+    let export = store.export_contact(&granted).await.unwrap();
+    assert_eq!(export["consents"][0]["channel"], "whatsapp");
+    let export = store.export_contact(&stopped).await.unwrap();
+    assert_eq!(export["revocations"][0]["channel"], serde_json::Value::Null);
+    // An SMS consent dated before the old opt-out (a late import) does not count; a new one does.
+    store
+        .grant_consents(&[consent_on(
+            ChannelKind::Sms,
+            &stopped,
+            Category::Marketing,
+            hour * 4,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        marketing_by_channel(&store, &both).await,
+        vec![(Granted, Missing), (OptedOut, OptedOut)]
+    );
+    store
+        .grant_consents(&[consent_on(
+            ChannelKind::Sms,
+            &stopped,
+            Category::Marketing,
+            hour,
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        marketing_by_channel(&store, &both).await,
+        vec![(Granted, Missing), (OptedOut, Granted)]
+    );
+}
+
 mod reopened {
     #[tokio::test]
     async fn sqlite_timers_survive_reopening_the_store() {
@@ -1472,6 +1761,23 @@ mod reopened {
             return;
         };
         super::timers_survive_reopening_the_store(url.clone()).await;
+        crate::support::drop_postgres_database(&url).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_old_consents_become_whatsapp_and_old_opt_outs_hold_for_every_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::support::sqlite_url(dir.path());
+        super::old_consents_become_whatsapp_and_old_opt_outs_hold_for_every_channel(url).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_old_consents_become_whatsapp_and_old_opt_outs_hold_for_every_channel() {
+        let Some(url) = crate::support::postgres_url().await else {
+            return;
+        };
+        super::old_consents_become_whatsapp_and_old_opt_outs_hold_for_every_channel(url.clone())
+            .await;
         crate::support::drop_postgres_database(&url).await;
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use herald::app::EngineSetup;
-use herald::domain::{Category, PhoneNumber, SenderId};
+use herald::domain::{Category, ChannelKind, PhoneNumber, SenderId};
 use herald::engine::{Engine, EngineConfig};
 use herald::graph::{GraphClient, GraphConfig};
 use herald::policy::cost::RateCard;
@@ -257,6 +257,7 @@ pub async fn consent_marketing(store: &Arc<dyn Store>, numbers: &[String]) {
         .map(|n| Consent {
             phone: PhoneNumber::parse(n).unwrap(),
             category: Category::Marketing,
+            channel: ChannelKind::WhatsApp,
             granted_at: Utc::now() - chrono::Duration::days(1),
             source: "test".into(),
             proof: "checkbox".into(),

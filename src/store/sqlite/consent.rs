@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::{SqliteStore, to_json};
-use crate::domain::{Category, PhoneNumber};
+use crate::domain::{Category, ChannelKind, PhoneNumber};
 use crate::store::shared;
 use crate::store::{Consent, ConsentState, StoreResult};
 
@@ -13,12 +13,13 @@ impl SqliteStore {
         if consents.is_empty() {
             return Ok(0);
         }
-        let batch: Vec<(&str, &str, i64, &str, &str)> = consents
+        let batch: Vec<(&str, &str, &str, i64, &str, &str)> = consents
             .iter()
             .map(|c| {
                 (
                     c.phone.as_str(),
                     c.category.as_str(),
+                    c.channel.as_str(),
                     c.granted_at.timestamp_millis(),
                     c.source.as_str(),
                     c.proof.as_str(),
@@ -28,10 +29,10 @@ impl SqliteStore {
         // The latest grant is the one that counts; an older one arriving late (re-import of
         // an old file) must not replace it.
         let done = sqlx::query(
-            "INSERT INTO consents (phone, category, granted_at, source, proof)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4
+            "INSERT INTO consents (phone, category, channel, granted_at, source, proof)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5
              FROM json_each(?1) WHERE true
-             ON CONFLICT (phone, category) DO UPDATE SET
+             ON CONFLICT (phone, category, channel) DO UPDATE SET
                 granted_at = excluded.granted_at, source = excluded.source, proof = excluded.proof
              WHERE excluded.granted_at >= consents.granted_at",
         )
@@ -44,6 +45,7 @@ impl SqliteStore {
     pub(in crate::store) async fn consent_states(
         &self,
         category: Category,
+        channel: ChannelKind,
         phones: &[PhoneNumber],
     ) -> StoreResult<Vec<ConsentState>> {
         if phones.is_empty() {
@@ -58,14 +60,17 @@ impl SqliteStore {
                 EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = p.value->>1)
                     AS suppressed,
                 (SELECT c.granted_at FROM consents c
-                  WHERE c.phone = p.value->>0 AND c.category = ?1) AS granted_at,
+                  WHERE c.phone = p.value->>0 AND c.category = ?1 AND c.channel = ?2)
+                    AS granted_at,
                 (SELECT MAX(r.revoked_at) FROM revocations r
-                  WHERE r.phone = p.value->>0 AND (r.category = ?1 OR r.category IS NULL))
-                    AS revoked_at
-             FROM json_each(?2) p
+                  WHERE r.phone = p.value->>0
+                    AND (r.category = ?1 OR r.category IS NULL)
+                    AND (r.channel = ?2 OR r.channel IS NULL)) AS revoked_at
+             FROM json_each(?3) p
              ORDER BY p.key",
         )
         .bind(category.as_str())
+        .bind(channel.as_str())
         .bind(to_json(&batch)?)
         .fetch_all(&self.reader)
         .await?;

@@ -1,0 +1,29 @@
+-- Consent and opt-outs per channel (issue 9; sms.md §6: UWG §7(2), ePrivacy Art. 13). A
+-- WhatsApp opt-in is not consent to SMS, and vice versa, so a grant names its channel and the
+-- latest grant is kept per (phone, category, channel).
+--
+-- SQLite cannot change a primary key in place: the table is rebuilt. Existing grants were all
+-- given for WhatsApp (the only channel so far) and are copied as 'whatsapp'.
+CREATE TABLE consents_by_channel (
+    phone      TEXT NOT NULL,
+    category   TEXT NOT NULL,
+    channel    TEXT NOT NULL DEFAULT 'whatsapp',
+    granted_at INTEGER NOT NULL,
+    source     TEXT NOT NULL,
+    proof      TEXT NOT NULL,
+    PRIMARY KEY (phone, category, channel)
+);
+INSERT INTO consents_by_channel (phone, category, channel, granted_at, source, proof)
+    SELECT phone, category, 'whatsapp', granted_at, source, proof FROM consents;
+DROP TABLE consents;
+ALTER TABLE consents_by_channel RENAME TO consents;
+
+-- A revocation names its channel, or NULL for every channel (like category NULL = every
+-- category). Existing revocations stay NULL on purpose: they came from WhatsApp opt-outs and
+-- from `herald consent revoke`, and an opt-out recorded before channels existed cannot be
+-- shown to have meant WhatsApp only. Kept for every channel, it sends no SMS to someone who
+-- said stop; the cost is that an SMS consent dated before such an opt-out (a late import) does
+-- not count, and the person must give it anew — the safe side of the law.
+ALTER TABLE revocations ADD COLUMN channel TEXT;
+
+-- Suppressions stay without a channel: they hold for every channel.
