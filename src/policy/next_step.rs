@@ -177,6 +177,10 @@ pub fn next_step(
                 ..none
             };
             let step = match (exhausted, code) {
+                // A throttle (130429, SMPP 0x58/0x14) was never accepted and says nothing
+                // about the recipient: out of tries in this run, the key goes back for a
+                // later one (the rate has come down by then), never failed for good.
+                (true, Some(_)) if lower_rate => Step::HandBack,
                 (true, Some(code)) => Step::Failed { code },
                 // Transport failures and bare 5xx never reached the channel's processing: the
                 // key goes back for a later run rather than being failed for good.
@@ -295,7 +299,8 @@ mod tests {
     ];
 
     #[test]
-    fn transient_codes_are_retried_with_back_off_then_failed_with_their_code() {
+    fn transient_codes_are_retried_with_back_off_then_failed_with_their_code_or_throttles_handed_back()
+     {
         for code in RETRIED {
             let first = decide(code, 1);
             assert!(is_retry(&first), "{code}: {first:?}");
@@ -311,7 +316,12 @@ mod tests {
                 ..Tries::default()
             };
             let last = answer(refused(code), &mut tries);
-            assert_eq!(last.step, Step::Failed { code }, "{code}");
+            if code == 130429 {
+                // A throttle never fails the recipient: it goes back for a later run.
+                assert_eq!(last.step, Step::HandBack, "{code}");
+            } else {
+                assert_eq!(last.step, Step::Failed { code }, "{code}");
+            }
             assert!(!last.effects.retried, "{code}");
         }
     }
