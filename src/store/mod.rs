@@ -323,7 +323,7 @@ pub trait Store: Send + Sync + 'static {
     /// Extends the lease of every non-final key `owner` holds.
     async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()>;
     /// Ends every lease at once, so the next claim takes the keys over (`pending`) or records
-    /// them `unknown` (`sending`). Only for a caller that knows no other process sends from
+    /// them `unknown` (`sending`), and claimed timers are due to the next claimer. Only for a caller that knows no other process sends from
     /// this store (SQLite, under `herald send`'s lock): there every held key was left by a
     /// run that died. Multi-process stores ignore it (returns 0): there a lease is the only
     /// sign of life. Returns how many keys were freed.

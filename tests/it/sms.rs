@@ -483,3 +483,89 @@ async fn stop_by_sms_revokes_sms_consent_only() {
     assert_eq!(state(ChannelKind::Sms).await, ConsentState::OptedOut);
     assert_eq!(state(ChannelKind::WhatsApp).await, ConsentState::Granted);
 }
+
+#[tokio::test]
+async fn herald_send_killed_while_fallbacks_go_out_sends_no_sms_twice_and_loses_none() {
+    let to = numbers(240);
+    // 200 numbers are not on WhatsApp: their SMS go out as fallbacks; 20 prefer SMS.
+    let not_on_whatsapp: HashSet<String> = to[40..].iter().cloned().collect();
+    let mut opts = smsc(SmscConfig::default());
+    opts.sim.undeliverable = not_on_whatsapp.clone();
+    let s = SmsEnv::start(opts, "tps=1000").await;
+    s.env.consent_all(&to).await;
+    s.consent_sms(&to).await;
+    let prefer: Vec<usize> = (0..20).collect();
+    let body = flash_sale(
+        "j-crash",
+        "c-crash",
+        &to,
+        &prefer,
+        json!({ "when": ["not_on_whatsapp"] }),
+    );
+    let file = s.env.dir.path().join("job.json");
+    std::fs::write(&file, body.to_string()).unwrap();
+    let addr = s.env.sim.smpp_addr().unwrap();
+    // 100 SMS/s: the kill lands while the fallback lane has claimed its timers.
+    let url = format!("smpp://herald:secret@{addr}?name=crash&tps=100");
+    let send = || {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["send", "--quiet"])
+            .arg(&file)
+            .env("HERALD_DATABASE_URL", &s.env.db_url)
+            .env("HERALD_GRAPH_URL", s.env.sim.url())
+            .env("HERALD_SMS_URL", &url)
+            .env("RUST_LOG", "warn")
+            .env_remove("HERALD_RATE_CARD")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut first = send().spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.env.sim.sms_messages().len() < 80 {
+        assert!(std::time::Instant::now() < deadline, "no SMS went out");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill().await.unwrap(); // SIGKILL: timers and keys left under a dead owner's lease
+    let at_kill = s.env.sim.sms_messages().len();
+    assert!(at_kill < 220, "the kill came too late ({at_kill})");
+
+    let rerun = send().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&rerun.stdout);
+    let stderr = String::from_utf8_lossy(&rerun.stderr);
+    assert!(rerun.status.success(), "{stdout}\n{stderr}");
+    // Whatever the timing, nothing twice …
+    let stats = s.env.sim.stats().sms.unwrap();
+    assert_eq!(stats.duplicates, 0, "{stats:?}");
+    // … and nobody lost: every SMS key has an outcome; only the few in flight at the kill
+    // may be unknown (never resent).
+    let mut sent = 0;
+    let mut unknown = 0;
+    for (i, n) in to.iter().enumerate() {
+        let k = key("c-crash", n);
+        let sms_key = if i < 20 {
+            k
+        } else if not_on_whatsapp.contains(n) {
+            sms_key(&k)
+        } else {
+            continue;
+        };
+        match s.row(&sms_key).await.state.as_str() {
+            "sent" => sent += 1,
+            "unknown" => unknown += 1,
+            other => panic!("SMS key {sms_key} is {other}"),
+        }
+    }
+    assert_eq!(sent + unknown, 220);
+    assert!(unknown <= 12, "{unknown} unknown after one kill");
+    assert_eq!(stats.messages as usize, s.env.sim.sms_messages().len());
+    assert!(
+        stats.messages >= sent && stats.messages <= sent + unknown,
+        "{stats:?}"
+    );
+    // The timers left are the 20 WhatsApp messages that went out, watching for a `failed`
+    // status; every fallback that was due has fired.
+    let pending = s.env.store.pending_timers().await.unwrap();
+    assert_eq!(pending, [("sms_fallback".to_owned(), 20)]);
+}

@@ -231,6 +231,13 @@ impl SqliteStore {
         .bind(now)
         .execute(&self.writer)
         .await?;
-        Ok(done.rows_affected())
+        // Timers a dead run had claimed (a fallback it was firing) are due to the next one.
+        let timers = sqlx::query(
+            "UPDATE timers SET owner = NULL, lease_until = NULL
+             WHERE fired_at IS NULL AND owner IS NOT NULL",
+        )
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() + timers.rows_affected())
     }
 }
