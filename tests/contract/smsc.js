@@ -3,11 +3,15 @@
 // driven by tests/it/smpp_contract.rs to check herald's SMPP client on the wire as a
 // third-party implementation reads it.
 //
-//   node tests/contract/smsc.js [PORT]     (0 or nothing: any free port on 127.0.0.1)
+//   node tests/contract/smsc.js [PORT] [--end-first-session-after MS]
+//
+// PORT 0 or none: any free port on 127.0.0.1. --end-first-session-after: MS after the first
+// successful bind, this SMSC unbinds that session itself (as SMSCs do on maintenance).
 //
 // stdout is one JSON object per line. The first is {"port":N}; then one line per PDU the
 // client sends (bind_*, submit_sm, deliver_sm_resp, enquire_link, unbind, anything else) with
-// what node-smpp decoded, and one per receipt this SMSC sends ({"command":"deliver_sm",...}).
+// what node-smpp decoded, and one per request this SMSC sends (deliver_sm, and with
+// "from":"smsc" enquire_link and unbind) and per answer the client gives to those.
 // Bytes are hex, so the test decodes them with herald's own decoder and compares.
 //
 // Behaviour: bind_transceiver is accepted for system_id `herald` with password `secret` only
@@ -17,6 +21,11 @@
 // (esm_class 0x04, stat:DELIVRD) that names the message by the same number in DECIMAL, as some
 // providers do. Odd-numbered receipts also carry the TLVs receipted_message_id (decimal) and
 // message_state (2); even-numbered ones only the text, so both ways of reading a receipt run.
+// A submit_sm from a number (source TON 1) is answered by the recipient too: two MO messages,
+// one in GSM-7 and one in UCS-2, encoded by node-smpp. A submit_sm to 4915100000NNN is
+// refused with command_status NNN (decimal; a header-only submit_sm_resp, as SMPP 3.4 says for
+// errors), or with NNN 000 never answered at all. After each bind this SMSC sends one
+// enquire_link of its own.
 //
 // The process exits when its stdin closes, so a test that dies leaves no SMSC behind.
 
@@ -26,14 +35,24 @@ const smpp = require('smpp');
 
 const SYSTEM_ID = 'herald';
 const PASSWORD = 'secret';
-/// herald's idempotency key TLV (src/channel/sms/wire.rs KEY_TLV). node-smpp does not know it
-/// and keeps it as raw bytes under its numeric tag, which is what an SMSC that ignores
-/// vendor-specific TLVs does.
+// herald's idempotency key TLV (src/channel/sms/wire.rs KEY_TLV). node-smpp does not know it
+// and keeps it as raw bytes under its numeric tag, which is what an SMSC that ignores
+// vendor-specific TLVs does.
 const KEY_TLV = 0x1400;
-/// First message id: its hex form starts with 0, so "canonical" (no leading zeros, lower
-/// case) differs from what the SMSC said.
+// First message id: its hex form starts with 0, so "canonical" (no leading zeros, lower
+// case) differs from what the SMSC said.
 const FIRST_ID = 0x0a1b2c00;
 const RECEIPT_DELAY_MS = 50;
+const MO_DELAY_MS = 80;
+const ENQUIRE_LINK_DELAY_MS = 200;
+// Destinations whose submits are refused: the last three digits are the command_status
+// (000: no answer at all).
+const REFUSE = /^4915100000(\d{3})$/;
+// The customer's answers to a message from a number: [data_coding, text].
+const MO_REPLIES = [
+  [0x00, 'STOPP, danke Jörg! 5€'],
+  [0x08, 'СТОП 🙏'],
+];
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -60,6 +79,18 @@ if (smpp.tlvs.message_payload.filter !== smpp.commands.submit_sm.params.short_me
 
 let nextId = FIRST_ID;
 let receipts = 0;
+let binds = 0;
+
+let port = 0;
+let END_FIRST_SESSION_AFTER_MS = null;
+for (let args = process.argv.slice(2); args.length; ) {
+  const arg = args.shift();
+  if (arg === '--end-first-session-after') {
+    END_FIRST_SESSION_AFTER_MS = Number(args.shift());
+  } else {
+    port = Number(arg);
+  }
+}
 
 function onBind(session, pdu) {
   let status = smpp.ESME_ROK;
@@ -82,6 +113,29 @@ function onBind(session, pdu) {
   session.send(pdu.response({ command_status: status, system_id: 'node-smsc' }));
   if (status === smpp.ESME_ROK) {
     session.bound = true;
+    setTimeout(() => {
+      session.enquire_link({}, (resp) =>
+        out({
+          command: 'enquire_link_resp',
+          sequence_number: resp.sequence_number,
+          status: resp.command_status,
+        })
+      );
+      out({ command: 'enquire_link', from: 'smsc' });
+    }, ENQUIRE_LINK_DELAY_MS);
+    if (binds++ === 0 && END_FIRST_SESSION_AFTER_MS !== null) {
+      setTimeout(() => {
+        session.unbind({}, (resp) => {
+          out({
+            command: 'unbind_resp',
+            sequence_number: resp.sequence_number,
+            status: resp.command_status,
+          });
+          session.close();
+        });
+        out({ command: 'unbind', from: 'smsc' });
+      }, END_FIRST_SESSION_AFTER_MS);
+    }
   } else {
     // A refused bind ends the session, as SMSCs do.
     setTimeout(() => session.close(), 20);
@@ -94,8 +148,11 @@ function onSubmit(session, pdu) {
     session.send(pdu.response({ command_status: smpp.ESME_RINVBNDSTS }));
     return;
   }
-  const n = nextId++;
-  const messageId = n.toString(16).toUpperCase().padStart(8, '0');
+  const refuse = REFUSE.exec(pdu.destination_addr || '');
+  const refusal = refuse ? Number(refuse[1]) : 0;
+  const silent = refuse !== null && refusal === 0;
+  const n = refuse ? null : nextId++;
+  const messageId = refuse ? null : n.toString(16).toUpperCase().padStart(8, '0');
   const key = pdu[KEY_TLV];
   const sm = pdu.short_message || {};
   const payload = pdu.message_payload;
@@ -125,14 +182,56 @@ function onSubmit(session, pdu) {
     message_payload_text: payload && typeof payload.message === 'string' ? payload.message : null,
     key: Buffer.isBuffer(key) ? key.toString('utf8') : null,
     message_id: messageId,
-    status: smpp.ESME_ROK,
+    status: silent ? null : refusal,
   });
+  if (silent) {
+    return;
+  }
+  if (refusal) {
+    session.send(pdu.response({ command_status: refusal }));
+    return;
+  }
   session.send(pdu.response({ message_id: messageId }));
 
   if (pdu.registered_delivery & 0x01) {
     const withTlvs = receipts++ % 2 === 0;
     setTimeout(() => sendReceipt(session, pdu, n, withTlvs), RECEIPT_DELAY_MS);
   }
+  if (pdu.source_addr_ton === 1) {
+    setTimeout(() => MO_REPLIES.forEach(([dc, text]) => sendMo(session, pdu, dc, text)), MO_DELAY_MS);
+  }
+}
+
+// A message from the customer to the number that wrote to them; node-smpp encodes the text.
+function sendMo(session, submit, dataCoding, text) {
+  const pdu = new smpp.PDU('deliver_sm', {
+    source_addr_ton: submit.dest_addr_ton,
+    source_addr_npi: submit.dest_addr_npi,
+    source_addr: submit.destination_addr,
+    dest_addr_ton: submit.source_addr_ton,
+    dest_addr_npi: submit.source_addr_npi,
+    destination_addr: submit.source_addr,
+    esm_class: 0,
+    data_coding: dataCoding,
+    short_message: text,
+  });
+  const sent = session.send(pdu, (resp) =>
+    out({
+      command: 'deliver_sm_resp',
+      sequence_number: resp.sequence_number,
+      message_id: resp.message_id,
+      status: resp.command_status,
+    })
+  );
+  out({
+    command: 'deliver_sm',
+    mo: true,
+    sequence_number: pdu.sequence_number,
+    data_coding: pdu.data_coding,
+    short_message_hex: hex(pdu.short_message), // encoded by send()
+    text,
+    sent,
+  });
 }
 
 function sendReceipt(session, submit, n, withTlvs) {
@@ -157,14 +256,14 @@ function sendReceipt(session, submit, n, withTlvs) {
     options.message_state = 2;
   }
   const pdu = new smpp.PDU('deliver_sm', options);
-  const sent = session.send(pdu, (resp) => {
+  const sent = session.send(pdu, (resp) =>
     out({
       command: 'deliver_sm_resp',
       sequence_number: resp.sequence_number,
-      receipted: decimal,
+      message_id: resp.message_id,
       status: resp.command_status,
-    });
-  });
+    })
+  );
   out({
     command: 'deliver_sm',
     sequence_number: pdu.sequence_number,
@@ -199,10 +298,10 @@ const server = smpp.createServer((session) => {
         setTimeout(() => session.close(), 20);
         break;
       case 'deliver_sm_resp':
-        // Printed by the callback in sendReceipt, which knows which receipt it answers.
-        break;
       case 'enquire_link_resp':
-      case 'generic_nack':
+      case 'unbind_resp':
+        // Printed by the callbacks of the requests they answer.
+        break;
       default:
         out({
           command: pdu.command,
@@ -219,7 +318,6 @@ const server = smpp.createServer((session) => {
   session.on('error', (e) => out({ event: 'error', error: String(e && e.message) }));
 });
 
-const port = Number(process.argv[2] || 0);
 server.listen(port, '127.0.0.1', () => out({ port: server.address().port }));
 
 // The test holds our stdin open; when it closes (the test ended, or died), so do we.
