@@ -5,6 +5,7 @@ mod engine;
 mod rabbit_node;
 mod serve;
 mod simulator;
+mod smpp_contract;
 mod sms;
 mod smsc;
 mod store_conformance;
