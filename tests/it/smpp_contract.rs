@@ -669,15 +669,10 @@ async fn a_session_the_smsc_unbinds_is_bound_again_and_sends() {
     channel.stop();
 }
 
-/// SMPP 3.4 §4.2: an unbind is answered with unbind_resp before the connection closes.
-/// KNOWN WIRE PROBLEM (issue 9 contract test): herald closes the TCP connection within a
-/// millisecond of the SMSC's unbind without writing unbind_resp. smpp34 1.5.1 queues the
-/// unbind_resp to its writer task, then calls `on_smsc_unbound` and aborts the writer at once;
-/// herald's `on_smsc_unbound` returns immediately and `keep_bound` then `stop()`s the client,
-/// so the queued unbind_resp is never written. Un-ignore when `channel/sms/session.rs` lets it
-/// flush.
+/// SMPP 3.4 §4.2: an unbind is answered with unbind_resp before the connection closes
+/// (smpp34 aborts its writer once `on_smsc_unbound` returns; herald's listener waits a moment
+/// there so the answer is written — this test found that).
 #[tokio::test]
-#[ignore = "known wire problem: herald closes without unbind_resp when the SMSC unbinds"]
 async fn an_unbind_from_the_smsc_is_answered_with_unbind_resp() {
     let Some(smsc) = Smsc::start(&["--end-first-session-after", "300"]).await else {
         return;

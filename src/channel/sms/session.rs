@@ -188,6 +188,10 @@ impl SmppClientListener for Listener {
     }
 
     async fn on_smsc_unbound(&self, _session: &String) {
+        // When the SMSC unbinds, smpp34 queues our `unbind_resp` for its writer task and
+        // aborts that task as soon as this returns: give it a moment to write the answer
+        // SMPP 3.4 §4.2 requires (the session is over either way).
+        tokio::time::sleep(Duration::from_millis(100)).await;
         self.down.notify_one();
     }
 
