@@ -285,6 +285,8 @@ struct AppOptions {
     postgres: Option<String>,
     /// The simulator posts signed status webhooks to a `herald serve` on the same store.
     webhooks: bool,
+    /// The simulator also runs an SMSC with this TPS limit (workers get `HERALD_SMS_URL`).
+    smsc_tps: Option<u32>,
 }
 
 impl Default for AppOptions {
@@ -295,6 +297,7 @@ impl Default for AppOptions {
             latency: Duration::ZERO,
             postgres: None,
             webhooks: false,
+            smsc_tps: None,
         }
     }
 }
@@ -314,6 +317,11 @@ impl App {
                     .as_ref()
                     .map(|l| format!("http://{}/webhooks", l.local_addr().unwrap())),
                 app_secret: opts.webhooks.then(|| WEBHOOK_SECRET.into()),
+                smsc: opts.smsc_tps.map(|tps| herald::simulator::SmscConfig {
+                    tps,
+                    receipt_delay: Duration::from_millis(20),
+                    ..Default::default()
+                }),
                 ..SimConfig::default()
             },
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -1719,6 +1727,7 @@ async fn a_kill_loop_of_three_workers_loses_nobody_and_resends_only_what_meta_ne
         latency: Duration::from_millis(40),
         postgres: Some(pg.clone()),
         webhooks: true,
+        ..AppOptions::default()
     })
     .await;
     const N: usize = 6000;
@@ -1888,4 +1897,69 @@ async fn rabbit_unacked(node: &RabbitNode, queue: &str) -> Option<u64> {
         let (name, n) = line.split_once('\t')?;
         (name == queue).then(|| n.trim().parse().ok())?
     })
+}
+
+#[tokio::test]
+async fn three_workers_on_one_sms_route_hold_its_tps_and_send_each_sms_once() {
+    let _one_at_a_time = SCALE.lock().await;
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    let Some(pg) = support::postgres_url().await else {
+        return;
+    };
+    // The SMSC refuses (0x58) anything beyond 40 in a sliding second.
+    let app = App::start(AppOptions {
+        postgres: Some(pg.clone()),
+        smsc_tps: Some(40),
+        ..AppOptions::default()
+    })
+    .await;
+    let to = numbers(240);
+    let consents: Vec<_> = to
+        .iter()
+        .map(|n| herald::domain::Consent {
+            phone: herald::domain::PhoneNumber::parse(n).unwrap(),
+            category: herald::domain::Category::Marketing,
+            channel: herald::domain::ChannelKind::Sms,
+            granted_at: chrono::Utc::now() - chrono::Duration::days(1),
+            source: "test".into(),
+            proof: "checkbox".into(),
+        })
+        .collect();
+    app.store.grant_consents(&consents).await.unwrap();
+    let url = format!(
+        "smpp://herald:secret@{}?name=route-1&tps=40",
+        app.sim.smpp_addr().unwrap()
+    );
+    let _workers: Vec<_> = (0..3)
+        .map(|_| spawn_worker_process_with(&broker, &app, 60, &[("HERALD_SMS_URL", &url)]))
+        .collect();
+    wait_consumers(&broker, 3).await;
+    // Four jobs of customers who prefer SMS, so that all three workers use the route at once.
+    for (i, chunk) in to.chunks(60).enumerate() {
+        let mut body = job(&format!("sms-{i}"), "sms-rate", chunk);
+        for r in body["recipients"].as_array_mut().unwrap() {
+            r["channel"] = "sms".into();
+        }
+        body["sms"] = serde_json::json!({ "from": "ACME", "text": "ACME: -30 % heute" });
+        broker.publish_job(&body).await;
+    }
+    let counts = wait_campaign_done(&app, "sms-rate", 240, Duration::from_secs(60)).await;
+    assert_eq!(counts.state("sent"), 240, "{counts:?}");
+    let sms = app.sim.stats().sms.unwrap();
+    assert_eq!((sms.messages, sms.duplicates), (240, 0), "{sms:?}");
+    eprintln!(
+        "3 workers, SMS route at 40/s: busiest second {}, throttled {}",
+        sms.max_in_one_second, sms.throttled
+    );
+    // The route's 40/s held across the three workers: the SMSC never saw more.
+    assert!(sms.max_in_one_second <= 40, "{sms:?}");
+    assert!(sms.throttled <= 3, "{sms:?}");
+    assert_eq!(
+        app.sim.stats().accepted,
+        0,
+        "nobody got the WhatsApp template"
+    );
+    support::drop_postgres_database(&pg).await;
 }
