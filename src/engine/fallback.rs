@@ -1,10 +1,6 @@
-//! WhatsApp → SMS fallback on durable timers (DESIGN §1.5, `sms.md` §7). When a WhatsApp
-//! outcome of a job with `fallback` is recorded, a timer `sms_fallback` for `key#sms` is set
-//! first: due now when the send itself failed with a trigger the job names, at the
-//! `undelivered_after` deadline after a send, or far ahead when only a later `failed` status
-//! could trigger it (the webhook then brings it forward, a delivery cancels it). Whoever fires
-//! it — the run that set it, any worker, `herald serve` — reads the WhatsApp row as it is
-//! then ([`policy::fallback::at_timer`]) and sends the SMS version as its own key `key#sms`
+//! WhatsApp → SMS fallback on durable timers (DESIGN §1.5, `sms.md` §7), set by the record
+//! stage ([`super::fallback_timer`]). Whoever fires one — the run that set it, any worker —
+//! reads the WhatsApp row as it is then ([`policy::fallback::at_timer`]) and sends the SMS version as its own key `key#sms`
 //! through the SMS lane: the gate (SMS consent, budget, pacing per route) and the ledger
 //! claim, which makes it at most once however often a timer is fired.
 
@@ -13,113 +9,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use super::config::{EngineError, RunControl};
+use super::fallback_timer::{FallbackTimer, KIND};
 use super::job::{Engine, Lane};
 use super::report::JobReport;
 use crate::domain::CampaignState;
 use crate::domain::{
     CampaignId, ChannelKind, DueTimer, FallbackRule, FallbackTrigger, IdempotencyKey, Job, JobId,
-    Outcome, PhoneNumber, Recipient, SenderId, SmsVersion, TemplateRef,
+    PhoneNumber, Recipient, SenderId, SmsVersion,
 };
 use crate::policy::fallback::{self as decide, Fallback, Observed};
-use crate::store::Store;
 use crate::telemetry::metrics;
 
-/// The timers' kind.
-pub const KIND: &str = "sms_fallback";
-/// The SMS version's key suffix: the recipient's key + `#sms`.
-pub const SMS_KEY_SUFFIX: &str = "#sms";
-/// How long a fallback waits for a `failed` status when the job has no deadline of its own:
-/// Meta keeps trying to deliver for up to 30 days, but a failure is reported within days.
-const FAILED_STATUS_WATCH: Duration = Duration::from_secs(7 * 86_400);
 /// Timers claimed per round.
 const BATCH: usize = 256;
 /// When a fallback that could not go out now (route down, campaign paused) is tried again.
 const RETRY_IN: Duration = Duration::from_secs(60);
-
-/// Everything the fallback needs, kept with its timer: the job may be long gone.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FallbackTimer {
-    pub campaign: String,
-    pub job: String,
-    pub sender: String,
-    /// The WhatsApp message's key.
-    pub key: String,
-    pub to: String,
-    pub template: TemplateRef,
-    pub sms_from: String,
-    pub sms_text: String,
-    #[serde(default)]
-    pub vars: Option<Map<String, Value>>,
-    pub when: Vec<FallbackTrigger>,
-    /// The `undelivered_after` deadline, when the job has one.
-    #[serde(default)]
-    pub deadline: Option<DateTime<Utc>>,
-}
-
-/// The SMS version's key for the WhatsApp key `key`.
-pub fn sms_key(key: &str) -> String {
-    format!("{key}{SMS_KEY_SUFFIX}")
-}
-
-/// Sets the fallback timers of recorded WhatsApp outcomes (`idx` into the job's recipients).
-pub(super) async fn schedule(
-    store: &dyn Store,
-    job: &Job,
-    outcomes: &[(usize, Outcome)],
-) -> Result<(), EngineError> {
-    let (Some(rule), Some(sms)) = (&job.fallback, &job.sms) else {
-        return Ok(());
-    };
-    let now = Utc::now();
-    for (idx, outcome) in outcomes {
-        let r = &job.recipients[*idx];
-        let deadline = rule
-            .undelivered_after
-            .filter(|_| rule.on(FallbackTrigger::Undelivered))
-            .map(|d| now + chrono::Duration::from_std(d).unwrap_or_default());
-        let (due, trigger) = match decide::after_send(rule, outcome, now, Default::default()) {
-            Fallback::SendSms(trigger) => (now, Some(trigger)),
-            Fallback::CheckAt(at) => (at, None),
-            Fallback::No => match outcome {
-                // Sent (or maybe): only a later `failed` status can trigger it.
-                Outcome::Sent { .. } | Outcome::Unknown
-                    if rule.on(FallbackTrigger::Failed)
-                        || rule.on(FallbackTrigger::NotOnWhatsapp) =>
-                {
-                    let watch = chrono::Duration::from_std(FAILED_STATUS_WATCH).unwrap_or_default();
-                    (now + watch, None)
-                }
-                _ => continue,
-            },
-        };
-        let payload = FallbackTimer {
-            campaign: job.campaign.to_string(),
-            job: job.id.to_string(),
-            sender: job.sender.to_string(),
-            key: r.key.to_string(),
-            to: r.to.as_str().to_owned(),
-            template: job.template.clone(),
-            sms_from: sms.from.clone(),
-            sms_text: sms.text.clone(),
-            vars: r.vars.as_deref().cloned(),
-            when: rule.when.clone(),
-            deadline,
-        };
-        let payload = serde_json::to_value(&payload).expect("a fallback timer serialises");
-        store
-            .schedule_timer(KIND, &sms_key(r.key.as_str()), due, &payload)
-            .await?;
-        if let Some(t) = trigger {
-            metrics::fallback(t.as_str(), "due", 1);
-        }
-    }
-    Ok(())
-}
 
 /// What firing due fallbacks did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -12,6 +12,7 @@ mod claim;
 mod config;
 mod control;
 mod fallback;
+mod fallback_timer;
 mod gate;
 mod job;
 mod mark;
@@ -22,6 +23,7 @@ mod run;
 mod send;
 
 pub use config::{EngineConfig, EngineError, Progress, RunControl};
-pub use fallback::{FallbackRound, FallbackTimer, KIND as FALLBACK_TIMER, sms_key};
+pub use fallback::{FallbackRound, TIMER_POLL};
+pub use fallback_timer::{FallbackTimer, KIND as FALLBACK_TIMER, sms_key};
 pub use job::Engine;
 pub use report::{JobReport, JobRun, StopCause};

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use tracing::warn;
 
 use super::config::{EngineError, Progress};
-use super::fallback;
+use super::fallback_timer as fallback;
 use super::report::JobReport;
 use super::run::Event;
 use crate::channel::Channel;
