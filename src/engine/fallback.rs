@@ -1,8 +1,9 @@
 //! WhatsApp → SMS fallback on durable timers (DESIGN §1.5, `sms.md` §7), set by the record
 //! stage ([`super::fallback_timer`]). Whoever fires one — the run that set it, any worker —
-//! reads the WhatsApp row as it is then ([`policy::fallback::at_timer`]) and sends the SMS version as its own key `key#sms`
-//! through the SMS lane: the gate (SMS consent, budget, pacing per route) and the ledger
-//! claim, which makes it at most once however often a timer is fired.
+//! reads the WhatsApp row as it is then ([`policy::fallback::at_timer`]) and sends the SMS
+//! version as its own key `key#sms` through the SMS lane: the gate (SMS consent, budget,
+//! pacing per route) and the ledger claim, which makes it at most once however often a timer
+//! is fired.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
