@@ -61,6 +61,11 @@ pub trait Channel: Send + Sync + 'static {
         sender_rate
     }
 
+    /// Waits up to `wait` until the channel can send (SMS: its session is bound).
+    async fn ready(&self, _wait: std::time::Duration) -> bool {
+        true
+    }
+
     /// The estimated price of one message of `category` to `to` with `text` (SMS: its parts
     /// count), in millionths of the rate card's currency (0: unpriced).
     fn price_micros(

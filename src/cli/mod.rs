@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod campaign;
 mod consent;
 mod contacts;
+mod fallbacks;
 mod parse;
 mod send;
 mod senders;
@@ -46,6 +47,9 @@ pub enum Command {
     Worker(worker::WorkerCommand),
     /// Publish jobs to RabbitMQ from a job file or a CSV of recipients (publisher confirms).
     Enqueue(crate::amqp::EnqueueArgs),
+    /// WhatsApp → SMS fallbacks: fire those that are due (workers do it every second).
+    #[command(subcommand)]
+    Fallbacks(fallbacks::FallbacksCmd),
     /// Estimate cost and duration of a job file before sending it.
     Estimate(send::EstimateArgs),
     /// Run a local Cloud API simulator (tests, load tests, demos).
@@ -116,6 +120,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker(args) => worker::worker_command(&g, args).await,
         Command::Enqueue(args) => crate::amqp::enqueue_command(args).await,
         Command::Estimate(args) => send::estimate(&g, args).await,
+        Command::Fallbacks(cmd) => fallbacks::fallbacks(&g, cmd).await,
         Command::Simulate(args) => crate::simulator::run(args).await.map_err(CliError::Runtime),
         Command::Serve(args) => crate::http::serve_command(&g, args).await,
         Command::Migrate => {

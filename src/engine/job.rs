@@ -108,6 +108,14 @@ impl Engine {
         self
     }
 
+    /// Waits up to `wait` for the SMS route to be able to send; false without a route.
+    pub async fn wait_for_sms(&self, wait: std::time::Duration) -> bool {
+        match self.channel_of(ChannelKind::Sms) {
+            Some(sms) => sms.ready(wait).await,
+            None => false,
+        }
+    }
+
     /// The channel of `kind`, when this engine has one.
     pub(super) fn channel_of(&self, kind: ChannelKind) -> Option<&Arc<dyn Channel>> {
         if self.channel.kind() == kind {

@@ -569,3 +569,70 @@ async fn herald_send_killed_while_fallbacks_go_out_sends_no_sms_twice_and_loses_
     let pending = s.env.store.pending_timers().await.unwrap();
     assert_eq!(pending, [("sms_fallback".to_owned(), 20)]);
 }
+
+#[tokio::test]
+async fn herald_fallbacks_run_fires_what_a_failed_status_made_due() {
+    let s = SmsEnv::start(smsc(SmscConfig::default()), "tps=1000").await;
+    let to = numbers(2);
+    s.env.consent_all(&to).await;
+    s.consent_sms(&to).await;
+    let job = job_with(flash_sale(
+        "j-cron",
+        "c-cron",
+        &to,
+        &[],
+        json!({ "when": ["failed"] }),
+    ));
+    s.env.run(&job).await;
+    // `herald serve` got a failed status for to[0]: applied, and its fallback made due.
+    let k = key("c-cron", &to[0]);
+    let wamid = s.row(&k).await.wamid.unwrap();
+    s.env
+        .store
+        .apply_deliveries(&[DeliveryUpdate {
+            wamid,
+            key: Some(IdempotencyKey::from_trusted(k.clone())),
+            status: "failed".into(),
+            at: Utc::now(),
+            error_code: Some(131049),
+            billed_category: None,
+        }])
+        .await
+        .unwrap();
+    s.env
+        .store
+        .advance_timer(FALLBACK_TIMER, &sms_key(&k), Utc::now())
+        .await
+        .unwrap();
+    let run = |sms_url: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["fallbacks", "run"])
+            .env("HERALD_DATABASE_URL", &s.env.db_url)
+            .env("HERALD_GRAPH_URL", s.env.sim.url())
+            .env("RUST_LOG", "warn")
+            .env_remove("HERALD_SMS_URL")
+            .env_remove("HERALD_RATE_CARD");
+        if let Some(url) = sms_url {
+            cmd.env("HERALD_SMS_URL", url);
+        }
+        cmd.output()
+    };
+    let without = run(None).await.unwrap();
+    assert_eq!(without.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("HERALD_SMS_URL"));
+    let out = run(Some(&s.url)).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 sent by SMS"), "{stdout}");
+    let sms = s.env.sim.sms_messages();
+    assert_eq!(sms.len(), 1);
+    assert_eq!(sms[0].to, to[0]);
+    // Nothing more on a second run.
+    let again = run(Some(&s.url)).await.unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 sent by SMS"));
+    assert_eq!(s.env.sim.sms_messages().len(), 1);
+}

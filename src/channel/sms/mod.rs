@@ -102,6 +102,10 @@ impl Channel for SmsChannel {
         self.route.tps
     }
 
+    async fn ready(&self, wait: Duration) -> bool {
+        self.wait_bound(wait).await
+    }
+
     async fn send(&self, _endpoint: &Endpoint, m: &Prepared<'_>) -> Answer {
         let Some(smsc) = self.session.bound(BIND_WAIT).await else {
             return Answer::Transport {
