@@ -1,8 +1,9 @@
 //! The SMS route's inbox: what the SMSC delivers on its own — delivery receipts and messages
 //! from customers — applied to the store. Receipts are batched (one write transaction per
-//! batch) and land monotonically (`delivered` < `failed` = `expired`); a receipt that is late,
-//! a duplicate or for a message herald does not know changes nothing and is counted; an
-//! unreadable one is counted and logged without its text. An opt-out word by SMS ("STOP",
+//! batch) and land monotonically (`delivered` < `failed` = `expired`); a receipt that is late
+//! or a duplicate changes nothing and is counted; one whose message has no ledger row yet
+//! (a fast SMSC beat the send's record) is tried again for two minutes, then counted
+//! `unmatched`; an unreadable one is counted and logged without its text. An opt-out word by SMS ("STOP",
 //! "STOPP", "ABMELDEN", …) revokes SMS consent for every category at once — WhatsApp consent
 //! stays as it is. Everything was acknowledged to the SMSC before it got here.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::channel::sms::receipt::{MessageState, canonical_id, id_forms};
 use crate::channel::sms::route::ReceiptIds;
@@ -23,6 +24,18 @@ use crate::telemetry::metrics;
 
 /// Receipts applied per write transaction.
 const BATCH: usize = 256;
+/// How long a receipt whose message has no ledger row yet is tried again: the send's record
+/// (its message id) lands up to a record interval plus the writer's queue after the answer,
+/// and a fast SMSC's receipt can come first.
+const UNMATCHED_FOR: Duration = Duration::from_secs(120);
+/// How often those receipts are tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// A receipt whose message the ledger did not know yet.
+struct Waiting {
+    update: SmsReceiptUpdate,
+    since: tokio::time::Instant,
+}
 
 /// Applies what the route's SMSC sends until its session is gone for good.
 pub async fn run_inbox(
@@ -32,41 +45,67 @@ pub async fn run_inbox(
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
-    while inbound.recv_many(&mut batch, BATCH).await > 0 {
-        let mut receipts = Vec::with_capacity(batch.len());
-        let mut states = Vec::with_capacity(batch.len());
-        for item in batch.drain(..) {
-            match item {
-                Inbound::Receipt(r) => {
-                    match receipt_update(&r.message_id, r.state, r.error, route.receipt_ids) {
-                        Some(update) => {
-                            states.push(update.status);
-                            receipts.push(update);
+    let mut waiting: Vec<Waiting> = Vec::new();
+    let mut retry = tokio::time::interval(RETRY_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut receipts = Vec::new();
+        let mut since = Vec::new();
+        tokio::select! {
+            n = inbound.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let now = tokio::time::Instant::now();
+                for item in batch.drain(..) {
+                    match item {
+                        Inbound::Receipt(r) => {
+                            match receipt_update(&r.message_id, r.state, r.error, route.receipt_ids) {
+                                Some(update) => {
+                                    receipts.push(update);
+                                    since.push(now);
+                                }
+                                None => metrics::sms_receipts(&route.name, "pending", "unchanged", 1),
+                            }
                         }
-                        None => metrics::sms_receipts(&route.name, "pending", "unchanged", 1),
+                        Inbound::Unreadable(e) => {
+                            warn!(route = %route.name, error = %e, "unreadable SMS receipt acknowledged and dropped");
+                            metrics::sms_receipts(&route.name, "unreadable", "unchanged", 1);
+                        }
+                        Inbound::Mo { from, text, .. } => mo(&*store, &route, &opt_out, &from, &text).await,
                     }
                 }
-                Inbound::Unreadable(e) => {
-                    warn!(route = %route.name, error = %e, "unreadable SMS receipt acknowledged and dropped");
-                    metrics::sms_receipts(&route.name, "unreadable", "unchanged", 1);
+            }
+            _ = retry.tick(), if !waiting.is_empty() => {
+                for w in waiting.drain(..) {
+                    receipts.push(w.update);
+                    since.push(w.since);
                 }
-                Inbound::Mo { from, text, .. } => mo(&*store, &route, &opt_out, &from, &text).await,
             }
         }
         if receipts.is_empty() {
             continue;
         }
-        match apply_with_retry(&*store, &receipts).await {
-            Some(changed) => {
-                for (state, changed) in states.iter().zip(changed) {
-                    let result = if changed { "applied" } else { "unchanged" };
-                    metrics::sms_receipts(&route.name, state, result, 1);
+        let Some(results) = apply_with_retry(&*store, &receipts).await else {
+            error!(route = %route.name, receipts = receipts.len(),
+                "SMS receipts could not be written for a minute; dropped (the messages keep their send state)");
+            metrics::sms_receipts(&route.name, "lost", "unchanged", receipts.len() as u64);
+            continue;
+        };
+        let now = tokio::time::Instant::now();
+        for ((update, since), result) in receipts.into_iter().zip(since).zip(results) {
+            let state = update.status;
+            match result {
+                Some(true) => metrics::sms_receipts(&route.name, state, "applied", 1),
+                Some(false) => metrics::sms_receipts(&route.name, state, "unchanged", 1),
+                // No row has this message id yet: its send may not be recorded yet.
+                None if now.duration_since(since) < UNMATCHED_FOR => {
+                    waiting.push(Waiting { update, since })
                 }
-            }
-            None => {
-                error!(route = %route.name, receipts = receipts.len(),
-                    "SMS receipts could not be written for a minute; dropped (the messages keep their send state)");
-                metrics::sms_receipts(&route.name, "lost", "unchanged", receipts.len() as u64);
+                None => {
+                    debug!(route = %route.name, "SMS receipt for a message id herald does not know; dropped");
+                    metrics::sms_receipts(&route.name, state, "unmatched", 1);
+                }
             }
         }
     }
@@ -140,7 +179,10 @@ async fn mo(store: &dyn Store, route: &SmsRoute, opt_out: &OptOutWords, from: &s
     error!(route = %route.name, "an SMS opt-out could not be recorded: the store is down");
 }
 
-async fn apply_with_retry(store: &dyn Store, receipts: &[SmsReceiptUpdate]) -> Option<Vec<bool>> {
+async fn apply_with_retry(
+    store: &dyn Store,
+    receipts: &[SmsReceiptUpdate],
+) -> Option<Vec<Option<bool>>> {
     let mut delay = Duration::from_millis(100);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -153,7 +153,7 @@ pub(super) async fn clear_job_deferral(db: &SqlStore, job: &str) -> StoreResult<
 pub(super) async fn apply_sms_receipts(
     db: &SqlStore,
     receipts: &[SmsReceiptUpdate],
-) -> StoreResult<Vec<bool>> {
+) -> StoreResult<Vec<Option<bool>>> {
     let mut tx = db.write_tx().await?;
     let mut changed = Vec::with_capacity(receipts.len());
     for r in receipts {
@@ -171,7 +171,7 @@ pub(super) async fn apply_sms_receipts(
             }
         }
         let Some(key) = key else {
-            changed.push(false);
+            changed.push(None);
             continue;
         };
         let n = tx
@@ -190,7 +190,7 @@ pub(super) async fn apply_sms_receipts(
                 ],
             )
             .await?;
-        changed.push(n > 0);
+        changed.push(Some(n > 0));
     }
     tx.commit().await?;
     Ok(changed)

@@ -346,8 +346,12 @@ pub trait Store: Send + Sync + 'static {
     /// Applies SMS delivery receipts: the row of the SMS message the receipt names (by the
     /// first of its id forms that names one) takes the receipt's state if it ranks higher
     /// (delivered < failed = expired, final), so duplicates and late or reordered receipts
-    /// change nothing. Returns, per receipt, whether it changed a row.
-    async fn apply_sms_receipts(&self, receipts: &[SmsReceiptUpdate]) -> StoreResult<Vec<bool>>;
+    /// change nothing. Returns, per receipt, whether it changed a row — `None` when no row has
+    /// the message id (yet: the send's record may still be on its way).
+    async fn apply_sms_receipts(
+        &self,
+        receipts: &[SmsReceiptUpdate],
+    ) -> StoreResult<Vec<Option<bool>>>;
     /// Reviews the `unknown` keys of one job (campaign and job id). A key qualifies for one
     /// more send when it has been unknown for at least `after`, was never resent, and its
     /// sender has seen a status webhook timed more than `after` past the moment it became

@@ -210,7 +210,10 @@ impl Store for SqlStore {
         dispatch!(self.apply_deliveries(updates))
     }
 
-    async fn apply_sms_receipts(&self, receipts: &[SmsReceiptUpdate]) -> StoreResult<Vec<bool>> {
+    async fn apply_sms_receipts(
+        &self,
+        receipts: &[SmsReceiptUpdate],
+    ) -> StoreResult<Vec<Option<bool>>> {
         ledger::apply_sms_receipts(self, receipts).await
     }
 

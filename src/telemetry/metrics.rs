@@ -361,8 +361,8 @@ pub fn sms_bind_failure(route: &str) {
 }
 
 /// Delivery receipts read from the route: `state` is delivered, failed, expired, pending
-/// (an intermediate state) or unreadable; `result` applied or unchanged (a duplicate, a
-/// late receipt after a final one, or a message id herald does not know).
+/// (an intermediate state) or unreadable; `result` applied, unchanged (a duplicate, a late
+/// receipt after a final one) or unmatched (no message with its id, after two minutes).
 pub fn sms_receipts(route: &str, state: &'static str, result: &'static str, n: u64) {
     if n > 0 {
         counter!(SMS_RECEIPTS, "route" => route.to_owned(), "state" => state, "result" => result)

@@ -443,7 +443,7 @@ async fn receipts_twice_and_in_decimal_land_once_and_stay_final() {
         }])
         .await
         .unwrap();
-    assert_eq!(changed, [false]);
+    assert_eq!(changed, [Some(false)]);
     assert_eq!(s.row(&keys[1]).await.delivery.as_deref(), Some("failed"));
 }
 
@@ -635,4 +635,74 @@ async fn herald_fallbacks_run_fires_what_a_failed_status_made_due() {
     let again = run(Some(&s.url)).await.unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 sent by SMS"));
     assert_eq!(s.env.sim.sms_messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_receipt_that_beats_its_send_s_record_is_applied_once_the_record_lands() {
+    use herald::channel::sms::Inbound;
+    use herald::channel::sms::receipt::{MessageState, Receipt};
+    use herald::store::{Claim, OutcomeRecord};
+
+    let env = Env::start(EnvOptions::default()).await;
+    let route = SmsRoute::parse("smpp://herald:secret@127.0.0.1:9?name=race").unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(run_inbox(
+        Arc::clone(&env.store),
+        route,
+        OptOutWords::default(),
+        rx,
+    ));
+    // The SMSC's receipt comes first …
+    tx.send(Inbound::Receipt(Receipt {
+        message_id: "00BEEF".into(),
+        state: MessageState::Delivered,
+        error: None,
+        done_at: None,
+    }))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // … then the engine records the send with that message id.
+    let k = IdempotencyKey::from_trusted("k:race:1".to_owned());
+    let owner = "race-owner";
+    env.store
+        .claim(
+            owner,
+            Duration::from_secs(30),
+            &[Claim {
+                key: k.clone(),
+                campaign: CampaignId::parse("race").unwrap(),
+                job: herald::domain::JobId::parse("race-1").unwrap(),
+                sender: herald::domain::SenderId::parse(SENDER).unwrap(),
+                recipient: "+4915110000000".into(),
+                template: "flash_sale".into(),
+                language: "de".into(),
+                category: Category::Marketing,
+                channel: ChannelKind::Sms,
+            }],
+        )
+        .await
+        .unwrap();
+    env.store
+        .mark_sending(owner, std::slice::from_ref(&k))
+        .await
+        .unwrap();
+    env.store
+        .record_outcomes(&[OutcomeRecord {
+            key: k.clone(),
+            outcome: herald::domain::Outcome::Sent {
+                wamid: "beef".into(),
+            },
+            attempts: 1,
+        }])
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let row = env.store.ledger_entry(&k).await.unwrap().unwrap();
+        if row.delivery.as_deref() == Some("delivered") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the early receipt was never applied");
 }
