@@ -20,39 +20,9 @@ use herald::store::{self, Consent, Sender, Template};
 use serde_json::json;
 
 use support::{
-    ACCOUNT, SENDER, UNLIMITED_RATE, free_port, number, spawn_simulator, stat_cpu_seconds,
+    ACCOUNT, SENDER, UNLIMITED_RATE, cpu_by_thread, cpu_seconds, env_usize, free_port, number,
+    spawn_simulator,
 };
-
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// CPU seconds per thread name (tokio workers, SQLite connection threads, …) from /proc, to
-/// say where the worker's time goes.
-fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
-    let mut out = std::collections::BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        *out.entry(comm.trim().to_owned()).or_default() += stat_cpu_seconds(&stat);
-    }
-    out
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run small then.

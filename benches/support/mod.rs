@@ -1,5 +1,5 @@
 //! What the end-to-end benches share: the sender they send from, `herald` child processes
-//! that die with the bench, the simulator on a free port, and CPU time read from /proc.
+//! that die with the bench, the simulator on a free port, and CPU time (getrusage, /proc).
 //! Included by each bench with `mod support;`.
 
 #![allow(dead_code)] // each bench uses its own subset
@@ -42,6 +42,11 @@ pub fn free_port() -> u16 {
 /// `herald simulate` on `port` in its own process (so its CPU is not the worker's), with
 /// limits set out of reach.
 pub fn spawn_simulator(port: u16) -> Kill {
+    spawn_simulator_with(port, &[])
+}
+
+/// [`spawn_simulator`] with more `herald simulate` flags (e.g. the SMSC's `--smpp-port`).
+pub fn spawn_simulator_with(port: u16, extra: &[&str]) -> Kill {
     Kill(
         herald()
             .args([
@@ -51,6 +56,7 @@ pub fn spawn_simulator(port: u16) -> Kill {
                 "--rate",
                 &UNLIMITED_RATE.to_string(),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("start herald simulate"),
@@ -77,4 +83,37 @@ pub fn stat_cpu_seconds(stat: &str) -> f64 {
             .unwrap_or(0.0)
     };
     (field(11) + field(12)) / 100.0
+}
+
+/// User + system CPU seconds of this process so far.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU seconds per thread name (tokio workers, SQLite connection threads, …) from /proc, to
+/// say where the worker's time goes.
+pub fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        *out.entry(comm.trim().to_owned()).or_default() += stat_cpu_seconds(&stat);
+    }
+    out
+}
+
+/// A number from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
