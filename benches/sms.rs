@@ -84,8 +84,8 @@ struct Receipts {
 }
 
 /// Says, with a few rows, that receipts did not reach the ledger. Not a panic: the figures
-/// stay worth reading, and the README says why it happens (a receipt that arrives before its
-/// send is recorded finds no row and changes nothing).
+/// stay worth reading. (Until f9012fb a receipt that arrived before its send was recorded
+/// found no row and was lost; README, "Benchmarks".)
 fn warn_unapplied(campaign: &str, n: usize, rows: &[LedgerRow]) {
     if rows.is_empty() {
         return;
