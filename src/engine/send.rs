@@ -87,8 +87,10 @@ impl SendStage {
     async fn carry_out(&self, run: &Run, item: &Item, refusal: &Refusal, effects: &Effects) {
         let sender = run.job.sender.as_str();
         let code = refusal.code.unwrap_or_default();
+        // Rate metrics name what was throttled: the number, or the SMS route (`sms:<name>`).
+        let paced = self.channel.pacing_key(&run.job.sender);
         if effects.lower_rate {
-            metrics::throttled(sender, 130429);
+            metrics::throttled(paced.as_str(), refusal.code.unwrap_or(130429));
             run.pacer.on_throttled(item.rate_generation);
         }
         if let Some(pause) = effects.pause_sender {
@@ -98,7 +100,7 @@ impl SendStage {
             let label = refusal
                 .code
                 .map_or_else(|| "transport".to_owned(), |c| c.to_string());
-            metrics::retry(sender, &label);
+            metrics::retry(paced.as_str(), &label);
             run.note(Event::Retry);
         }
         if effects.revoke_marketing {

@@ -88,10 +88,11 @@ const AGE_BUCKETS: &[f64] = &[
     0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
 ];
 
-/// Graph error codes that get their own label value; anything else is `other`, so a new code
+/// Graph error codes (and the SMPP throttles) that get their own label value; anything else is `other`, so a new code
 /// from Meta cannot blow up the label set.
 const KNOWN_CODES: &[i64] = &[
-    0, 1, 2, 3, 4, 10, 100, 190, 368, 80007, 130403, 130429, 130472, 130497, 131000, 131005,
+    // SMPP: ESME_RMSGQFUL (0x14) and ESME_RTHROTTLED (0x58), the SMS route's throttles.
+    20, 88, 0, 1, 2, 3, 4, 10, 100, 190, 368, 80007, 130403, 130429, 130472, 130497, 131000, 131005,
     131008, 131009, 131016, 131021, 131026, 131031, 131042, 131047, 131048, 131049, 131050, 131051,
     131053, 131056, 131057, 131063, 131064, 132000, 132001, 132005, 132007, 132012, 132015, 132016,
     132068, 132069, 133004, 133010, 135000, 137000,
