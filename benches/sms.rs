@@ -19,16 +19,15 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use herald::app::EngineSetup;
 use herald::channel::sms::SmsRoute;
-use herald::domain::{CampaignId, Category, ChannelKind, Job, PhoneNumber, SenderId};
+use herald::domain::{CampaignId, Category, ChannelKind, Job, PhoneNumber};
 use herald::engine::{Engine, JobRun, RunControl};
 use herald::graph::{GraphClient, GraphConfig};
 use herald::policy::cost::RateCard;
-use herald::store::{self, Consent, LedgerRow, Sender, Store, Template};
+use herald::store::{self, Consent, LedgerRow, Store};
 use serde_json::{Value, json};
 
 use support::{
-    ACCOUNT, SENDER, UNLIMITED_RATE, cpu_by_thread, cpu_seconds, env_usize, free_port, number,
-    spawn_simulator_with,
+    SENDER, cpu_by_thread, cpu_seconds, env_usize, free_port, number, spawn_simulator_with,
 };
 
 /// Outstanding `submit_sm` per session when BENCH_SMS_WINDOW is not set. A session carries at
@@ -247,29 +246,7 @@ async fn run(
 
 /// The sender, its template, and both consents (WhatsApp and SMS) for every recipient.
 async fn prepare(store: &dyn Store, numbers: &[String]) {
-    store
-        .upsert_sender(&Sender {
-            id: SenderId::parse(SENDER).unwrap(),
-            account_id: ACCOUNT.into(),
-            portfolio_id: "p".into(),
-            display_number: String::new(),
-            rate_per_sec: UNLIMITED_RATE,
-            tier_limit: None,
-            status: "CONNECTED".into(),
-            status_reason: None,
-        })
-        .await
-        .unwrap();
-    store
-        .upsert_template(&Template {
-            account_id: ACCOUNT.into(),
-            name: "flash_sale".into(),
-            language: "de".into(),
-            category: Category::Marketing,
-            status: "APPROVED".into(),
-        })
-        .await
-        .unwrap();
+    support::seed_sender_and_template(store).await;
     for channel in [ChannelKind::WhatsApp, ChannelKind::Sms] {
         for chunk in numbers.chunks(5000) {
             let consents: Vec<Consent> = chunk

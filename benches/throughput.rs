@@ -12,17 +12,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use herald::app::EngineSetup;
-use herald::domain::{Category, ChannelKind, Job, PhoneNumber, SenderId};
+use herald::domain::{Category, ChannelKind, Job, PhoneNumber};
 use herald::engine::{JobRun, RunControl};
 use herald::graph::{GraphClient, GraphConfig};
 use herald::policy::cost::RateCard;
-use herald::store::{self, Consent, Sender, Template};
+use herald::store::{self, Consent};
 use serde_json::json;
 
-use support::{
-    ACCOUNT, SENDER, UNLIMITED_RATE, cpu_by_thread, cpu_seconds, env_usize, free_port, number,
-    spawn_simulator,
-};
+use support::{SENDER, cpu_by_thread, cpu_seconds, env_usize, free_port, number, spawn_simulator};
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: run small then.
@@ -53,29 +50,7 @@ async fn run(recipients: usize, at_once: usize) {
         dir.path().join("bench.db").display()
     );
     let store = store::open(&db).await.unwrap();
-    store
-        .upsert_sender(&Sender {
-            id: SenderId::parse(SENDER).unwrap(),
-            account_id: ACCOUNT.into(),
-            portfolio_id: "p".into(),
-            display_number: String::new(),
-            rate_per_sec: UNLIMITED_RATE,
-            tier_limit: None,
-            status: "CONNECTED".into(),
-            status_reason: None,
-        })
-        .await
-        .unwrap();
-    store
-        .upsert_template(&Template {
-            account_id: ACCOUNT.into(),
-            name: "flash_sale".into(),
-            language: "de".into(),
-            category: Category::Marketing,
-            status: "APPROVED".into(),
-        })
-        .await
-        .unwrap();
+    support::seed_sender_and_template(&*store).await;
     let numbers: Vec<String> = (0..recipients).map(number).collect();
     for chunk in numbers.chunks(5000) {
         let consents: Vec<Consent> = chunk

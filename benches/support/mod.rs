@@ -117,3 +117,33 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Registers the benches' sender (unlimited rate, no tier limit) and its approved marketing
+/// template `flash_sale`/`de` in `store`.
+pub async fn seed_sender_and_template(store: &dyn herald::store::Store) {
+    use herald::domain::{Category, SenderId};
+    use herald::store::{Sender, Template};
+    store
+        .upsert_sender(&Sender {
+            id: SenderId::parse(SENDER).unwrap(),
+            account_id: ACCOUNT.into(),
+            portfolio_id: "p".into(),
+            display_number: String::new(),
+            rate_per_sec: UNLIMITED_RATE,
+            tier_limit: None,
+            status: "CONNECTED".into(),
+            status_reason: None,
+        })
+        .await
+        .unwrap();
+    store
+        .upsert_template(&Template {
+            account_id: ACCOUNT.into(),
+            name: "flash_sale".into(),
+            language: "de".into(),
+            category: Category::Marketing,
+            status: "APPROVED".into(),
+        })
+        .await
+        .unwrap();
+}

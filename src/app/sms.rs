@@ -19,7 +19,7 @@ use crate::channel::sms::route::ReceiptIds;
 use crate::channel::sms::{Inbound, SmsRoute};
 use crate::domain::{ChannelKind, PhoneNumber, SmsReceiptUpdate};
 use crate::policy::opt_out::OptOutWords;
-use crate::store::Store;
+use crate::store::{Store, retrying};
 use crate::telemetry::metrics;
 
 /// Receipts applied per write transaction.
@@ -159,43 +159,23 @@ async fn mo(store: &dyn Store, route: &SmsRoute, opt_out: &OptOutWords, from: &s
         return;
     };
     let source = format!("sms:{word}");
-    let mut delay = Duration::from_millis(200);
-    for _ in 0..8 {
-        match store
-            .revoke_consent(&phone, None, Some(ChannelKind::Sms), Utc::now(), &source)
-            .await
-        {
-            Ok(()) => {
-                info!(route = %route.name, phone = %phone.masked(), "SMS opt-out recorded");
-                return;
-            }
-            Err(e) => {
-                warn!(route = %route.name, error = %e, "could not record an SMS opt-out; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
+    let revoke = || store.revoke_consent(&phone, None, Some(ChannelKind::Sms), Utc::now(), &source);
+    match retrying("recording an SMS opt-out", revoke).await {
+        Ok(()) => info!(route = %route.name, phone = %phone.masked(), "SMS opt-out recorded"),
+        Err(e) => error!(route = %route.name, error = %e,
+            "an SMS opt-out could not be recorded: the store is down"),
     }
-    error!(route = %route.name, "an SMS opt-out could not be recorded: the store is down");
 }
 
 async fn apply_with_retry(
     store: &dyn Store,
     receipts: &[SmsReceiptUpdate],
 ) -> Option<Vec<Option<bool>>> {
-    let mut delay = Duration::from_millis(100);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match store.apply_sms_receipts(receipts).await {
-            Ok(changed) => return Some(changed),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                warn!(error = %e, "writing SMS receipts failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(_) => return None,
-        }
-    }
+    retrying("writing SMS receipts", || {
+        store.apply_sms_receipts(receipts)
+    })
+    .await
+    .ok()
 }
 
 #[cfg(test)]

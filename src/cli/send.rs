@@ -13,7 +13,7 @@ use crate::app::{
 };
 use crate::domain::{ChannelKind, ConsentState, Job};
 use crate::engine::{JobRun, Progress, RunControl};
-use crate::policy::cost::{CostTally, RateCard, format_micros};
+use crate::policy::cost::{CostTally, format_micros};
 use crate::policy::gate::DeferReason;
 use crate::policy::segments::{self, Encoding};
 
@@ -227,12 +227,12 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         if r.channel == ChannelKind::Sms {
             by_sms += 1;
             let market = format!("{}-sms", card.market(&r.to));
-            tally.add_priced(category, &market, sms_price(&card, &r.to, &text()));
+            tally.add_priced(category, &market, card.sms_micros(&r.to, &text()));
         } else {
             by_whatsapp += 1;
             tally.add(&card, category, &r.to);
             if job.fallback.is_some() {
-                fallback_max += sms_price(&card, &r.to, &text());
+                fallback_max += card.sms_micros(&r.to, &text());
             }
         }
     }
@@ -260,9 +260,9 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
             "whatsapp"
         };
         println!(
-            "  {channel:<9} {cat:<14} {:<6} {n:>8} × {:>8} = {}",
+            "  {channel:<9} {cat:<14} {:<6} {n:>8} × {} = {}",
             market.trim_end_matches("-sms"),
-            format_unit(*micros / (*n).max(1)),
+            format_micros(*micros / (*n).max(1), &card.currency),
             format_micros(*micros, &card.currency)
         );
     }
@@ -317,17 +317,6 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         );
     }
     Ok(())
-}
-
-/// One SMS with `text` to `to`: its parts × the card's part price (0 when unpriced).
-fn sms_price(card: &RateCard, to: &crate::domain::PhoneNumber, text: &str) -> u64 {
-    card.sms_part_micros(to)
-        .map_or(0, |p| p * u64::from(segments::count(text).parts))
-}
-
-/// A unit price with four decimals, without the currency: `0.1365`.
-fn format_unit(micros: u64) -> String {
-    format!("{}.{:04}", micros / 1_000_000, (micros % 1_000_000) / 100)
 }
 
 /// What the job's SMS version would cost in parts: who may get it, its encoding, and the

@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::config::EngineError;
 use crate::domain::{FallbackTrigger, Job, Outcome, TemplateRef};
 use crate::policy::fallback::{self as decide, Fallback};
-use crate::store::Store;
+use crate::store::{NewTimer, Store, StoreResult};
 use crate::telemetry::metrics;
 
 /// The timers' kind.
@@ -55,11 +54,13 @@ pub(super) async fn schedule(
     store: &dyn Store,
     job: &Job,
     outcomes: &[(usize, Outcome)],
-) -> Result<(), EngineError> {
+) -> StoreResult<()> {
     let (Some(rule), Some(sms)) = (&job.fallback, &job.sms) else {
         return Ok(());
     };
     let now = Utc::now();
+    // (key, due, payload) of every timer, then one write for the batch.
+    let mut timers: Vec<(String, DateTime<Utc>, Value)> = Vec::with_capacity(outcomes.len());
     for (idx, outcome) in outcomes {
         let r = &job.recipients[*idx];
         let deadline = rule
@@ -95,12 +96,20 @@ pub(super) async fn schedule(
             deadline,
         };
         let payload = serde_json::to_value(&payload).expect("a fallback timer serialises");
-        store
-            .schedule_timer(KIND, &sms_key(r.key.as_str()), due, &payload)
-            .await?;
+        timers.push((sms_key(r.key.as_str()), due, payload));
         if let Some(t) = trigger {
             metrics::fallback(t.as_str(), "due", 1);
         }
     }
+    let batch: Vec<NewTimer<'_>> = timers
+        .iter()
+        .map(|(key, due, payload)| NewTimer {
+            kind: KIND,
+            key,
+            due: *due,
+            payload,
+        })
+        .collect();
+    store.schedule_timers(&batch).await?;
     Ok(())
 }

@@ -106,11 +106,10 @@ impl Gate {
         let costs: Vec<u64> = admitted
             .iter()
             .map(|&i| {
-                let text = job.sms_text(i).unwrap_or_default();
-                let text = if self.channel.kind() == ChannelKind::Sms {
-                    text
-                } else {
-                    String::new()
+                // Only an SMS is priced by its text (its parts); WhatsApp renders nothing.
+                let text = match self.channel.kind() {
+                    ChannelKind::Sms => job.sms_text(i).unwrap_or_default(),
+                    ChannelKind::WhatsApp => String::new(),
                 };
                 self.channel.price_micros(
                     &self.rate_card,

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
-use tracing::warn;
 
 use super::config::{EngineError, Progress};
 use super::fallback_timer as fallback;
@@ -93,7 +92,10 @@ impl Recorder {
                 if self.job.fallback.is_some() && self.channel.kind() == ChannelKind::WhatsApp {
                     // The fallback's timer before the outcome: a crash in between leaves a
                     // timer that finds the key unknown, never an outcome with no fallback.
-                    fallback::schedule(&*self.store, &self.job, &pending.fallbacks).await?;
+                    write_with_retry(|| {
+                        fallback::schedule(&*self.store, &self.job, &pending.fallbacks)
+                    })
+                    .await?;
                     pending.fallbacks.clear();
                 }
                 write_with_retry(|| self.store.record_outcomes(&pending.outcomes)).await?;
@@ -141,10 +143,8 @@ impl Recorder {
                 let r = &self.job.recipients[idx];
                 if let Outcome::Sent { .. } = outcome {
                     if self.channel.kind() == ChannelKind::Sms {
-                        let text = self.job.sms_text(idx).unwrap_or_default();
-                        let micros =
-                            self.channel
-                                .price_micros(&self.rate_card, self.category, &r.to, &text);
+                        // What the gate priced it at (parts × part price), not rendered again.
+                        let micros = self.charges[idx].load(Ordering::Acquire);
                         let market = self.rate_card.market(&r.to);
                         pending
                             .cost
@@ -238,23 +238,11 @@ impl Recorder {
 }
 
 /// Ledger writes of outcomes must not be lost to a short database outage: a sent message
-/// whose wamid is dropped would later look `unknown`. Retry for about a minute.
-async fn write_with_retry<F, Fut>(mut write: F) -> Result<(), EngineError>
+/// whose wamid is dropped would later look `unknown`.
+async fn write_with_retry<F, Fut>(write: F) -> Result<(), EngineError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), StoreError>>,
 {
-    let mut delay = Duration::from_millis(100);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match write().await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() < deadline => {
-                warn!(error = %e, "ledger write failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Ok(crate::store::retrying("ledger write", write).await?)
 }

@@ -167,6 +167,13 @@ impl RateCard {
             .find_map(|len| self.sms_by_code.get(&digits[..len]).copied())
     }
 
+    /// The price of one SMS with `text` to `to`: its parts ([`super::segments::count`]) × the
+    /// part price (0 when the card prices no SMS for that market).
+    pub fn sms_micros(&self, to: &PhoneNumber, text: &str) -> u64 {
+        self.sms_part_micros(to)
+            .map_or(0, |p| p * u64::from(super::segments::count(text).parts))
+    }
+
     /// [`price`](Self::price) in micros only (0 when unpriced), without naming the market.
     pub fn micros(&self, category: Category, to: &PhoneNumber) -> u64 {
         self.lookup(to)

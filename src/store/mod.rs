@@ -203,6 +203,15 @@ pub struct SlotLease {
     pub store_now_us: i64,
 }
 
+/// A timer to schedule ([`Store::schedule_timers`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewTimer<'a> {
+    pub kind: &'a str,
+    pub key: &'a str,
+    pub due: DateTime<Utc>,
+    pub payload: &'a serde_json::Value,
+}
+
 /// herald's persistence. Implementations must make every method safe to call again with the
 /// same arguments (retries after a lost connection) and safe under concurrent callers in
 /// several processes (Postgres).
@@ -417,6 +426,9 @@ pub trait Store: Send + Sync + 'static {
         due: DateTime<Utc>,
         payload: &serde_json::Value,
     ) -> StoreResult<bool>;
+    /// [`Store::schedule_timer`] for many at once (one write transaction); returns how many
+    /// were created.
+    async fn schedule_timers(&self, timers: &[NewTimer<'_>]) -> StoreResult<u64>;
     /// Claims up to `limit` timers due at `now` (earliest first) for `owner` until
     /// `now + lease`: not fired, and not leased to another owner whose lease still runs at
     /// `now` (a lapsed lease is taken over). Safe under concurrent claimers: each claim of a
@@ -458,6 +470,32 @@ pub trait Store: Send + Sync + 'static {
     /// number replaced by a one-way hash, a suppression kept by hash so it is never messaged
     /// again by mistake. Returns rows touched.
     async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64>;
+}
+
+/// How long a write that must not be lost is retried through a database outage.
+pub const OUTAGE_RETRY: Duration = Duration::from_secs(60);
+
+/// Calls `op` until it succeeds or [`OUTAGE_RETRY`] has passed, backing off from 100 ms to
+/// 5 s: for writes a short database outage must not lose (outcomes, receipts, opt-outs).
+/// Returns the last error when the outage outlasts it.
+pub async fn retrying<T, F, Fut>(what: &str, mut op: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let deadline = tokio::time::Instant::now() + OUTAGE_RETRY;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Opens the store named by a `HERALD_DATABASE_URL` and applies migrations.

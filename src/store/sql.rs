@@ -11,8 +11,8 @@ use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, DueTimer, LedgerRow, OutcomeRecord, Sender, SlotLease, Store,
-    StoreResult, Template, UnknownReview,
+    ConsentState, DeliveryUpdate, DueTimer, LedgerRow, NewTimer, OutcomeRecord, Sender, SlotLease,
+    Store, StoreResult, Template, UnknownReview,
 };
 use super::{campaigns, consent, contacts, ledger, senders, timers};
 use crate::domain::{
@@ -277,7 +277,17 @@ impl Store for SqlStore {
         due: DateTime<Utc>,
         payload: &serde_json::Value,
     ) -> StoreResult<bool> {
-        timers::schedule_timer(self, kind, key, due, payload).await
+        let timer = NewTimer {
+            kind,
+            key,
+            due,
+            payload,
+        };
+        Ok(timers::schedule_timers(self, &[timer]).await? == 1)
+    }
+
+    async fn schedule_timers(&self, timers: &[NewTimer<'_>]) -> StoreResult<u64> {
+        timers::schedule_timers(self, timers).await
     }
 
     async fn claim_due_timers(

@@ -6,11 +6,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::db::{Arg, Row};
 use super::sql::SqlStore;
-use super::{DueTimer, StoreError, StoreResult};
+use super::{DueTimer, NewTimer, StoreError, StoreResult};
 
 /// A claimed timer from its row.
 pub(crate) fn due_timer(r: &Row) -> StoreResult<DueTimer> {
@@ -35,28 +34,31 @@ pub(crate) fn in_due_order(rows: &[Row]) -> StoreResult<Vec<DueTimer>> {
     Ok(due)
 }
 
-/// One timer per (kind, key): a second schedule keeps the first.
-pub(super) async fn schedule_timer(
-    db: &SqlStore,
-    kind: &str,
-    key: &str,
-    due: DateTime<Utc>,
-    payload: &Value,
-) -> StoreResult<bool> {
-    let created = db
-        .execute(
-            "INSERT INTO timers (kind, key, due_at, payload, created_at)
-             VALUES ($1, $2, $3, $4, now())
-             ON CONFLICT (kind, key) DO NOTHING",
-            &[
-                Arg::Text(kind),
-                Arg::Text(key),
-                Arg::Time(due),
-                Arg::Text(&payload.to_string()),
-            ],
-        )
-        .await?;
-    Ok(created == 1)
+/// One timer per (kind, key): a second schedule keeps the first. All of `timers` in one write
+/// transaction; returns how many were created.
+pub(super) async fn schedule_timers(db: &SqlStore, timers: &[NewTimer<'_>]) -> StoreResult<u64> {
+    if timers.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = db.write_tx().await?;
+    let mut created = 0;
+    for t in timers {
+        created += tx
+            .execute(
+                "INSERT INTO timers (kind, key, due_at, payload, created_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (kind, key) DO NOTHING",
+                &[
+                    Arg::Text(t.kind),
+                    Arg::Text(t.key),
+                    Arg::Time(t.due),
+                    Arg::Text(&t.payload.to_string()),
+                ],
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(created)
 }
 
 /// Fired at most once: only the current holder, only while unfired.

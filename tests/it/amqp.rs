@@ -1961,5 +1961,10 @@ async fn three_workers_on_one_sms_route_hold_its_tps_and_send_each_sms_once() {
         0,
         "nobody got the WhatsApp template"
     );
+    // Nothing left over or refused anywhere: every job acked, none delayed or dead-lettered.
+    assert_eq!(broker.ready(&broker.topology.jobs_queue()).await, Some(0));
+    assert_eq!(broker.ready(&broker.topology.dead_queue()).await, Some(0));
+    let delayed = delay_counts(&broker).await;
+    assert!(delayed.iter().all(|(_, n)| *n == 0), "{delayed:?}");
     support::drop_postgres_database(&pg).await;
 }

@@ -514,14 +514,21 @@ async fn herald_send_killed_while_fallbacks_go_out_sends_no_sms_twice_and_loses_
             .env("HERALD_DATABASE_URL", &s.env.db_url)
             .env("HERALD_GRAPH_URL", s.env.sim.url())
             .env("HERALD_SMS_URL", &url)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .env_remove("HERALD_RATE_CARD")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         cmd
     };
-    let mut first = send().spawn().unwrap();
+    // The killed run logs to a file: a pipe nobody reads would stall it.
+    let first_log = s.env.dir.path().join("first.log");
+    let log = std::fs::File::create(&first_log).unwrap();
+    let mut first = send()
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while s.env.sim.sms_messages().len() < 80 {
         assert!(std::time::Instant::now() < deadline, "no SMS went out");
@@ -531,10 +538,23 @@ async fn herald_send_killed_while_fallbacks_go_out_sends_no_sms_twice_and_loses_
     let at_kill = s.env.sim.sms_messages().len();
     assert!(at_kill < 220, "the kill came too late ({at_kill})");
 
+    first.wait().await.unwrap();
     let rerun = send().output().await.unwrap();
     let stdout = String::from_utf8_lossy(&rerun.stdout);
     let stderr = String::from_utf8_lossy(&rerun.stderr);
     assert!(rerun.status.success(), "{stdout}\n{stderr}");
+    // Neither run printed a phone number.
+    let printed = format!(
+        "{stdout}{stderr}{}",
+        std::fs::read_to_string(&first_log).unwrap()
+    );
+    assert!(printed.contains("SMPP session bound"), "{printed}");
+    for n in &to {
+        assert!(
+            !printed.contains(&n[1..]),
+            "a number was printed: {printed}"
+        );
+    }
     // Whatever the timing, nothing twice …
     let stats = s.env.sim.stats().sms.unwrap();
     assert_eq!(stats.duplicates, 0, "{stats:?}");

@@ -19,7 +19,6 @@ use super::{Answer, Channel, Endpoint, Prepared};
 use crate::domain::{Category, ChannelKind, PhoneNumber, SenderId};
 use crate::policy::classify::{Transport, classify_smpp};
 use crate::policy::cost::RateCard;
-use crate::policy::segments;
 
 pub mod receipt;
 pub mod route;
@@ -176,8 +175,7 @@ impl Channel for SmsChannel {
         to: &PhoneNumber,
         text: &str,
     ) -> u64 {
-        let parts = u64::from(segments::count(text).parts);
-        card.sms_part_micros(to).map_or(0, |p| p * parts)
+        card.sms_micros(to, text)
     }
 }
 
