@@ -14,6 +14,7 @@ mod campaign;
 mod consent;
 mod contacts;
 mod fallbacks;
+mod follow_ups;
 mod parse;
 mod send;
 mod senders;
@@ -50,6 +51,9 @@ pub enum Command {
     /// WhatsApp → SMS fallbacks: fire those that are due (workers do it every second).
     #[command(subcommand)]
     Fallbacks(fallbacks::FallbacksCmd),
+    /// Follow-ups (`follow_up` in the job): fire those that are due, or count a campaign's.
+    #[command(subcommand, name = "follow-ups")]
+    FollowUps(follow_ups::FollowUpsCmd),
     /// Estimate cost and duration of a job file before sending it.
     Estimate(send::EstimateArgs),
     /// Run a local Cloud API simulator (tests, load tests, demos).
@@ -121,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Enqueue(args) => crate::amqp::enqueue_command(args).await,
         Command::Estimate(args) => send::estimate(&g, args).await,
         Command::Fallbacks(cmd) => fallbacks::fallbacks(&g, cmd).await,
+        Command::FollowUps(cmd) => follow_ups::follow_ups(&g, cmd).await,
         Command::Simulate(args) => crate::simulator::run(args).await.map_err(CliError::Runtime),
         Command::Serve(args) => crate::http::serve_command(&g, args).await,
         Command::Migrate => {

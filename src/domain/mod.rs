@@ -5,6 +5,7 @@
 
 pub mod campaign;
 pub mod channel;
+pub mod clock;
 pub mod consent;
 pub mod delivery;
 pub mod ids;
@@ -17,10 +18,11 @@ pub mod timer;
 
 pub use campaign::{Budget, BudgetCharge, Campaign, CampaignState};
 pub use channel::{ChannelKind, FallbackRule, FallbackTrigger};
+pub use clock::Clock;
 pub use consent::{Consent, ConsentState};
 pub use delivery::{DeliveryUpdate, SmsReceiptUpdate};
 pub use ids::{CampaignId, IdempotencyKey, JobId, SenderId};
-pub use job::{Job, JobError, Recipient, SmsVersion, TemplateRef};
+pub use job::{FollowUpRule, Job, JobError, Reached, Recipient, SmsVersion, TemplateRef};
 pub use outcome::{Category, Outcome, SkipReason};
 pub use phone::{PhoneNumber, mask};
 pub use sender::{Sender, Template};

@@ -61,10 +61,19 @@ pub enum SkipReason {
     InvalidNumber,
     CampaignCancelled,
     BudgetExhausted,
+    /// A follow-up: the customer converted (ordered) before it was due.
+    Converted,
+    /// A follow-up: the first message was not read (`if: read`).
+    NotRead,
+    /// A follow-up: the first message was not delivered (`if: delivered`), or its delivery
+    /// failed.
+    NotDelivered,
+    /// A follow-up: the first message went by SMS and the rule has no `sms_text`.
+    NoSmsVersion,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 11] = [
         Self::NoConsent,
         Self::OptedOut,
         Self::Duplicate,
@@ -72,6 +81,10 @@ impl SkipReason {
         Self::InvalidNumber,
         Self::CampaignCancelled,
         Self::BudgetExhausted,
+        Self::Converted,
+        Self::NotRead,
+        Self::NotDelivered,
+        Self::NoSmsVersion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +96,10 @@ impl SkipReason {
             Self::InvalidNumber => "invalid_number",
             Self::CampaignCancelled => "campaign_cancelled",
             Self::BudgetExhausted => "budget_exhausted",
+            Self::Converted => "converted",
+            Self::NotRead => "not_read",
+            Self::NotDelivered => "not_delivered",
+            Self::NoSmsVersion => "no_sms_version",
         }
     }
 }

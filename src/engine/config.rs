@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::Clock;
 use crate::policy::next_step::RetryTiming;
 use crate::store::StoreError;
 
@@ -47,6 +48,9 @@ pub struct EngineConfig {
     /// Most SMS parts one recipient's text may take (`HERALD_SMS_MAX_PARTS`): each is billed,
     /// and a text that long is more likely a template mistake than a message.
     pub sms_max_parts: u32,
+    /// "Now" for timers: when a follow-up is due and whether it is. The system clock, moved
+    /// forward by tests and the demo; leases, timeouts and pacing stay on real time.
+    pub clock: Clock,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +70,7 @@ impl Default for EngineConfig {
             resend_unknown_after: Some(Duration::from_secs(600)),
             unknown_give_up: Duration::from_secs(3600),
             sms_max_parts: 3,
+            clock: Clock::system(),
         }
     }
 }

@@ -47,39 +47,12 @@ struct Due {
     trigger: FallbackTrigger,
 }
 
-/// How often a long-running process looks for due fallback timers.
-pub const TIMER_POLL: Duration = Duration::from_secs(1);
-
 impl Engine {
-    /// Fires due fallbacks every [`TIMER_POLL`] until `stop` (workers, `herald serve`, the
-    /// demo). Without an SMS route there is nothing to fire and it returns at once. A store
-    /// error is logged and tried again on the next tick.
-    pub async fn run_timers(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        if self.channel_of(ChannelKind::Sms).is_none() {
-            return;
-        }
-        let ctl = RunControl {
-            shutdown: stop.clone(),
-            progress: None,
-        };
-        let mut every = tokio::time::interval(TIMER_POLL);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = stop.cancelled() => return,
-            }
-            if let Err(e) = self.fire_fallbacks(&ctl).await {
-                warn!(error = %e, "firing due fallbacks failed; trying again");
-            }
-        }
-    }
-
     /// Fires the fallback timers that are due: claims them (so no two processes fire the
     /// same one), decides each against the WhatsApp row, and sends the SMS versions through
     /// the SMS lane, grouped per job. Safe to call from any number of processes at once.
     pub async fn fire_fallbacks(&self, ctl: &RunControl) -> Result<FallbackRound, EngineError> {
-        self.fire_fallbacks_at(Utc::now(), ctl).await
+        self.fire_fallbacks_at(self.config().clock.now(), ctl).await
     }
 
     /// [`Engine::fire_fallbacks`] as if the time were `now`: tests and replays move the clock
@@ -107,7 +80,7 @@ impl Engine {
                 // The ledger's lease: a dead process's timers move on as fast as its keys. A
                 // timer taken over while its SMS is still going out finds the key held
                 // elsewhere and is handed back, never sent twice.
-                .claim_due_timers(&owner, self.config().lease, now, BATCH)
+                .claim_due_timers_of(KIND, &owner, self.config().lease, now, BATCH)
                 .await?;
             if claimed.is_empty() {
                 break;
@@ -150,14 +123,6 @@ impl Engine {
         round: &mut FallbackRound,
     ) -> Result<Option<Due>, EngineError> {
         let store = self.store();
-        if timer.kind != KIND {
-            // Another kind of work (a later herald's): not ours to do.
-            let later = now + chrono::Duration::from_std(RETRY_IN).unwrap_or_default();
-            store
-                .release_timer(&timer.kind, &timer.key, owner, Some(later))
-                .await?;
-            return Ok(None);
-        }
         let fallback: FallbackTimer = match serde_json::from_value(timer.payload.clone()) {
             Ok(f) => f,
             Err(e) => {
@@ -297,6 +262,7 @@ impl Engine {
                 placeholders: Vec::new(),
             }),
             fallback: None,
+            follow_up: None,
         });
         let run_owner = format!("{owner}-{}", uuid::Uuid::new_v4().simple());
         let category = first.template.category;

@@ -54,11 +54,11 @@ pub(super) async fn schedule(
     store: &dyn Store,
     job: &Job,
     outcomes: &[(usize, Outcome)],
+    now: DateTime<Utc>,
 ) -> StoreResult<()> {
     let (Some(rule), Some(sms)) = (&job.fallback, &job.sms) else {
         return Ok(());
     };
-    let now = Utc::now();
     // (key, due, payload) of every timer, then one write for the batch.
     let mut timers: Vec<(String, DateTime<Utc>, Value)> = Vec::with_capacity(outcomes.len());
     for (idx, outcome) in outcomes {
@@ -108,6 +108,7 @@ pub(super) async fn schedule(
             key,
             due: *due,
             payload,
+            scope: Some(job.campaign.as_str()),
         })
         .collect();
     store.schedule_timers(&batch).await?;

@@ -189,6 +189,26 @@ impl Engine {
             return Ok(JobRun::Rejected(reject));
         }
         let template = template.expect("checked above");
+        if let Some(rule) = &job.follow_up {
+            // Checked now, not 24 h later: a follow-up that could never go out is a mistake
+            // in the job, told to its publisher while it can still be fixed.
+            let follow_up = self
+                .store
+                .template(
+                    &sender.account_id,
+                    &rule.template.name,
+                    &rule.template.language,
+                )
+                .await?;
+            if let Err(reject) = gate::check_template(
+                &sender.account_id,
+                &rule.template.name,
+                &rule.template.language,
+                follow_up.as_ref(),
+            ) {
+                return Ok(JobRun::Rejected(reject.for_follow_up()));
+            }
+        }
         if template.category != job.template.category {
             // Meta may re-categorise a template; consent and price follow Meta's category.
             warn!(
@@ -396,6 +416,7 @@ impl Engine {
                 channel: Arc::clone(&channel),
                 batch: config.record_batch,
                 interval: config.record_interval,
+                clock: config.clock.clone(),
             }
             .run(events_rx),
         );

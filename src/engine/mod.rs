@@ -13,6 +13,7 @@ mod config;
 mod control;
 mod fallback;
 mod fallback_timer;
+mod follow_up;
 mod gate;
 mod job;
 mod mark;
@@ -21,9 +22,15 @@ mod record;
 mod report;
 mod run;
 mod send;
+mod timers;
 
 pub use config::{EngineConfig, EngineError, Progress, RunControl};
-pub use fallback::{FallbackRound, TIMER_POLL};
+pub use fallback::FallbackRound;
 pub use fallback_timer::{FallbackTimer, KIND as FALLBACK_TIMER, sms_key};
+pub use follow_up::{
+    FollowUpRound, FollowUpTimer, KEY_SUFFIX as FOLLOW_UP_SUFFIX, KIND as FOLLOW_UP_TIMER,
+    follow_up_key, is_follow_up_key,
+};
 pub use job::Engine;
 pub use report::{JobReport, JobRun, StopCause};
+pub use timers::{TIMER_POLL, TimerRound};

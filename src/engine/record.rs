@@ -12,10 +12,11 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
 use super::config::{EngineError, Progress};
 use super::fallback_timer as fallback;
+use super::follow_up;
 use super::report::JobReport;
 use super::run::Event;
 use crate::channel::Channel;
-use crate::domain::{Category, ChannelKind, IdempotencyKey, Job, Outcome};
+use crate::domain::{Category, ChannelKind, Clock, IdempotencyKey, Job, Outcome};
 use crate::policy::cost::{CostTally, RateCard};
 use crate::store::{OutcomeRecord, Store, StoreError};
 use crate::telemetry::metrics;
@@ -36,6 +37,8 @@ pub(super) struct Recorder {
     pub(super) batch: usize,
     /// Longest an outcome waits in memory.
     pub(super) interval: Duration,
+    /// When follow-ups fall due.
+    pub(super) clock: Clock,
 }
 
 /// What has been received and not yet written.
@@ -49,6 +52,8 @@ struct Pending {
     refund: u64,
     /// WhatsApp outcomes of a job with a fallback rule, for their timers.
     fallbacks: Vec<(usize, Outcome)>,
+    /// First messages of a job with a follow-up rule that went out, for their timers.
+    follow_ups: Vec<usize>,
     cost: CostTally,
 }
 
@@ -92,11 +97,29 @@ impl Recorder {
                 if self.job.fallback.is_some() && self.channel.kind() == ChannelKind::WhatsApp {
                     // The fallback's timer before the outcome: a crash in between leaves a
                     // timer that finds the key unknown, never an outcome with no fallback.
+                    let now = self.clock.now();
                     write_with_retry(|| {
-                        fallback::schedule(&*self.store, &self.job, &pending.fallbacks)
+                        fallback::schedule(&*self.store, &self.job, &pending.fallbacks, now)
                     })
                     .await?;
                     pending.fallbacks.clear();
+                }
+                if !pending.follow_ups.is_empty() {
+                    // Like the fallback's: the timer first, so a crash between the two
+                    // leaves a timer that finds its first message unknown, never a sent
+                    // message whose follow-up was forgotten.
+                    let now = self.clock.now();
+                    write_with_retry(|| {
+                        follow_up::schedule(
+                            &*self.store,
+                            &self.job,
+                            self.channel.kind(),
+                            &pending.follow_ups,
+                            now,
+                        )
+                    })
+                    .await?;
+                    pending.follow_ups.clear();
                 }
                 write_with_retry(|| self.store.record_outcomes(&pending.outcomes)).await?;
                 pending.outcomes.clear();
@@ -176,6 +199,9 @@ impl Recorder {
                 report.count(&outcome);
                 if self.job.fallback.is_some() && self.channel.kind() == ChannelKind::WhatsApp {
                     pending.fallbacks.push((idx, outcome.clone()));
+                }
+                if self.job.follow_up.is_some() && follow_up::may_follow(&outcome) {
+                    pending.follow_ups.push(idx);
                 }
                 pending.outcomes.push(OutcomeRecord {
                     key: r.key.clone(),

@@ -72,6 +72,10 @@ pub enum RejectReason {
         "the SMS text for key {key} takes {parts} parts, more than the {limit} allowed (--sms-max-parts): nothing was sent"
     )]
     SmsTooLong { key: String, parts: u32, limit: u32 },
+    /// The follow-up's template is unknown or not approved: the follow-ups could never go
+    /// out, so the job is refused before anything is sent.
+    #[error("follow_up.template: {0}")]
+    FollowUpTemplate(Box<RejectReason>),
 }
 
 impl RejectReason {
@@ -83,7 +87,16 @@ impl RejectReason {
             Self::TemplateNotApproved { .. } => "template_not_approved",
             Self::SmsUnavailable => "sms_unavailable",
             Self::SmsTooLong { .. } => "sms_too_long",
+            Self::FollowUpTemplate(inner) => match **inner {
+                Self::UnknownTemplate { .. } => "follow_up_unknown_template",
+                _ => "follow_up_template_not_approved",
+            },
         }
+    }
+
+    /// The same refusal, about the follow-up's template.
+    pub fn for_follow_up(self) -> Self {
+        Self::FollowUpTemplate(Box::new(self))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod classify;
 pub mod cost;
 pub mod fallback;
+pub mod follow_up;
 pub mod gate;
 pub mod next_step;
 pub mod opt_out;

@@ -4,7 +4,7 @@
 use super::db::{Arg, Row};
 use super::senders::parse_category;
 use super::sql::SqlStore;
-use super::{CampaignCounts, LedgerRow, StoreError, StoreResult, shared};
+use super::{CampaignCounts, FunnelCell, LedgerRow, StoreError, StoreResult, shared};
 use crate::domain::{CampaignId, IdempotencyKey, JobId, SenderId, SmsReceiptUpdate};
 
 /// The columns [`ledger_row`] reads.
@@ -98,6 +98,38 @@ pub(super) async fn campaign_counts(
         })
         .collect::<StoreResult<_>>()?;
     Ok(CampaignCounts { by_state })
+}
+
+pub(super) async fn campaign_funnel(
+    db: &SqlStore,
+    campaign: &CampaignId,
+) -> StoreResult<Vec<FunnelCell>> {
+    // The role is in the key: herald derives `key#sms` and `key#follow-up` itself.
+    db.read_all(
+        "SELECT CASE WHEN key LIKE '%#follow-up' THEN 'follow_up'
+                     WHEN key LIKE '%#sms' THEN 'fallback' ELSE 'first' END AS role,
+                channel, state, COALESCE(reason, '') AS reason,
+                COALESCE(delivery, '') AS delivery, count(*) AS n
+         FROM ledger WHERE campaign = $1
+         GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+        &[Arg::Text(campaign.as_str())],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(FunnelCell {
+            role: r.text("role")?,
+            channel: r
+                .text("channel")?
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("ledger channel: {e}")))?,
+            state: r.text("state")?,
+            reason: r.text("reason")?,
+            delivery: r.text("delivery")?,
+            n: u64::try_from(r.int("n")?).unwrap_or(0),
+        })
+    })
+    .collect()
 }
 
 pub(super) async fn unknown_by_campaign(db: &SqlStore) -> StoreResult<Vec<(CampaignId, u64)>> {

@@ -180,6 +180,22 @@ impl CampaignCounts {
     }
 }
 
+/// One cell of a campaign's funnel ([`Store::campaign_funnel`]): how many keys of one role,
+/// on one channel, are in one state (with its reason) and delivery status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunnelCell {
+    /// `first` (the campaign's message), `fallback` (its SMS version, `key#sms`) or
+    /// `follow_up` (`key#follow-up`).
+    pub role: String,
+    pub channel: ChannelKind,
+    pub state: String,
+    /// Skip reason or error code; empty when none.
+    pub reason: String,
+    /// delivered, read, failed or empty.
+    pub delivery: String,
+    pub n: u64,
+}
+
 /// What reviewing a job's `unknown` keys found ([`Store::review_unknowns`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnknownReview {
@@ -210,6 +226,17 @@ pub struct NewTimer<'a> {
     pub key: &'a str,
     pub due: DateTime<Utc>,
     pub payload: &'a serde_json::Value,
+    /// What it belongs to (a campaign id), for counting ([`Store::timer_counts`]).
+    pub scope: Option<&'a str>,
+}
+
+/// A kind's timers of one scope that have not fired ([`Store::timer_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerCounts {
+    /// Due later.
+    pub scheduled: u64,
+    /// Due now or overdue (claimed or not).
+    pub due: u64,
 }
 
 /// herald's persistence. Implementations must make every method safe to call again with the
@@ -348,6 +375,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<LedgerRow>>;
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>>;
     async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts>;
+    /// The campaign's keys counted by role, channel, state, reason and delivery status.
+    async fn campaign_funnel(&self, campaign: &CampaignId) -> StoreResult<Vec<FunnelCell>>;
     /// Applies status webhooks: monotonic (read > delivered > sent; failed is final), an
     /// `unknown` key with a wamid becomes `sent`. Returns how many rows changed. Also keeps,
     /// per sender, the newest status time seen (the evidence [`Store::review_unknowns`] needs).
@@ -440,6 +469,32 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<DueTimer>>;
+    /// [`Store::claim_due_timers`] for timers of one `kind` only: each kind's work is fired
+    /// by its own round, and no round holds another's timers.
+    async fn claim_due_timers_of(
+        &self,
+        kind: &str,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>>;
+    /// Which of `keys` (first messages' keys) of `campaign` have a reported conversion.
+    /// TEMPORARY default until the conversions table lands.
+    async fn converted_keys(
+        &self,
+        _campaign: &CampaignId,
+        _keys: &[String],
+    ) -> StoreResult<std::collections::HashSet<String>> {
+        Ok(Default::default())
+    }
+    /// Unfired timers of `kind` for `scope` (a campaign), split at `now`.
+    async fn timer_counts(
+        &self,
+        kind: &str,
+        scope: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TimerCounts>;
     /// Marks a claimed timer fired, never to be claimed again. Only its current holder may:
     /// returns false when `owner` no longer holds it (another owner took it over, it was
     /// cancelled or already fired).

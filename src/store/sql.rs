@@ -11,8 +11,8 @@ use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, DueTimer, LedgerRow, NewTimer, OutcomeRecord, Sender, SlotLease,
-    Store, StoreResult, Template, UnknownReview,
+    ConsentState, DeliveryUpdate, DueTimer, FunnelCell, LedgerRow, NewTimer, OutcomeRecord, Sender,
+    SlotLease, Store, StoreResult, Template, TimerCounts, UnknownReview,
 };
 use super::{campaigns, consent, contacts, ledger, senders, timers};
 use crate::domain::{
@@ -206,6 +206,10 @@ impl Store for SqlStore {
         ledger::campaign_counts(self, campaign).await
     }
 
+    async fn campaign_funnel(&self, campaign: &CampaignId) -> StoreResult<Vec<FunnelCell>> {
+        ledger::campaign_funnel(self, campaign).await
+    }
+
     async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
         dispatch!(self.apply_deliveries(updates))
     }
@@ -282,6 +286,7 @@ impl Store for SqlStore {
             key,
             due,
             payload,
+            scope: None,
         };
         Ok(timers::schedule_timers(self, &[timer]).await? == 1)
     }
@@ -297,7 +302,27 @@ impl Store for SqlStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<DueTimer>> {
-        dispatch!(self.claim_due_timers(owner, lease, now, limit))
+        dispatch!(self.claim_due_timers(None, owner, lease, now, limit))
+    }
+
+    async fn claim_due_timers_of(
+        &self,
+        kind: &str,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<DueTimer>> {
+        dispatch!(self.claim_due_timers(Some(kind), owner, lease, now, limit))
+    }
+
+    async fn timer_counts(
+        &self,
+        kind: &str,
+        scope: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TimerCounts> {
+        timers::timer_counts(self, kind, scope, now).await
     }
 
     async fn complete_timer(&self, kind: &str, key: &str, owner: &str) -> StoreResult<bool> {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::db::{Arg, Row};
 use super::sql::SqlStore;
-use super::{DueTimer, NewTimer, StoreError, StoreResult};
+use super::{DueTimer, NewTimer, StoreError, StoreResult, TimerCounts};
 
 /// A claimed timer from its row.
 pub(crate) fn due_timer(r: &Row) -> StoreResult<DueTimer> {
@@ -45,14 +45,15 @@ pub(super) async fn schedule_timers(db: &SqlStore, timers: &[NewTimer<'_>]) -> S
     for t in timers {
         created += tx
             .execute(
-                "INSERT INTO timers (kind, key, due_at, payload, created_at)
-                 VALUES ($1, $2, $3, $4, now())
+                "INSERT INTO timers (kind, key, due_at, payload, scope, created_at)
+                 VALUES ($1, $2, $3, $4, $5, now())
                  ON CONFLICT (kind, key) DO NOTHING",
                 &[
                     Arg::Text(t.kind),
                     Arg::Text(t.key),
                     Arg::Time(t.due),
                     Arg::Text(&t.payload.to_string()),
+                    Arg::OptText(t.scope),
                 ],
             )
             .await?;
@@ -126,6 +127,32 @@ pub(super) async fn cancel_timer(db: &SqlStore, kind: &str, key: &str) -> StoreR
         )
         .await?;
     Ok(done == 1)
+}
+
+pub(super) async fn timer_counts(
+    db: &SqlStore,
+    kind: &str,
+    scope: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<TimerCounts> {
+    let rows = db
+        .read_all(
+            "SELECT CASE WHEN due_at <= $3 THEN 1 ELSE 0 END AS is_due, count(*) AS n
+             FROM timers WHERE kind = $1 AND scope = $2 AND fired_at IS NULL
+             GROUP BY CASE WHEN due_at <= $3 THEN 1 ELSE 0 END",
+            &[Arg::Text(kind), Arg::Text(scope), Arg::Time(now)],
+        )
+        .await?;
+    let mut counts = TimerCounts::default();
+    for r in &rows {
+        let n = u64::try_from(r.int("n")?).unwrap_or(0);
+        if r.int("is_due")? == 1 {
+            counts.due = n;
+        } else {
+            counts.scheduled = n;
+        }
+    }
+    Ok(counts)
 }
 
 pub(super) async fn pending_timers(db: &SqlStore) -> StoreResult<Vec<(String, u64)>> {

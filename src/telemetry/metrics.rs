@@ -43,6 +43,7 @@ pub const SMS_BIND_FAILURES: &str = "herald_sms_bind_failures_total";
 pub const SMS_RECEIPTS: &str = "herald_sms_receipts_total";
 pub const SMS_INBOUND: &str = "herald_sms_inbound_total";
 pub const FALLBACKS: &str = "herald_fallbacks_total";
+pub const FOLLOW_UPS: &str = "herald_follow_ups_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -75,6 +76,7 @@ pub const ALL: &[&str] = &[
     SMS_RECEIPTS,
     SMS_INBOUND,
     FALLBACKS,
+    FOLLOW_UPS,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -170,6 +172,10 @@ fn describe() {
     describe_counter!(SMS_RECEIPTS, "SMS delivery receipts by state and result");
     describe_counter!(SMS_INBOUND, "Messages from customers by SMS (MO), by kind");
     describe_counter!(FALLBACKS, "WhatsApp to SMS fallbacks by trigger and result");
+    describe_counter!(
+        FOLLOW_UPS,
+        "Follow-ups by outcome (scheduled, sent, failed, unknown, skipped) and skip reason"
+    );
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
     describe_counter!(
@@ -382,6 +388,14 @@ pub fn sms_inbound(route: &str, kind: &'static str) {
 pub fn fallback(trigger: &'static str, result: &'static str, n: u64) {
     if n > 0 {
         counter!(FALLBACKS, "trigger" => trigger, "result" => result).increment(n);
+    }
+}
+
+/// Follow-ups: `outcome` scheduled, sent, failed, unknown or skipped; `reason` the skip
+/// reason (converted, not_read, opted_out, …) or `none`.
+pub fn follow_ups(outcome: &'static str, reason: &'static str, n: u64) {
+    if n > 0 {
+        counter!(FOLLOW_UPS, "outcome" => outcome, "reason" => reason).increment(n);
     }
 }
 

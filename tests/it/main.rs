@@ -2,6 +2,7 @@ mod amqp;
 mod cli;
 mod deploy;
 mod engine;
+mod follow_ups;
 mod rabbit_node;
 mod serve;
 mod simulator;

@@ -1028,6 +1028,8 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::SMS_RECEIPTS,
     m::SMS_INBOUND,
     m::FALLBACKS,
+    // Jobs with a follow-up rule, and the timers that fire them.
+    m::FOLLOW_UPS,
 ];
 
 #[test]

@@ -3,7 +3,7 @@
 //! unknown category) rejects the whole job with the field and the reason; a recipient-level
 //! problem (invalid number, listed twice) skips only that recipient with a recorded reason.
 //! The channel fields of §1.5 (`recipients[].channel`, `recipients[].vars`, `sms`, `fallback`)
-//! are read in [`sms`].
+//! are read in [`sms`], `follow_up` in [`follow_up`].
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -19,8 +19,10 @@ use super::outcome::{Category, SkipReason};
 use super::phone::PhoneNumber;
 use super::strict_json;
 
+mod follow_up;
 mod sms;
 
+pub use follow_up::{FollowUpRule, MAX_AFTER, MIN_AFTER, Reached};
 pub use sms::{SmsVersion, iso_duration};
 
 /// The only job version this herald understands.
@@ -113,6 +115,8 @@ pub struct Job {
     pub sms: Option<SmsVersion>,
     /// When the SMS version stands in for the WhatsApp message.
     pub fallback: Option<FallbackRule>,
+    /// The follow-up to those who did not convert.
+    pub follow_up: Option<FollowUpRule>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +136,8 @@ struct WireJob {
     sms: Option<sms::WireSms>,
     #[serde(default)]
     fallback: Option<sms::WireFallback>,
+    #[serde(default)]
+    follow_up: Option<follow_up::WireFollowUp>,
 }
 
 #[derive(Deserialize)]
@@ -197,22 +203,7 @@ impl Job {
         let campaign =
             CampaignId::parse(&w.campaign_id).map_err(|e| JobError::id("campaign_id", e))?;
         let sender = SenderId::parse(&w.sender).map_err(|e| JobError::id("sender", e))?;
-        if w.template.name.trim().is_empty() {
-            return Err(JobError::field("template.name", "must not be empty"));
-        }
-        if w.template.language.trim().is_empty() {
-            return Err(JobError::field("template.language", "must not be empty"));
-        }
-        let category = w
-            .template
-            .category
-            .parse::<Category>()
-            .map_err(|e| JobError::field("template.category", e))?;
-        let template = TemplateRef {
-            name: w.template.name,
-            language: w.template.language,
-            category,
-        };
+        let template = template_ref(w.template).map_err(|(f, r)| JobError::field(f, r))?;
         if let (Some(nb), Some(exp)) = (w.not_before, w.expires_at)
             && exp <= nb
         {
@@ -236,6 +227,11 @@ impl Job {
         let fallback = w
             .fallback
             .map(sms::fallback_rule)
+            .transpose()
+            .map_err(|(field, reason)| JobError::field(field, reason))?;
+        let follow_up = w
+            .follow_up
+            .map(|f| follow_up::follow_up_rule(f, sms.as_ref().map(|s| s.from.as_str())))
             .transpose()
             .map_err(|(field, reason)| JobError::field(field, reason))?;
         if sms.is_none() {
@@ -313,7 +309,13 @@ impl Job {
             if let Some(sms) = &sms
                 && (channel == ChannelKind::Sms || fallback.is_some())
             {
-                check_vars(sms, r.vars.as_ref())
+                check_vars(sms, r.vars.as_ref(), "sms.text")
+                    .map_err(|reason| JobError::field(format!("recipients[{i}].vars"), reason))?;
+            }
+            if let Some(sms) = follow_up.as_ref().and_then(|f| f.sms.as_ref())
+                && channel == ChannelKind::Sms
+            {
+                check_vars(sms, r.vars.as_ref(), "follow_up.sms_text")
                     .map_err(|reason| JobError::field(format!("recipients[{i}].vars"), reason))?;
             }
             recipients.push(Recipient {
@@ -335,6 +337,7 @@ impl Job {
             expires_at: w.expires_at,
             sms,
             fallback,
+            follow_up,
         })
     }
 
@@ -457,15 +460,39 @@ fn path_or_root(path: &str) -> String {
 }
 
 /// A recipient who may get the SMS needs a plain value for every placeholder of its text.
-fn check_vars(sms: &SmsVersion, vars: Option<&Map<String, Value>>) -> Result<(), String> {
+fn check_vars(
+    sms: &SmsVersion,
+    vars: Option<&Map<String, Value>>,
+    text_field: &str,
+) -> Result<(), String> {
     for name in &sms.placeholders {
         match vars.and_then(|v| v.get(name)) {
             Some(Value::String(_) | Value::Number(_) | Value::Bool(_)) => {}
             Some(_) => return Err(format!("`{name}` must be a string or a number")),
-            None => return Err(format!("has no `{name}`, which sms.text uses")),
+            None => return Err(format!("has no `{name}`, which {text_field} uses")),
         }
     }
     Ok(())
+}
+
+/// Checks a `template` object; errors name the field under `template.`.
+fn template_ref(w: WireTemplate) -> Result<TemplateRef, (String, String)> {
+    let field = |f: &str, r: String| (format!("template.{f}"), r);
+    if w.name.trim().is_empty() {
+        return Err(field("name", "must not be empty".into()));
+    }
+    if w.language.trim().is_empty() {
+        return Err(field("language", "must not be empty".into()));
+    }
+    let category = w
+        .category
+        .parse::<Category>()
+        .map_err(|e| field("category", e.to_string()))?;
+    Ok(TemplateRef {
+        name: w.name,
+        language: w.language,
+        category,
+    })
 }
 
 fn check_component(c: &Value) -> Result<(), String> {
@@ -789,6 +816,82 @@ mod tests {
         v["sms"] = json!({ "from": "ACME", "text": "ACME: Sneaker -30 % nur heute, {{name}}: https://acme.example/s STOP: Antwort STOP" });
         v["fallback"] = json!({ "when": ["not_on_whatsapp", "failed", "undelivered"], "undelivered_after": "PT30M" });
         v
+    }
+
+    /// DESIGN §1.5's follow-up: readers who did not order get the reminder after 24 h.
+    fn follow_up_job() -> Value {
+        let mut v = channel_job();
+        v["follow_up"] = json!({
+            "after": "PT24H", "if": "read", "unless": "converted",
+            "template": { "name": "flash_sale_reminder", "language": "de", "category": "marketing" },
+            "components": [ { "type": "body", "parameters": [ { "type": "text", "text": "10 %" } ] } ]
+        });
+        v
+    }
+
+    #[test]
+    fn the_follow_up_example_parses() {
+        let job = parse(&follow_up_job()).unwrap();
+        let f = job.follow_up.as_ref().unwrap();
+        assert_eq!(f.after, std::time::Duration::from_secs(24 * 3600));
+        assert_eq!(f.reached, Reached::Read);
+        assert!(f.unless_converted);
+        assert_eq!(f.template.name, "flash_sale_reminder");
+        assert_eq!(f.components.len(), 1);
+        assert!(f.sms.is_none() && f.text.is_none());
+        // Defaults: any sent message, and never after a conversion.
+        let mut v = follow_up_job();
+        v["follow_up"].as_object_mut().unwrap().remove("if");
+        v["follow_up"].as_object_mut().unwrap().remove("unless");
+        let f = parse(&v).unwrap().follow_up.unwrap();
+        assert_eq!(f.reached, Reached::Sent);
+        assert!(f.unless_converted);
+        v["follow_up"]["unless"] = json!("none");
+        assert!(!parse(&v).unwrap().follow_up.unwrap().unless_converted);
+    }
+
+    #[test]
+    fn a_bad_follow_up_rule_rejects_the_job_naming_the_field() {
+        let field_of = |v: &Value| match parse(v) {
+            Err(JobError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        };
+        for (path, value, field) in [
+            ("after", json!("PT30S"), "follow_up.after"),
+            ("after", json!("P31D"), "follow_up.after"),
+            ("after", json!("tomorrow"), "follow_up.after"),
+            ("if", json!("clicked"), "follow_up.if"),
+            ("unless", json!("ordered"), "follow_up.unless"),
+            ("text", json!("  "), "follow_up.text"),
+            ("sms_text", json!("Noch {{rabatt"), "follow_up.sms_text"),
+            ("colour", json!("red"), "follow_up.colour"),
+        ] {
+            let mut v = follow_up_job();
+            v["follow_up"][path] = value;
+            let got = field_of(&v);
+            assert!(got.starts_with(field), "{path}: {got}");
+        }
+        let mut v = follow_up_job();
+        v["follow_up"]["template"]["category"] = json!("promo");
+        assert_eq!(field_of(&v), "follow_up.template.category");
+        let mut v = follow_up_job();
+        v["follow_up"]["template"]["name"] = json!("");
+        assert_eq!(field_of(&v), "follow_up.template.name");
+        let mut v = follow_up_job();
+        v["follow_up"]["components"] = json!([42]);
+        assert_eq!(field_of(&v), "follow_up.components[0]");
+        // An SMS follow-up needs the job's sender ID, and every SMS customer its values.
+        let mut v = follow_up_job();
+        v["follow_up"]["sms_text"] = json!("ACME: noch 10 % extra, {{name}}! STOP: Antwort STOP");
+        assert!(parse(&v).unwrap().follow_up.unwrap().sms.is_some());
+        v["recipients"][1]["vars"] = json!({});
+        v["sms"]["text"] = json!("ACME: Sneaker -30 %");
+        v.as_object_mut().unwrap().remove("fallback");
+        assert_eq!(field_of(&v), "recipients[1].vars");
+        let mut v = job_json();
+        v["follow_up"] = follow_up_job()["follow_up"].clone();
+        v["follow_up"]["sms_text"] = json!("ACME: noch 10 %");
+        assert_eq!(field_of(&v), "follow_up.sms_text");
     }
 
     #[test]

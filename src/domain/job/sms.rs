@@ -86,7 +86,7 @@ pub(super) fn sms_version(w: WireSms) -> Result<SmsVersion, (&'static str, Strin
 }
 
 /// The `{{name}}` placeholders of `text`, in order of first use.
-fn placeholders(text: &str) -> Result<Vec<String>, String> {
+pub(super) fn placeholders(text: &str) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find("{{") {

@@ -13,6 +13,7 @@ use crate::store::{DueTimer, StoreResult};
 impl PostgresStore {
     pub(in crate::store) async fn claim_due_timers(
         &self,
+        kind: Option<&str>,
         owner: &str,
         lease: Duration,
         now: DateTime<Utc>,
@@ -25,6 +26,7 @@ impl PostgresStore {
              FROM (SELECT kind, key FROM timers
                    WHERE fired_at IS NULL AND due_at <= $2
                      AND (lease_until IS NULL OR lease_until <= $2)
+                     AND ($5::text IS NULL OR kind = $5)
                    ORDER BY due_at, kind, key
                    LIMIT $4
                    FOR UPDATE SKIP LOCKED) due
@@ -35,6 +37,7 @@ impl PostgresStore {
         .bind(now)
         .bind(timers::lease_end(now, lease))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(kind)
         .fetch_all(&self.pool)
         .await?;
         let rows: Vec<db::Row> = rows.into_iter().map(db::Row::Postgres).collect();

@@ -12,6 +12,7 @@ use crate::store::{DueTimer, StoreResult};
 impl SqliteStore {
     pub(in crate::store) async fn claim_due_timers(
         &self,
+        kind: Option<&str>,
         owner: &str,
         lease: Duration,
         now: DateTime<Utc>,
@@ -23,6 +24,7 @@ impl SqliteStore {
              WHERE rowid IN (SELECT rowid FROM timers
                              WHERE fired_at IS NULL AND due_at <= $2
                                AND (lease_until IS NULL OR lease_until <= $2)
+                               AND ($5 IS NULL OR kind = $5)
                              ORDER BY due_at, kind, key
                              LIMIT $4)
              RETURNING kind, key, due_at, payload, claims",
@@ -31,6 +33,7 @@ impl SqliteStore {
         .bind(now.timestamp_millis())
         .bind(timers::lease_end(now, lease).timestamp_millis())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(kind)
         .fetch_all(&self.writer)
         .await?;
         let rows: Vec<db::Row> = rows.into_iter().map(db::Row::Sqlite).collect();
