@@ -32,7 +32,7 @@ pub use server::{ServeConfig, ServerHandle, router, run};
 pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify};
 pub use webhooks::WebhookConfig;
 
-use crate::app::{CliError, DrainOpts, GlobalOpts};
+use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts};
 
 /// Longest shutdown delay accepted: load balancers notice a failing readiness in seconds.
 const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(120);
@@ -76,6 +76,14 @@ pub struct ServeArgs {
     pub shutdown_delay: Duration,
     #[command(flatten)]
     pub drain: DrainOpts,
+    /// Do not fire due timers (follow-ups, SMS fallbacks) here; leave them to the workers.
+    /// By default `serve` fires them like every worker, with the same HERALD_ACCESS_TOKEN,
+    /// HERALD_GRAPH_URL and HERALD_SMS_URL, so a team without workers needs nothing else.
+    #[arg(long, env = "HERALD_SERVE_NO_TIMERS")]
+    pub no_timers: bool,
+    /// How the timers' messages are sent (pacing, rate card, SMS route).
+    #[command(flatten)]
+    pub engine: EngineOpts,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -90,6 +98,7 @@ impl fmt::Debug for ServeArgs {
             .field("opt_out_words", &self.opt_out_words)
             .field("shutdown_delay", &self.shutdown_delay)
             .field("drain", &self.drain)
+            .field("no_timers", &self.no_timers)
             .finish()
     }
 }
@@ -169,8 +178,26 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         db = %g.database_url_redacted(),
         "serving /webhooks, /api/campaigns, /healthz and /readyz"
     );
+    let timers = if args.no_timers {
+        None
+    } else if g.access_token.is_none() && g.graph_url.starts_with("https://graph.facebook.com") {
+        warn!(
+            "HERALD_ACCESS_TOKEN is not set: serve does not fire follow-ups or fallbacks (workers do)"
+        );
+        None
+    } else {
+        let mut setup = args.engine.setup()?;
+        // Like a worker: the numbers' rates hold across every process that sends.
+        setup.shared_rates = true;
+        let engine = Arc::new(setup.build(Arc::clone(&store), g.graph_client()?));
+        Some(tokio::spawn(engine.run_timers(shutdown.clone())))
+    };
     let served = run(listener, Arc::clone(&store), config, shutdown).await;
     stop_metrics.cancel();
+    if let Some(timers) = timers {
+        // Stopped by the same signal: a round in progress hands its timers back.
+        let _ = timers.await;
+    }
     let _ = metrics_server.task.await;
     served.map_err(|e| CliError::runtime(format!("webhook server failed: {e}")))
 }
