@@ -249,3 +249,73 @@ async fn a_follow_up_with_an_unapproved_template_rejects_the_job_before_anything
     }
     assert_eq!(env.sim.stats().accepted, 0);
 }
+
+#[tokio::test]
+async fn three_processes_racing_on_the_same_due_follow_ups_fire_each_once_on_postgres() {
+    let Some(url) = super::support::postgres_url().await else {
+        return;
+    };
+    let sim = herald::simulator::spawn(
+        herald::simulator::SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            ..Default::default()
+        },
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    let graph = herald::graph::GraphConfig {
+        base_url: sim.url(),
+        ..Default::default()
+    };
+    let clock = Clock::system();
+    let config = || EngineConfig {
+        clock: clock.clone(),
+        ..fast_retries()
+    };
+    // Three stores (three pools) and engines: two workers and `herald serve`.
+    let mut engines = Vec::new();
+    for _ in 0..3 {
+        let store = herald::store::open(&url).await.unwrap();
+        engines.push(super::support::engine(&store, &graph, config()));
+    }
+    let store = engines[0].store().clone();
+    super::support::seed(&store, &super::support::sender(SENDER, 1_000_000)).await;
+    store
+        .upsert_template(&template("flash_sale_reminder", "APPROVED"))
+        .await
+        .unwrap();
+    let to = numbers(300);
+    super::support::consent_marketing(&store, &to).await;
+    let rule = json!({
+        "after": "PT1H",
+        "template": { "name": "flash_sale_reminder", "language": "de", "category": "marketing" }
+    });
+    let job = follow_up_job("race-1", "race", &to, rule);
+    match engines[0]
+        .run_job(Arc::clone(&job), &RunControl::default())
+        .await
+        .unwrap()
+    {
+        JobRun::Finished(r) => assert_eq!(r.total("sent"), 300),
+        other => panic!("{other:?}"),
+    }
+    clock.advance(Duration::from_secs(3601));
+    let ctl = RunControl::default();
+    let (a, b, c) = tokio::join!(
+        engines[0].fire_follow_ups(&ctl),
+        engines[1].fire_follow_ups(&ctl),
+        engines[2].fire_follow_ups(&ctl),
+    );
+    let sent: u64 = [a, b, c].into_iter().map(|r| r.unwrap().sent).sum();
+    assert_eq!(sent, 300);
+    let stats = sim.stats();
+    assert_eq!(stats.accepted, 600);
+    assert_eq!(stats.duplicates, 0);
+    for e in &engines {
+        assert_eq!(e.fire_follow_ups(&ctl).await.unwrap().sent, 0);
+    }
+    drop(engines);
+    super::support::drop_postgres_database(&url).await;
+}
