@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Estimate(args) => send::estimate(&g, args).await,
         Command::Fallbacks(cmd) => fallbacks::fallbacks(&g, cmd).await,
         Command::FollowUps(cmd) => follow_ups::follow_ups(&g, cmd).await,
-        Command::Simulate(args) => crate::simulator::run(args).await.map_err(CliError::Runtime),
+        Command::Simulate(args) => crate::simulator::run(args).await,
         Command::Serve(args) => crate::http::serve_command(&g, args).await,
         Command::Migrate => {
             g.open_store().await?;

@@ -12,6 +12,7 @@ use anyhow::Context;
 
 use super::config::{SimConfig, load_list, redacted};
 use super::smsc::SmscConfig;
+use crate::app::CliError;
 
 /// Run a local stand-in for the WhatsApp Cloud API: Meta's validation, error envelopes,
 /// throughput and pair limits, templates, faults and signed status webhooks. Point herald at
@@ -98,9 +99,30 @@ pub struct SimulateArgs {
     #[arg(long = "fault-130429", env = "HERALD_SIM_FAULT_130429", default_value_t = 0.0, value_parser = parse_ratio)]
     pub fault_130429: f64,
 
-    /// POST signed status webhooks (sent, then delivered) for accepted messages here.
+    /// POST signed status webhooks (sent, then delivered and read) for accepted messages here.
     #[arg(long, env = "HERALD_SIM_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
+
+    /// Share of accepted messages, picked by a stable hash of the number, that are delivered.
+    #[arg(long, env = "HERALD_SIM_DELIVERED_SHARE", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub delivered_share: f64,
+
+    /// Share of delivered messages, picked by a stable hash of the number, that are read.
+    #[arg(long, env = "HERALD_SIM_READ_SHARE", default_value_t = 0.0, value_parser = parse_ratio)]
+    pub read_share: f64,
+
+    /// Simulated time from sent to delivered, e.g. 2s or 5m.
+    #[arg(long, env = "HERALD_SIM_DELIVERED_DELAY", default_value = "0s", value_parser = parse_delay)]
+    pub delivered_delay: Duration,
+
+    /// Simulated time from delivered to read, e.g. 30m or 24h.
+    #[arg(long, env = "HERALD_SIM_READ_DELAY", default_value = "0s", value_parser = parse_delay)]
+    pub read_delay: Duration,
+
+    /// How much faster simulated time runs: the delays take delay/SPEED of real time (3600 = an
+    /// hour a second), and status timestamps run ahead to match.
+    #[arg(long, env = "HERALD_SIM_SPEED", default_value_t = 1.0, value_parser = parse_speed)]
+    pub speed: f64,
 
     /// Key for the webhooks' X-Hub-Signature-256.
     #[arg(long, env = "HERALD_APP_SECRET", hide_env_values = true)]
@@ -258,6 +280,11 @@ impl fmt::Debug for SimulateArgs {
             .field("fault_drop", &self.fault_drop)
             .field("fault_130429", &self.fault_130429)
             .field("webhook_url", &self.webhook_url)
+            .field("delivered_share", &self.delivered_share)
+            .field("read_share", &self.read_share)
+            .field("delivered_delay", &self.delivered_delay)
+            .field("read_delay", &self.read_delay)
+            .field("speed", &self.speed)
             .field("app_secret", &redacted(&self.app_secret))
             .field("smsc", &self.smsc)
             .finish()
@@ -272,6 +299,24 @@ fn parse_ratio(raw: &str) -> Result<f64, String> {
         Ok(ratio)
     } else {
         Err(format!("{ratio} is not a share between 0 and 1"))
+    }
+}
+
+fn parse_delay(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("'{raw}' is not a duration ({e}); write e.g. 500ms, 2s, 30m or 24h"))
+}
+
+fn parse_speed(raw: &str) -> Result<f64, String> {
+    let speed: f64 = raw
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a number"))?;
+    if speed.is_finite() && speed > 0.0 {
+        Ok(speed)
+    } else {
+        Err(format!(
+            "{raw} is not a speed-up: it must be above 0 (1 = real time, 3600 = an hour a second)"
+        ))
     }
 }
 
@@ -316,6 +361,11 @@ impl SimulateArgs {
             fault_drop_ratio: self.fault_drop,
             fault_130429_ratio: self.fault_130429,
             webhook_url: self.webhook_url,
+            delivered_share: self.delivered_share,
+            read_share: self.read_share,
+            delivered_delay: self.delivered_delay,
+            read_delay: self.read_delay,
+            speed: self.speed,
             app_secret: self.app_secret,
             smsc: self.smsc.into_config(self.addr.ip()),
         };
@@ -324,10 +374,17 @@ impl SimulateArgs {
     }
 }
 
-/// Serves until Ctrl-C or SIGTERM, then prints the final stats.
-pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+/// Serves until Ctrl-C or SIGTERM, then prints the final stats. Flags that make no
+/// configuration are a usage error (exit 2).
+pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
     let addr = args.addr;
-    let config = args.into_config()?;
+    let config = args
+        .into_config()
+        .map_err(|e| CliError::Usage(format!("{e:#}")))?;
+    serve(config, addr).await.map_err(CliError::Runtime)
+}
+
+async fn serve(config: SimConfig, addr: SocketAddr) -> anyhow::Result<()> {
     let system_id = config
         .smsc
         .as_ref()
@@ -461,5 +518,56 @@ mod tests {
     fn shares_outside_zero_to_one_are_usage_errors() {
         assert!(parse(&["--fault-5xx", "2"]).is_err());
         assert!(parse(&["--rate-override", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn customer_flags_become_shares_delays_and_a_speed() {
+        let config = parse(&[
+            "--delivered-share",
+            "0.9",
+            "--read-share",
+            "0.5",
+            "--delivered-delay",
+            "2s",
+            "--read-delay",
+            "30m",
+            "--speed",
+            "3600",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!((config.delivered_share, config.read_share), (0.9, 0.5));
+        assert_eq!(config.delivered_delay, Duration::from_secs(2));
+        assert_eq!(config.read_delay, Duration::from_secs(30 * 60));
+        assert_eq!(config.speed, 3600.0);
+        // Without them: everything delivered at once, nobody reads, real time.
+        let plain = parse(&[]).unwrap().into_config().unwrap();
+        assert_eq!((plain.delivered_share, plain.read_share), (1.0, 0.0));
+        assert_eq!(
+            (plain.delivered_delay, plain.read_delay),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        assert_eq!(plain.speed, 1.0);
+    }
+
+    #[test]
+    fn bad_customer_flags_are_usage_errors_that_say_what_is_wrong() {
+        for (argv, says) in [
+            (&["--read-share", "1.5"][..], "between 0 and 1"),
+            (&["--delivered-share=-0.1"][..], "between 0 and 1"),
+            (&["--read-delay", "soon"][..], "not a duration"),
+            (&["--delivered-delay", "5"][..], "not a duration"),
+            (&["--speed", "0"][..], "above 0"),
+            (&["--speed=-2"][..], "above 0"),
+            (&["--speed", "inf"][..], "above 0"),
+            (&["--speed", "fast"][..], "not a number"),
+        ] {
+            let err = parse(argv)
+                .err()
+                .unwrap_or_else(|| panic!("{argv:?} parsed"));
+            assert_eq!(err.exit_code(), 2, "{argv:?}");
+            assert!(err.to_string().contains(says), "{argv:?}: {err}");
+        }
     }
 }

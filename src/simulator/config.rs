@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use super::customers::{self, Fate};
 use super::smsc::SmscConfig;
 use crate::domain::Category;
 
@@ -64,8 +65,25 @@ pub struct SimConfig {
     pub fault_drop_ratio: f64,
     /// Share of sends answered 130429 on top of the real rate enforcement (retry tests).
     pub fault_130429_ratio: f64,
-    /// Where to POST status webhooks (`sent`, then `delivered`) for accepted messages.
+    /// Where to POST status webhooks (`sent`, then `delivered` and `read` as the customers
+    /// below decide) for accepted messages.
     pub webhook_url: Option<String>,
+    /// Share of accepted messages that reach the customer's phone and get a `delivered`
+    /// status; the rest stay at `sent`. Picked by a salted hash of the recipient's number, so
+    /// the same customers are reached on every run ([`SimConfig::fate_of`]).
+    pub delivered_share: f64,
+    /// Share of delivered messages that the customer opens: a `read` status follows the
+    /// `delivered` one. Picked like `delivered_share`, with another salt. 0 = nobody reads.
+    pub read_share: f64,
+    /// Simulated time from the `sent` webhook to `delivered`.
+    pub delivered_delay: Duration,
+    /// Simulated time from the `delivered` webhook to `read`.
+    pub read_delay: Duration,
+    /// How much faster than real time the simulated time runs: the two delays above take
+    /// `delay / speed` of real time (3600: an hour passes in a second). Status timestamps are
+    /// simulated time — the start plus the real time elapsed times `speed` — so they read
+    /// like the hours being simulated. Latency, limits and the SMSC keep real time.
+    pub speed: f64,
     /// Key of the webhooks' `X-Hub-Signature-256`; without it they go unsigned.
     pub app_secret: Option<String>,
     /// An SMSC (SMPP 3.4 server) for the SMS channel beside the Cloud API; `None` = off.
@@ -93,6 +111,11 @@ impl Default for SimConfig {
             fault_drop_ratio: 0.0,
             fault_130429_ratio: 0.0,
             webhook_url: None,
+            delivered_share: 1.0,
+            read_share: 0.0,
+            delivered_delay: Duration::ZERO,
+            read_delay: Duration::ZERO,
+            speed: 1.0,
             app_secret: None,
             smsc: None,
         }
@@ -108,10 +131,15 @@ impl SimConfig {
             ("fault_slow_ratio", self.fault_slow_ratio),
             ("fault_drop_ratio", self.fault_drop_ratio),
             ("fault_130429_ratio", self.fault_130429_ratio),
+            ("delivered_share", self.delivered_share),
+            ("read_share", self.read_share),
         ] {
             if !(0.0..=1.0).contains(&ratio) {
                 bail!("{name} must be between 0 and 1, got {ratio}");
             }
+        }
+        if !(self.speed.is_finite() && self.speed > 0.0) {
+            bail!("speed must be a positive number, got {}", self.speed);
         }
         if self.pair_burst > 0 && self.pair_interval.is_zero() {
             bail!("pair_interval must be positive when pair_burst is set");
@@ -129,6 +157,13 @@ impl SimConfig {
             smsc.validate()?;
         }
         Ok(())
+    }
+
+    /// Whether a message to `recipient` (E.164; spacing and `+` ignored) that is accepted gets
+    /// `delivered` and then `read`: the same answer on every run, so tests and demos can
+    /// predict the simulated customers.
+    pub fn fate_of(&self, recipient: &str) -> Fate {
+        customers::fate(self, &super::state::digits(recipient))
     }
 
     /// The rate enforced for a number.
@@ -162,6 +197,11 @@ impl fmt::Debug for SimConfig {
             .field("fault_drop_ratio", &self.fault_drop_ratio)
             .field("fault_130429_ratio", &self.fault_130429_ratio)
             .field("webhook_url", &self.webhook_url)
+            .field("delivered_share", &self.delivered_share)
+            .field("read_share", &self.read_share)
+            .field("delivered_delay", &self.delivered_delay)
+            .field("read_delay", &self.read_delay)
+            .field("speed", &self.speed)
             .field("app_secret", &redacted(&self.app_secret))
             .field("smsc", &self.smsc)
             .finish()
@@ -433,6 +473,39 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("fault_drop_ratio"), "{err}");
         assert!(SimConfig::default().validate().is_ok());
+        for (config, field) in [
+            (
+                SimConfig {
+                    read_share: -0.1,
+                    ..Default::default()
+                },
+                "read_share",
+            ),
+            (
+                SimConfig {
+                    delivered_share: 1.01,
+                    ..Default::default()
+                },
+                "delivered_share",
+            ),
+            (
+                SimConfig {
+                    speed: 0.0,
+                    ..Default::default()
+                },
+                "speed",
+            ),
+            (
+                SimConfig {
+                    speed: f64::INFINITY,
+                    ..Default::default()
+                },
+                "speed",
+            ),
+        ] {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
     }
 
     #[test]

@@ -13,9 +13,29 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// Two different strings share a hash with odds of about n²/2⁶⁵ among n strings (10⁻⁸ at a
 /// million), which the simulator accepts for a spurious duplicate or pair-limit hit.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+    mix(fnv(FNV_OFFSET, bytes))
+}
+
+/// Where a salted value falls in `[0, 1)`: the [`stable_hash`] of `salt:value`, without
+/// building that string. Different salts give independent picks from the same numbers.
+pub fn share_point(salt: &str, value: &str) -> f64 {
+    let h = fnv(
+        fnv(fnv(FNV_OFFSET, salt.as_bytes()), b":"),
+        value.as_bytes(),
+    );
+    // Top 53 bits as a fraction in [0, 1).
+    (mix(h) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    })
+}
+
+fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -54,6 +74,16 @@ mod tests {
         // Which recipients are undeliverable at a given ratio depends on these values.
         assert_eq!(stable_hash(b"4915112345678"), 0x9733_37bb_1eda_ea7e);
         assert_eq!(stable_hash(b""), 0xefd0_1f60_ba99_2926);
+    }
+
+    #[test]
+    fn a_share_point_is_the_hash_of_the_salted_value() {
+        let whole = (stable_hash(b"read:4915112345678") >> 11) as f64 / (1u64 << 53) as f64;
+        assert_eq!(share_point("read", "4915112345678"), whole);
+        assert_ne!(
+            share_point("read", "4915112345678"),
+            share_point("delivered", "4915112345678")
+        );
     }
 
     #[test]

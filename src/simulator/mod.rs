@@ -4,18 +4,21 @@
 //! It sends nothing anywhere: it validates sends like Meta, enforces per-number throughput
 //! (130429) and the pair rate (131056), knows templates (132001/132015) and undeliverable
 //! recipients (131026), injects faults (5xx, slow answers, dropped connections), serves the
-//! template list and phone-number fields, posts signed status webhooks, and counts what it
+//! template list and phone-number fields, plays the customers (signed `sent`, `delivered` and
+//! `read` status webhooks, with shares, delays and a sped-up clock), and counts what it
 //! accepted — including duplicates — on `GET /__sim/stats`. With `SimConfig::smsc` it is also
 //! an SMS provider's SMSC (SMPP 3.4) for the SMS channel.
 //!
 //! Layout: `config` what an instance pretends to be · `send` the hot path · `lookups` the
 //! read endpoints · `limits` the rate arithmetic · `state` counters and per-number locks ·
 //! `hashing` compact keys for millions of recipients · `errors` Graph's error envelope ·
-//! `webhooks` status callbacks · `listener` connections a handler can cut · `smsc` the SMPP
+//! `customers` who receives and reads, and the sped-up clock · `webhooks` status callbacks,
+//! delayed as the customers decide · `listener` connections a handler can cut · `smsc` the SMPP
 //! server · `command` the `herald simulate` subcommand.
 
 mod command;
 mod config;
+mod customers;
 mod errors;
 mod hashing;
 mod limits;
@@ -46,6 +49,7 @@ pub use command::{SimulateArgs, run};
 pub use config::{
     DEFAULT_ACCOUNT_ID, SimConfig, SimNumber, SimTemplate, TemplateStatus, load_list,
 };
+pub use customers::Fate;
 pub use smsc::{
     MoError, MoRequest, MoSent, Outcome as SmsOutcome, ReceiptCounts, SmsMessage, SmsStats,
     SmscConfig,

@@ -19,10 +19,11 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::config::{SimConfig, TemplateStatus};
+use super::customers;
 use super::errors::{ApiError, Code};
 use super::listener::Connection;
 use super::state::{Refusal, Shared, digits};
-use super::webhooks::{StatusEvent, unix_now};
+use super::webhooks::StatusEvent;
 use super::{authorize, check_version};
 use crate::domain::Category;
 
@@ -313,7 +314,8 @@ fn decide(
                 Endpoint::MarketingMessages => "marketing_lite",
                 Endpoint::Messages => category.as_str(),
             },
-            accepted_at: unix_now(),
+            accepted_at: sim.clock.now_unix(),
+            fate: customers::fate(config, &wa_id),
         };
         queue.push(event, &sim.webhook_lost);
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::config::{SimConfig, SimNumber, SimTemplate};
+use super::customers::SimClock;
 use super::errors::Code;
 use super::hashing::{HashedSet, stable_hash};
 use super::limits::{PairLimiter, SlidingWindow};
@@ -37,6 +38,13 @@ pub struct SimStats {
     /// Status updates given up on: the receiver kept failing, or the queue was full.
     #[serde(default)]
     pub webhook_statuses_lost: u64,
+    /// Of the statuses posted, the `delivered` ones: the simulated customers' phones that
+    /// received a message.
+    #[serde(default)]
+    pub delivered_posted: u64,
+    /// Of the statuses posted, the `read` ones: the simulated customers who opened a message.
+    #[serde(default)]
+    pub read_posted: u64,
     /// The SMSC's view, when it is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms: Option<SmsStats>,
@@ -177,6 +185,11 @@ pub struct Shared {
     pub webhooks: Option<WebhookQueue>,
     pub webhook_posted: AtomicU64,
     pub webhook_lost: AtomicU64,
+    pub delivered_posted: AtomicU64,
+    pub read_posted: AtomicU64,
+    /// Simulated time, `config.speed` times faster than real time: status timestamps and
+    /// the customers' delays.
+    pub clock: SimClock,
     /// The SMSC's state, when it is enabled (for the `/__sim/sms/…` endpoints and the stats).
     pub smsc: Option<Arc<SmscState>>,
 }
@@ -216,6 +229,9 @@ impl Shared {
             webhooks,
             webhook_posted: AtomicU64::new(0),
             webhook_lost: AtomicU64::new(0),
+            delivered_posted: AtomicU64::new(0),
+            read_posted: AtomicU64::new(0),
+            clock: SimClock::new(config.speed),
             smsc: None,
             config,
         }
@@ -360,6 +376,8 @@ impl Shared {
             numbers,
             webhook_statuses_posted: self.webhook_posted.load(Relaxed),
             webhook_statuses_lost: self.webhook_lost.load(Relaxed),
+            delivered_posted: self.delivered_posted.load(Relaxed),
+            read_posted: self.read_posted.load(Relaxed),
             sms: self.smsc.as_ref().map(|smsc| smsc.stats()),
         }
     }
@@ -388,6 +406,8 @@ impl Shared {
         }
         self.webhook_posted.store(0, Relaxed);
         self.webhook_lost.store(0, Relaxed);
+        self.delivered_posted.store(0, Relaxed);
+        self.read_posted.store(0, Relaxed);
         if let Some(smsc) = &self.smsc {
             smsc.reset();
         }

@@ -695,6 +695,165 @@ async fn marketing_messages_are_priced_as_marketing_lite() {
     assert_eq!(status["pricing"]["category"], "marketing_lite");
 }
 
+/// One status as a receiver saw it, with the position of its POST among all POSTs.
+struct Seen {
+    post: usize,
+    wamid: String,
+    status: String,
+    timestamp: u64,
+    priced: bool,
+}
+
+/// Checks a webhook POST's signature over its raw bytes and returns its statuses.
+fn verified_statuses(post: usize, headers: &HeaderMap, body: &[u8], secret: &str) -> Vec<Seen> {
+    let signature = headers["x-hub-signature-256"].to_str().unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    let hex_sig = signature.strip_prefix("sha256=").expect("sha256= prefix");
+    mac.verify_slice(&hex::decode(hex_sig).unwrap())
+        .expect("the signature is the HMAC of the raw body");
+    let v: Value = serde_json::from_slice(body).unwrap();
+    v["entry"][0]["changes"][0]["value"]["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Seen {
+            post,
+            wamid: s["id"].as_str().unwrap().to_owned(),
+            status: s["status"].as_str().unwrap().to_owned(),
+            timestamp: s["timestamp"].as_str().unwrap().parse().unwrap(),
+            priced: s.get("pricing").is_some(),
+        })
+        .collect()
+}
+
+/// The simulated customers: all receive, about half read, a day later in simulated time but
+/// within a second or so of real time.
+#[tokio::test]
+async fn about_half_the_customers_read_a_day_later_on_a_sped_up_clock() {
+    const DAY: u64 = 24 * 60 * 60;
+    let (url, mut posts) = webhook_receiver().await;
+    let secret = "test-app-secret";
+    let config = SimConfig {
+        webhook_url: Some(url),
+        app_secret: Some(secret.into()),
+        rate_per_sec: 100_000,
+        undeliverable: HashSet::from(["+4917600000000".to_owned()]),
+        read_share: 0.5,
+        delivered_delay: Duration::from_secs(60 * 60),
+        read_delay: Duration::from_secs(DAY),
+        speed: DAY as f64,
+        ..SimConfig::default()
+    };
+    let recipients: Vec<String> = (1..=200).map(|i| format!("+49176{i:08}")).collect();
+    let readers: HashSet<String> = recipients
+        .iter()
+        .filter(|n| config.fate_of(n).read)
+        .cloned()
+        .collect();
+    assert!(
+        (70..=130).contains(&readers.len()),
+        "{} of 200",
+        readers.len()
+    );
+    let sim = start(config).await;
+
+    let (status, _) = post(&sim, SENDER, &template_send("+4917600000000", "t", "de")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not on WhatsApp");
+    let mut wamid_of = std::collections::HashMap::new();
+    let started = Instant::now();
+    for to in &recipients {
+        let (status, answer) = post(&sim, SENDER, &template_send(to, "t", "de")).await;
+        assert_eq!(status, StatusCode::OK);
+        let wamid = answer["messages"][0]["id"].as_str().unwrap().to_owned();
+        wamid_of.insert(wamid, to.clone());
+    }
+
+    let expected = 2 * recipients.len() + readers.len();
+    let mut seen = Vec::new();
+    let mut post_no = 0;
+    while seen.len() < expected {
+        let (headers, body) = tokio::time::timeout(Duration::from_secs(10), posts.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {expected} statuses arrived", seen.len()))
+            .unwrap();
+        post_no += 1;
+        seen.extend(verified_statuses(post_no, &headers, &body, secret));
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(8),
+        "a simulated day took {waited:?}"
+    );
+
+    for (wamid, to) in &wamid_of {
+        let statuses: Vec<&Seen> = seen.iter().filter(|s| &s.wamid == wamid).collect();
+        let names: Vec<&str> = statuses.iter().map(|s| s.status.as_str()).collect();
+        if readers.contains(to) {
+            assert_eq!(names, ["sent", "delivered", "read"], "{wamid}");
+            let (delivered, read) = (statuses[1], statuses[2]);
+            assert!(delivered.post < read.post);
+            assert!(!read.priced, "Meta's read status carries no pricing");
+            assert!(
+                read.timestamp - delivered.timestamp >= DAY - 60,
+                "read {}s after delivered",
+                read.timestamp - delivered.timestamp
+            );
+        } else {
+            assert_eq!(names, ["sent", "delivered"], "{wamid}");
+        }
+        let (sent, delivered) = (statuses[0], statuses[1]);
+        assert!(sent.post < delivered.post && sent.priced && delivered.priced);
+        assert!(delivered.timestamp >= sent.timestamp + 60 * 60 - 60);
+    }
+    assert!(!seen.iter().any(|s| !wamid_of.contains_key(&s.wamid)));
+
+    // The simulator counts a POST once its answer is back, just after the receiver saw it.
+    let settled = Instant::now() + Duration::from_secs(2);
+    while sim.stats().webhook_statuses_posted < expected as u64 && Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.delivered_posted, recipients.len() as u64);
+    assert_eq!(stats.read_posted, readers.len() as u64);
+    assert_eq!(stats.webhook_statuses_posted, expected as u64);
+    assert_eq!(stats.webhook_statuses_lost, 0);
+    sim.shutdown().await;
+}
+
+/// Customers who never receive stay at `sent`, and nobody reads what was not delivered.
+#[tokio::test]
+async fn undelivered_messages_stop_at_sent() {
+    let (url, mut posts) = webhook_receiver().await;
+    let sim = start(SimConfig {
+        webhook_url: Some(url),
+        app_secret: Some("s".into()),
+        delivered_share: 0.0,
+        read_share: 1.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let (status, _) = post(&sim, SENDER, &template_send("+4915123456789", "t", "de")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(5), posts.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let statuses = verified_statuses(1, &headers, &body, "s");
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].status, "sent");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), posts.recv())
+            .await
+            .is_err(),
+        "nothing follows sent"
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.webhook_statuses_posted, 1);
+    assert_eq!((stats.delivered_posted, stats.read_posted), (0, 0));
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn unknown_paths_and_versions_get_a_graph_error() {
     let sim = start(SimConfig::default()).await;
