@@ -6,6 +6,7 @@
 pub mod campaign;
 pub mod channel;
 pub mod consent;
+pub mod conversion;
 pub mod delivery;
 pub mod ids;
 pub mod job;
@@ -18,6 +19,7 @@ pub mod timer;
 pub use campaign::{Budget, BudgetCharge, Campaign, CampaignState};
 pub use channel::{ChannelKind, FallbackRule, FallbackTrigger};
 pub use consent::{Consent, ConsentState};
+pub use conversion::{Conversion, ConversionError, ConversionSummary, ConversionTally};
 pub use delivery::{DeliveryUpdate, SmsReceiptUpdate};
 pub use ids::{CampaignId, IdempotencyKey, JobId, SenderId};
 pub use job::{Job, JobError, Recipient, SmsVersion, TemplateRef};
