@@ -12,7 +12,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::{Category, ChannelKind, Outcome};
+use crate::domain::{Category, ChannelKind, ConversionTally, Outcome};
 
 pub const MESSAGES: &str = "herald_messages_total";
 pub const SEND_DURATION: &str = "herald_send_duration_seconds";
@@ -43,6 +43,7 @@ pub const SMS_BIND_FAILURES: &str = "herald_sms_bind_failures_total";
 pub const SMS_RECEIPTS: &str = "herald_sms_receipts_total";
 pub const SMS_INBOUND: &str = "herald_sms_inbound_total";
 pub const FALLBACKS: &str = "herald_fallbacks_total";
+pub const CONVERSIONS: &str = "herald_conversions_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -75,6 +76,7 @@ pub const ALL: &[&str] = &[
     SMS_RECEIPTS,
     SMS_INBOUND,
     FALLBACKS,
+    CONVERSIONS,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -170,6 +172,7 @@ fn describe() {
     describe_counter!(SMS_RECEIPTS, "SMS delivery receipts by state and result");
     describe_counter!(SMS_INBOUND, "Messages from customers by SMS (MO), by kind");
     describe_counter!(FALLBACKS, "WhatsApp to SMS fallbacks by trigger and result");
+    describe_counter!(CONVERSIONS, "Conversion events by path in and result");
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
     describe_counter!(
@@ -382,6 +385,29 @@ pub fn sms_inbound(route: &str, kind: &'static str) {
 pub fn fallback(trigger: &'static str, result: &'static str, n: u64) {
     if n > 0 {
         counter!(FALLBACKS, "trigger" => trigger, "result" => result).increment(n);
+    }
+}
+
+/// Conversion events that came in on `path` (amqp, http or csv) and were recorded. `result`:
+/// stored (attributed to a recipient), unattributed (stored; no recipient matched), duplicate
+/// (an `event_id` seen before: ignored). Disjoint, so their sum is every event recorded.
+pub fn conversions(path: &'static str, tally: &ConversionTally) {
+    let attributed = tally.stored.saturating_sub(tally.unattributed);
+    for (result, n) in [
+        ("stored", attributed),
+        ("unattributed", tally.unattributed),
+        ("duplicate", tally.duplicates),
+    ] {
+        if n > 0 {
+            counter!(CONVERSIONS, "path" => path, "result" => result).increment(n);
+        }
+    }
+}
+
+/// Conversion events refused as invalid (nothing stored), on `path`.
+pub fn conversions_rejected(path: &'static str, n: u64) {
+    if n > 0 {
+        counter!(CONVERSIONS, "path" => path, "result" => "rejected").increment(n);
     }
 }
 

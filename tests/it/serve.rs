@@ -1028,6 +1028,8 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::SMS_RECEIPTS,
     m::SMS_INBOUND,
     m::FALLBACKS,
+    // Conversion events (worker, serve, `herald conversions import`).
+    m::CONVERSIONS,
 ];
 
 #[test]
