@@ -8,6 +8,7 @@
 
 mod engine;
 mod error;
+pub mod funnel;
 mod global;
 mod probe;
 mod progress;

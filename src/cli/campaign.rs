@@ -8,15 +8,21 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::parse::campaign_id;
-use crate::app::{CliError, GlobalOpts, RateCardOpts};
+use crate::app::{CliError, GlobalOpts, RateCardOpts, funnel};
 use crate::domain::{IdempotencyKey, mask};
 use crate::policy::cost::{format_micros, parse_amount};
 use crate::store::{Budget, Campaign, CampaignState};
 
 #[derive(Subcommand, Debug)]
 pub enum CampaignCmd {
-    /// Counts per outcome and progress.
-    Status { campaign: String },
+    /// Counts per outcome and progress, and the funnel per channel: sent, delivered, read,
+    /// converted, follow-ups, revenue and estimated cost.
+    Status {
+        campaign: String,
+        /// The rate card the cost is estimated with.
+        #[command(flatten)]
+        rate_card: RateCardOpts,
+    },
     /// Stop sending; every worker honours it within seconds. Nothing is lost.
     Pause {
         campaign: String,
@@ -137,7 +143,11 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
             println!("campaign {id}: {}", budget_line(&c));
             Ok(())
         }
-        CampaignCmd::Status { campaign } => {
+        CampaignCmd::Status {
+            campaign,
+            rate_card,
+        } => {
+            let card = rate_card.load()?;
             let id = campaign_id(&campaign)?;
             let Some(c) = store.campaign(&id).await? else {
                 return Err(CliError::Usage(format!("no campaign '{id}' in the store")));
@@ -171,6 +181,14 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
                 };
                 println!("  {label:<28} {n:>8}");
             }
+            // An SMS is priced at one part here: the ledger does not keep its text.
+            let funnel = funnel::campaign_funnel(&*store, &id, Some((&card, ""))).await?;
+            if !funnel.is_empty() {
+                print!(
+                    "funnel per channel\n{}",
+                    funnel::table(&funnel, &card.currency)
+                );
+            }
             Ok(())
         }
     }
@@ -189,6 +207,18 @@ fn budget_line(c: &Campaign) -> String {
             "no budget · committed {} (estimated)",
             format_micros(c.committed_micros, "").trim_end().to_owned()
         ),
+    }
+}
+
+/// What a ledger key is: the campaign's `first` message, its SMS `fallback` (`key#sms`) or
+/// its `follow_up` (`key#follow-up`).
+fn role_of(key: &str) -> &'static str {
+    if crate::engine::is_follow_up_key(key) {
+        "follow_up"
+    } else if key.ends_with(crate::engine::SMS_SUFFIX) {
+        "fallback"
+    } else {
+        "first"
     }
 }
 
@@ -218,6 +248,8 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
         "job",
         "updated_at",
         "channel",
+        "role",
+        "converted",
     ])
     .map_err(io)?;
     let mut after: Option<IdempotencyKey> = None;
@@ -226,10 +258,18 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
         if page.is_empty() {
             break;
         }
+        // Conversions are attributed to the first message's key.
+        let firsts: Vec<String> = page
+            .iter()
+            .filter(|r| role_of(r.key.as_str()) == "first")
+            .map(|r| r.key.to_string())
+            .collect();
+        let converted = store.converted_keys(&id, &firsts).await?;
         for row in page
             .iter()
             .filter(|r| !args.unknown || r.state == "unknown")
         {
+            let role = role_of(row.key.as_str());
             let reason = match row.reason.as_deref() {
                 Some(r) => r,
                 None if row.resent_unknown => "resent_after_unknown",
@@ -246,6 +286,12 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
                 row.job.as_str(),
                 &row.updated_at.to_rfc3339(),
                 row.channel.as_str(),
+                role,
+                if converted.contains(row.key.as_str()) {
+                    "yes"
+                } else {
+                    ""
+                },
             ])
             .map_err(io)?;
         }

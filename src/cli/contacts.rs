@@ -9,7 +9,8 @@ use crate::app::{CliError, GlobalOpts};
 pub enum ContactsCmd {
     /// Print everything stored about a number as JSON (GDPR access request).
     Export { phone: String },
-    /// Erase a number: consents deleted, ledger rows anonymised, kept suppressed by hash.
+    /// Erase a number: consents and conversions deleted, ledger rows anonymised, kept
+    /// suppressed by hash.
     Erase {
         phone: String,
         /// Confirm the erasure.

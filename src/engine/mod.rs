@@ -26,7 +26,9 @@ mod timers;
 
 pub use config::{EngineConfig, EngineError, Progress, RunControl};
 pub use fallback::FallbackRound;
-pub use fallback_timer::{FallbackTimer, KIND as FALLBACK_TIMER, sms_key};
+pub use fallback_timer::{
+    FallbackTimer, KIND as FALLBACK_TIMER, SMS_KEY_SUFFIX as SMS_SUFFIX, sms_key,
+};
 pub use follow_up::{
     FollowUpRound, FollowUpTimer, KEY_SUFFIX as FOLLOW_UP_SUFFIX, KIND as FOLLOW_UP_TIMER,
     follow_up_key, is_follow_up_key,

@@ -167,6 +167,10 @@ async fn apply(
     let mut counted = BTreeMap::new();
     if !n.deliveries.is_empty() {
         let statuses = n.deliveries.len() as u64;
+        for status in ["sent", "delivered", "read", "failed"] {
+            let k = n.deliveries.iter().filter(|d| d.status == status).count();
+            metrics::message_statuses(status, k as u64);
+        }
         let changed = store.apply_deliveries(&n.deliveries).await?.min(statuses);
         // The store reports rows changed, not which update changed one: a status that changed
         // nothing was a redelivery or is outranked by one the ledger already has.

@@ -3,9 +3,11 @@
 //! WhatsApp ([`fallback`]), how long to wait before a retry ([`backoff`]), how a number's rate
 //! adapts ([`adaptive`]), what a message costs ([`cost`]) and how many SMS a text takes
 //! ([`segments`]) and which replies are opt-outs ([`opt_out`]). Each is a plain function over
-//! plain types, tested without a network.
+//! plain types, tested without a network. Which message a conversion is credited to:
+//! [`attribution`].
 
 pub mod adaptive;
+pub mod attribution;
 pub mod backoff;
 pub mod classify;
 pub mod cost;

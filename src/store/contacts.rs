@@ -71,6 +71,22 @@ fn ledger_json(r: &Row) -> StoreResult<Value> {
     }))
 }
 
+fn conversion_json(r: &Row) -> StoreResult<Value> {
+    Ok(json!({
+        "event_id": r.text("event_id")?,
+        "campaign": r.text("campaign")?,
+        // null: no message of the campaign matched (then the number is kept with the event).
+        "key": r.opt_text("recipient_key")?,
+        "channel": r.opt_text("channel")?,
+        "after_follow_up": r.flag("after_follow_up")?,
+        "event": r.text("event")?,
+        "at": time_json(r, "at")?,
+        "amount_micros": r.opt_int("amount_micros")?,
+        "currency": r.opt_text("currency")?,
+        "received_at": time_json(r, "received_at")?,
+    }))
+}
+
 fn to_json(rows: &[Row], f: fn(&Row) -> StoreResult<Value>) -> StoreResult<Vec<Value>> {
     rows.iter().map(f).collect()
 }
@@ -116,6 +132,19 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
             &[Arg::Text(phone.as_str()), Arg::Text(&hash)],
         )
         .await?;
+    // A conversion is the number's through its ledger row, or by the number itself when no
+    // row matched it.
+    let conversions = conn
+        .fetch_all(
+            "SELECT event_id, campaign, recipient_key, channel, after_follow_up, event, at,
+                    amount_micros, currency, received_at
+             FROM conversions
+             WHERE phone = $1
+                OR recipient_key IN (SELECT key FROM ledger WHERE recipient = $1 OR recipient = $2)
+             ORDER BY at, event_id",
+            &[Arg::Text(phone.as_str()), Arg::Text(&hash)],
+        )
+        .await?;
     conn.commit().await?;
     Ok(json!({
         "phone": phone.as_str(),
@@ -125,6 +154,7 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
         "suppressions": to_json(&suppressions, suppression_json)?,
         "tier": to_json(&tier, tier_json)?,
         "ledger": to_json(&ledger, ledger_json)?,
+        "conversions": to_json(&conversions, conversion_json)?,
     }))
 }
 
@@ -137,6 +167,14 @@ pub(super) async fn erase_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreRe
         ("DELETE FROM consents WHERE phone = $1", &[phone][..]),
         ("DELETE FROM revocations WHERE phone = $1", &[phone]),
         ("DELETE FROM tier_reach WHERE phone = $1", &[phone]),
+        // Before the ledger rows lose the number that leads to them.
+        (
+            "DELETE FROM conversions
+             WHERE phone = $1
+                OR recipient_key IN (SELECT key FROM ledger
+                                     WHERE recipient = $1 OR recipient = $2)",
+            &[phone, hash],
+        ),
         (
             "UPDATE ledger SET recipient = $2, updated_at = now() WHERE recipient = $1",
             &[phone, hash],

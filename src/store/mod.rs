@@ -12,6 +12,7 @@
 //!
 //! Every method that touches recipients works on a batch: the hot path never runs a statement
 //! per recipient.
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ use crate::domain::{
 
 pub use sql::SqlStore;
 
+pub use crate::domain::{Conversion, ConversionSummary, ConversionTally};
+
 // The domain types the store keeps, re-exported so callers may keep naming them from here.
 pub use crate::domain::{
     Budget, BudgetCharge, Campaign, CampaignState, Consent, ConsentState, DeliveryUpdate, DueTimer,
@@ -34,6 +37,7 @@ pub use crate::domain::{
 mod campaigns;
 mod consent;
 mod contacts;
+mod conversions;
 mod db;
 mod ledger;
 pub mod postgres;
@@ -479,15 +483,6 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<DueTimer>>;
-    /// Which of `keys` (first messages' keys) of `campaign` have a reported conversion.
-    /// TEMPORARY default until the conversions table lands.
-    async fn converted_keys(
-        &self,
-        _campaign: &CampaignId,
-        _keys: &[String],
-    ) -> StoreResult<std::collections::HashSet<String>> {
-        Ok(Default::default())
-    }
     /// Unfired timers of `kind` for `scope` (a campaign), split at `now`.
     async fn timer_counts(
         &self,
@@ -519,12 +514,31 @@ pub trait Store: Send + Sync + 'static {
 
     // --- personal data (GDPR) ------------------------------------------------------------
     /// Everything stored about a number: consents and revocations (each with its channel;
-    /// `null` = every channel), suppressions, ledger rows.
+    /// `null` = every channel), suppressions, ledger rows, conversions.
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<serde_json::Value>;
-    /// Erases a number: consents and tier rows deleted, ledger rows keep their outcome with the
-    /// number replaced by a one-way hash, a suppression kept by hash so it is never messaged
-    /// again by mistake. Returns rows touched.
+    /// Erases a number: consents, tier rows and conversions deleted, ledger rows keep their
+    /// outcome with the number replaced by a one-way hash, a suppression kept by hash so it is
+    /// never messaged again by mistake. Returns rows touched.
     async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64>;
+
+    // --- conversions ---------------------------------------------------------------------
+    /// Records conversion events in one transaction, each once per `event_id` (a repeat, in
+    /// the store or the batch, is a duplicate and changes nothing). Each is attributed to its
+    /// campaign's main ledger key — by `key`, else the latest main row whose recipient is `to`
+    /// — with the channel that reached the customer and whether their follow-up had gone out
+    /// (`policy::attribution`); one no row matches is stored unattributed.
+    async fn record_conversions(&self, events: &[Conversion]) -> StoreResult<ConversionTally>;
+    /// Which of `keys` (main keys of `campaign`) have a conversion.
+    async fn converted_keys(
+        &self,
+        campaign: &CampaignId,
+        keys: &[String],
+    ) -> StoreResult<HashSet<String>>;
+    /// A campaign's conversions per channel (unattributed ones under `None`), sorted.
+    async fn conversion_summary(
+        &self,
+        campaign: &CampaignId,
+    ) -> StoreResult<Vec<ConversionSummary>>;
 }
 
 /// How long a write that must not be lost is retried through a database outage.

@@ -2,6 +2,7 @@
 //! dialects share a statement it is written once here; where they differ (claiming, tier
 //! reservation, budget charging, webhooks, batches) the backend module has its own.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +15,8 @@ use super::{
     ConsentState, DeliveryUpdate, DueTimer, FunnelCell, LedgerRow, NewTimer, OutcomeRecord, Sender,
     SlotLease, Store, StoreResult, Template, TimerCounts, UnknownReview,
 };
-use super::{campaigns, consent, contacts, ledger, senders, timers};
+use super::{Conversion, ConversionSummary, ConversionTally};
+use super::{campaigns, consent, contacts, conversions, ledger, senders, timers};
 use crate::domain::{
     CampaignId, Category, ChannelKind, IdempotencyKey, JobId, PhoneNumber, SenderId,
     SmsReceiptUpdate,
@@ -357,5 +359,24 @@ impl Store for SqlStore {
 
     async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
         contacts::erase_contact(self, phone).await
+    }
+
+    async fn record_conversions(&self, events: &[Conversion]) -> StoreResult<ConversionTally> {
+        dispatch!(self.record_conversions(events))
+    }
+
+    async fn converted_keys(
+        &self,
+        campaign: &CampaignId,
+        keys: &[String],
+    ) -> StoreResult<HashSet<String>> {
+        dispatch!(self.converted_keys(campaign, keys))
+    }
+
+    async fn conversion_summary(
+        &self,
+        campaign: &CampaignId,
+    ) -> StoreResult<Vec<ConversionSummary>> {
+        conversions::conversion_summary(self, campaign).await
     }
 }

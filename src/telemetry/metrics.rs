@@ -12,7 +12,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::domain::{Category, ChannelKind, Outcome};
+use crate::domain::{Category, ChannelKind, ConversionTally, Outcome};
 
 pub const MESSAGES: &str = "herald_messages_total";
 pub const SEND_DURATION: &str = "herald_send_duration_seconds";
@@ -44,6 +44,8 @@ pub const SMS_RECEIPTS: &str = "herald_sms_receipts_total";
 pub const SMS_INBOUND: &str = "herald_sms_inbound_total";
 pub const FALLBACKS: &str = "herald_fallbacks_total";
 pub const FOLLOW_UPS: &str = "herald_follow_ups_total";
+pub const CONVERSIONS: &str = "herald_conversions_total";
+pub const MESSAGE_STATUSES: &str = "herald_message_statuses_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -77,6 +79,8 @@ pub const ALL: &[&str] = &[
     SMS_INBOUND,
     FALLBACKS,
     FOLLOW_UPS,
+    CONVERSIONS,
+    MESSAGE_STATUSES,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -173,9 +177,14 @@ fn describe() {
     describe_counter!(SMS_INBOUND, "Messages from customers by SMS (MO), by kind");
     describe_counter!(FALLBACKS, "WhatsApp to SMS fallbacks by trigger and result");
     describe_counter!(
+        MESSAGE_STATUSES,
+        "WhatsApp status webhooks received by status (sent, delivered, read, failed): the funnel"
+    );
+    describe_counter!(
         FOLLOW_UPS,
         "Follow-ups by outcome (scheduled, sent, failed, unknown, skipped) and skip reason"
     );
+    describe_counter!(CONVERSIONS, "Conversion events by path in and result");
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
     describe_counter!(
@@ -391,11 +400,48 @@ pub fn fallback(trigger: &'static str, result: &'static str, n: u64) {
     }
 }
 
+/// Status webhooks received, by status (the funnel's delivered and read).
+pub fn message_statuses(status: &str, n: u64) {
+    let status: &'static str = match status {
+        "sent" => "sent",
+        "delivered" => "delivered",
+        "read" => "read",
+        "failed" => "failed",
+        _ => return,
+    };
+    if n > 0 {
+        counter!(MESSAGE_STATUSES, "status" => status).increment(n);
+    }
+}
+
 /// Follow-ups: `outcome` scheduled, sent, failed, unknown or skipped; `reason` the skip
 /// reason (converted, not_read, opted_out, …) or `none`.
 pub fn follow_ups(outcome: &'static str, reason: &'static str, n: u64) {
     if n > 0 {
         counter!(FOLLOW_UPS, "outcome" => outcome, "reason" => reason).increment(n);
+    }
+}
+
+/// Conversion events that came in on `path` (amqp, http or csv) and were recorded. `result`:
+/// stored (attributed to a recipient), unattributed (stored; no recipient matched), duplicate
+/// (an `event_id` seen before: ignored). Disjoint, so their sum is every event recorded.
+pub fn conversions(path: &'static str, tally: &ConversionTally) {
+    let attributed = tally.stored.saturating_sub(tally.unattributed);
+    for (result, n) in [
+        ("stored", attributed),
+        ("unattributed", tally.unattributed),
+        ("duplicate", tally.duplicates),
+    ] {
+        if n > 0 {
+            counter!(CONVERSIONS, "path" => path, "result" => result).increment(n);
+        }
+    }
+}
+
+/// Conversion events refused as invalid (nothing stored), on `path`.
+pub fn conversions_rejected(path: &'static str, n: u64) {
+    if n > 0 {
+        counter!(CONVERSIONS, "path" => path, "result" => "rejected").increment(n);
     }
 }
 

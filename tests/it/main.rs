@@ -1,5 +1,6 @@
 mod amqp;
 mod cli;
+mod conversions;
 mod deploy;
 mod engine;
 mod follow_ups;

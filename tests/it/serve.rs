@@ -1030,6 +1030,9 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::FALLBACKS,
     // Jobs with a follow-up rule, and the timers that fire them.
     m::FOLLOW_UPS,
+    // Conversion events (worker, serve, `herald conversions import`).
+    m::CONVERSIONS,
+    m::MESSAGE_STATUSES,
 ];
 
 #[test]

@@ -18,6 +18,7 @@ use super::{StoreError, StoreResult};
 use crate::domain::SenderId;
 
 mod consent;
+mod conversions;
 mod deliveries;
 mod ledger;
 mod slots;

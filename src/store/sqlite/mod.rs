@@ -21,6 +21,7 @@ use super::shared;
 use super::{StoreError, StoreResult};
 
 mod consent;
+mod conversions;
 mod deliveries;
 mod ledger;
 mod spend;

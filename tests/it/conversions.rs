@@ -1,0 +1,391 @@
+//! Conversion events (DESIGN §1.6), the store's side on SQLite and Postgres: idempotency by
+//! `event_id`, attribution by key or number to the campaign's main message and its channel,
+//! the follow-up flag, unattributed events, GDPR export and erasure. Ledger rows are made with
+//! the store's claim and record methods. The Postgres cases print `SKIPPED` without Postgres,
+//! unless `HERALD_REQUIRE_SERVICES=1`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use herald::domain::{
+    CampaignId, Category, ChannelKind, Conversion, IdempotencyKey, JobId, Outcome, PhoneNumber,
+    SenderId,
+};
+use herald::store::{Claim, ConversionSummary, OutcomeRecord, Store};
+use serde_json::{Value, json};
+
+use crate::support;
+
+const CAMPAIGN: &str = "bf-conv";
+/// Reached on WhatsApp (key `k-anna`).
+const ANNA: &str = "+4915111100001";
+/// Prefers SMS (key `k-ben`).
+const BEN: &str = "+4915111100002";
+/// Never messaged by the campaign.
+const STRANGER: &str = "+4915111100009";
+
+fn campaign() -> CampaignId {
+    CampaignId::parse(CAMPAIGN).unwrap()
+}
+
+fn claim(key: &str, to: &str, channel: ChannelKind) -> Claim {
+    Claim {
+        key: IdempotencyKey::parse(key).unwrap(),
+        campaign: campaign(),
+        job: JobId::parse("job-1").unwrap(),
+        sender: SenderId::parse(support::SENDER).unwrap(),
+        recipient: to.into(),
+        template: "flash_sale".into(),
+        language: "de".into(),
+        category: Category::Marketing,
+        channel,
+    }
+}
+
+/// Claims `key` for `to` and records `outcome`: a ledger row as a run leaves it.
+async fn ledger_row(
+    store: &Arc<dyn Store>,
+    key: &str,
+    to: &str,
+    channel: ChannelKind,
+    outcome: Outcome,
+) {
+    store
+        .claim("test", Duration::from_secs(60), &[claim(key, to, channel)])
+        .await
+        .unwrap();
+    store
+        .record_outcomes(&[OutcomeRecord {
+            key: IdempotencyKey::parse(key).unwrap(),
+            outcome,
+            attempts: 1,
+        }])
+        .await
+        .unwrap();
+}
+
+fn sent(key: &str) -> Outcome {
+    Outcome::Sent {
+        wamid: format!("wamid.{key}"),
+    }
+}
+
+/// Anna's WhatsApp message and Ben's SMS, both sent.
+async fn seed_ledger(store: &Arc<dyn Store>) {
+    ledger_row(store, "k-anna", ANNA, ChannelKind::WhatsApp, sent("k-anna")).await;
+    ledger_row(store, "k-ben", BEN, ChannelKind::Sms, sent("k-ben")).await;
+}
+
+/// An event of [`CAMPAIGN`] as a shop sends it; `who` is `{"to": …}` or `{"key": …}`.
+fn event(id: &str, who: Value, amount: &str) -> Value {
+    let mut v = json!({
+        "version": 1, "event_id": id, "campaign_id": CAMPAIGN, "event": "order",
+        "at": Utc::now().to_rfc3339(),
+        "value": { "amount": amount, "currency": "EUR" },
+    });
+    v.as_object_mut()
+        .unwrap()
+        .extend(who.as_object().unwrap().clone());
+    v
+}
+
+fn parse(events: &[Value]) -> Vec<Conversion> {
+    Conversion::from_value(Value::Array(events.to_vec()), Utc::now()).expect("valid events")
+}
+
+/// Three events: Anna by her key's SMS form, Ben by number, a stranger by number.
+fn three_events() -> Vec<Value> {
+    vec![
+        event("order-1", json!({ "key": "k-anna#sms" }), "89.90"),
+        event("order-2", json!({ "to": "+49 151 111 000 02" }), "10"),
+        event("order-3", json!({ "to": STRANGER }), "5.5"),
+    ]
+}
+
+fn channel_row(summary: &[ConversionSummary], channel: Option<ChannelKind>) -> ConversionSummary {
+    summary
+        .iter()
+        .find(|s| s.channel == channel)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn total(summary: &[ConversionSummary]) -> u64 {
+    summary.iter().map(|s| s.conversions).sum()
+}
+
+// --- the store, on SQLite and Postgres -------------------------------------------------------
+
+async fn events_are_matched_by_key_or_number_and_strangers_kept_unattributed(
+    store: Arc<dyn Store>,
+) {
+    seed_ledger(&store).await;
+    let mut events = three_events();
+    // A key of no message, and Anna's number in another campaign: no match either.
+    events.push(event("order-4", json!({ "key": "k-nobody" }), "1"));
+    let mut elsewhere = event("order-5", json!({ "to": ANNA }), "1");
+    elsewhere["campaign_id"] = json!("another-campaign");
+    events.push(elsewhere);
+    let tally = store.record_conversions(&parse(&events)).await.unwrap();
+    assert_eq!(
+        (tally.stored, tally.duplicates, tally.unattributed),
+        (5, 0, 3)
+    );
+    let summary = store.conversion_summary(&campaign()).await.unwrap();
+    assert_eq!(total(&summary), 4, "{summary:?}");
+    assert_eq!(channel_row(&summary, None).conversions, 2);
+    assert_eq!(
+        summary.last().unwrap().channel,
+        None,
+        "unattributed events come last"
+    );
+    let converted = store
+        .converted_keys(
+            &campaign(),
+            &["k-anna".into(), "k-ben".into(), "k-nobody".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(converted, HashSet::from(["k-anna".into(), "k-ben".into()]));
+    assert!(
+        store
+            .converted_keys(&campaign(), &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_repeated_event_id_is_a_duplicate_and_changes_nothing(store: Arc<dyn Store>) {
+    seed_ledger(&store).await;
+    let first = store
+        .record_conversions(&parse(&three_events()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.stored, first.duplicates, first.unattributed),
+        (3, 0, 1)
+    );
+    // The same events again, one with another amount, and one twice in the batch.
+    let mut again = three_events();
+    again[0]["value"]["amount"] = json!("1000");
+    again.push(event("order-9", json!({ "key": "k-ben" }), "1"));
+    again.push(event("order-9", json!({ "key": "k-ben" }), "1"));
+    let tally = store.record_conversions(&parse(&again)).await.unwrap();
+    assert_eq!(
+        (tally.stored, tally.duplicates, tally.unattributed),
+        (1, 4, 0)
+    );
+    let summary = store.conversion_summary(&campaign()).await.unwrap();
+    assert_eq!(
+        channel_row(&summary, Some(ChannelKind::WhatsApp))
+            .revenue
+            .get("EUR"),
+        Some(&89_900_000),
+        "the first report of an event stands"
+    );
+    assert_eq!(total(&summary), 4);
+    assert_eq!(
+        store.record_conversions(&[]).await.unwrap(),
+        Default::default()
+    );
+}
+
+async fn the_latest_main_message_to_a_number_gets_the_credit_never_a_derived_one(
+    store: Arc<dyn Store>,
+) {
+    ledger_row(&store, "k-z-old", ANNA, ChannelKind::WhatsApp, sent("old")).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    ledger_row(&store, "k-a-new", ANNA, ChannelKind::WhatsApp, sent("new")).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Later still, rows of Anna's derived keys: never a main message.
+    ledger_row(
+        &store,
+        "k-a-new#follow-up",
+        ANNA,
+        ChannelKind::WhatsApp,
+        sent("f"),
+    )
+    .await;
+    ledger_row(&store, "k-z-old#sms", ANNA, ChannelKind::Sms, sent("s")).await;
+    store
+        .record_conversions(&parse(&[event("o-1", json!({ "to": ANNA }), "1")]))
+        .await
+        .unwrap();
+    let converted = store
+        .converted_keys(
+            &campaign(),
+            &["k-z-old", "k-a-new", "k-a-new#follow-up", "k-z-old#sms"].map(String::from),
+        )
+        .await
+        .unwrap();
+    assert_eq!(converted, HashSet::from(["k-a-new".into()]));
+    // A key given wins over a number given with it.
+    let both = event("o-2", json!({ "key": "k-z-old", "to": BEN }), "1");
+    store.record_conversions(&parse(&[both])).await.unwrap();
+    assert!(
+        store
+            .converted_keys(&campaign(), &["k-z-old".into()])
+            .await
+            .unwrap()
+            .contains("k-z-old")
+    );
+}
+
+async fn a_failed_whatsapp_message_whose_sms_fallback_went_out_credits_sms(store: Arc<dyn Store>) {
+    ledger_row(
+        &store,
+        "k-anna",
+        ANNA,
+        ChannelKind::WhatsApp,
+        Outcome::Failed { code: 131_026 },
+    )
+    .await;
+    ledger_row(&store, "k-anna#sms", ANNA, ChannelKind::Sms, sent("sms")).await;
+    // Ben's WhatsApp message failed and so did its fallback: WhatsApp keeps it.
+    ledger_row(
+        &store,
+        "k-ben",
+        BEN,
+        ChannelKind::WhatsApp,
+        Outcome::Failed { code: 131_026 },
+    )
+    .await;
+    ledger_row(
+        &store,
+        "k-ben#sms",
+        BEN,
+        ChannelKind::Sms,
+        Outcome::Failed { code: 1 },
+    )
+    .await;
+    let events = [
+        event("o-anna", json!({ "to": ANNA }), "20"),
+        event("o-ben", json!({ "key": "k-ben" }), "30"),
+    ];
+    let tally = store.record_conversions(&parse(&events)).await.unwrap();
+    assert_eq!(tally.unattributed, 0);
+    let summary = store.conversion_summary(&campaign()).await.unwrap();
+    let sms = channel_row(&summary, Some(ChannelKind::Sms));
+    assert_eq!(
+        (sms.conversions, sms.revenue.get("EUR")),
+        (1, Some(&20_000_000))
+    );
+    let whatsapp = channel_row(&summary, Some(ChannelKind::WhatsApp));
+    assert_eq!(whatsapp.conversions, 1, "{summary:?}");
+}
+
+async fn a_conversion_after_the_follow_up_went_out_is_credited_to_it(store: Arc<dyn Store>) {
+    seed_ledger(&store).await;
+    store
+        .record_conversions(&parse(&[event("before", json!({ "key": "k-anna" }), "1")]))
+        .await
+        .unwrap();
+    // The follow-up is claimed (not out yet), then sent.
+    store
+        .claim(
+            "test",
+            Duration::from_secs(60),
+            &[claim("k-anna#follow-up", ANNA, ChannelKind::WhatsApp)],
+        )
+        .await
+        .unwrap();
+    store
+        .record_conversions(&parse(&[event("pending", json!({ "to": ANNA }), "1")]))
+        .await
+        .unwrap();
+    store
+        .record_outcomes(&[OutcomeRecord {
+            key: IdempotencyKey::parse("k-anna#follow-up").unwrap(),
+            outcome: sent("follow-up"),
+            attempts: 1,
+        }])
+        .await
+        .unwrap();
+    store
+        .record_conversions(&parse(&[event(
+            "after",
+            json!({ "key": "k-anna#follow-up" }),
+            "2",
+        )]))
+        .await
+        .unwrap();
+    let summary = store.conversion_summary(&campaign()).await.unwrap();
+    let whatsapp = channel_row(&summary, Some(ChannelKind::WhatsApp));
+    assert_eq!(whatsapp.conversions, 3, "{summary:?}");
+    assert_eq!(whatsapp.after_follow_up, 1, "{summary:?}");
+    assert_eq!(whatsapp.revenue.get("EUR"), Some(&4_000_000));
+}
+
+async fn a_contacts_conversions_are_exported_and_erased_with_it(store: Arc<dyn Store>) {
+    seed_ledger(&store).await;
+    let events = [
+        event("o-anna-1", json!({ "key": "k-anna" }), "1"),
+        // Unattributed, but by Anna's number: kept with it, found by it.
+        {
+            let mut e = event("o-anna-2", json!({ "to": ANNA }), "1");
+            e["campaign_id"] = json!("another-campaign");
+            e
+        },
+        event("o-ben", json!({ "to": BEN }), "1"),
+    ];
+    store.record_conversions(&parse(&events)).await.unwrap();
+    let anna = PhoneNumber::parse(ANNA).unwrap();
+    let export = store.export_contact(&anna).await.unwrap();
+    let listed: Vec<&str> = export["conversions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{export}");
+    assert!(listed.contains(&"o-anna-1") && listed.contains(&"o-anna-2"));
+    store.erase_contact(&anna).await.unwrap();
+    let after = store.export_contact(&anna).await.unwrap();
+    assert_eq!(after["conversions"], json!([]), "{after}");
+    let summary = store.conversion_summary(&campaign()).await.unwrap();
+    assert_eq!(total(&summary), 1, "only Ben's is left: {summary:?}");
+    let ben = store
+        .export_contact(&PhoneNumber::parse(BEN).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ben["conversions"][0]["event_id"], "o-ben");
+    assert_eq!(ben["conversions"][0]["channel"], "sms");
+}
+
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let (store, _dir) = crate::support::sqlite_store().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(url) = crate::support::postgres_url().await else { return };
+                    let store = herald::store::open(&url).await.expect("open the Postgres store");
+                    super::$case(store).await;
+                    crate::support::drop_postgres_database(&url).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    events_are_matched_by_key_or_number_and_strangers_kept_unattributed,
+    a_repeated_event_id_is_a_duplicate_and_changes_nothing,
+    the_latest_main_message_to_a_number_gets_the_credit_never_a_derived_one,
+    a_failed_whatsapp_message_whose_sms_fallback_went_out_credits_sms,
+    a_conversion_after_the_follow_up_went_out_is_credited_to_it,
+    a_contacts_conversions_are_exported_and_erased_with_it,
+);
