@@ -1,8 +1,9 @@
-//! Conversion events (DESIGN §1.6), the store's side on SQLite and Postgres: idempotency by
-//! `event_id`, attribution by key or number to the campaign's main message and its channel,
-//! the follow-up flag, unattributed events, GDPR export and erasure. Ledger rows are made with
-//! the store's claim and record methods. The Postgres cases print `SKIPPED` without Postgres,
-//! unless `HERALD_REQUIRE_SERVICES=1`.
+//! Conversion events (DESIGN §1.6): `POST /api/conversions` on an in-process `herald serve`,
+//! and the store's side on SQLite and Postgres: idempotency by `event_id`, attribution by key
+//! or number to the campaign's main message and its channel, the follow-up flag, unattributed
+//! events, GDPR export and erasure. Ledger rows are made with the store's claim and record
+//! methods. The Postgres cases print `SKIPPED` without Postgres, unless
+//! `HERALD_REQUIRE_SERVICES=1`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use herald::domain::{
 };
 use herald::store::{Claim, ConversionSummary, OutcomeRecord, Store};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::support;
 
@@ -389,3 +391,182 @@ on_both_stores!(
     a_conversion_after_the_follow_up_went_out_is_credited_to_it,
     a_contacts_conversions_are_exported_and_erased_with_it,
 );
+
+// --- HTTP: POST /api/conversions ---------------------------------------------------------------
+
+const ADMIN_TOKEN: &str = "conversions-admin-token";
+
+/// `herald serve` in this process on a free port, stopped on drop.
+struct Serve {
+    url: String,
+    client: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Serve {
+    async fn start(store: &Arc<dyn Store>, admin_token: Option<&str>) -> Serve {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/conversions", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let config = herald::http::ServeConfig {
+            webhooks: herald::http::WebhookConfig {
+                app_secret: "secret".into(),
+                verify_token: None,
+                opt_out: herald::http::OptOutWords::default(),
+            },
+            admin_token: admin_token.map(String::from),
+            shutdown_delay: Duration::ZERO,
+            drain: Duration::from_secs(1),
+        };
+        tokio::spawn(herald::http::run(
+            listener,
+            Arc::clone(store),
+            config,
+            stop.clone(),
+        ));
+        Serve {
+            url,
+            client: reqwest::Client::new(),
+            stop,
+        }
+    }
+
+    async fn post(&self, token: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.expect("serve answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The value of `herald_conversions_total{path, result}` in this test process (0 if absent).
+fn conversions_metric(path: &str, result: &str) -> f64 {
+    let text = crate::serve::prometheus().render();
+    let want = [format!("path=\"{path}\""), format!("result=\"{result}\"")];
+    text.lines()
+        .filter(|l| l.starts_with(herald::telemetry::metrics::CONVERSIONS))
+        .filter(|l| want.iter().all(|w| l.contains(w.as_str())))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What the three events leave in the store (any way in).
+async fn assert_three_events_recorded(store: &Arc<dyn Store>) {
+    let summary = store.conversion_summary(&campaign()).await.unwrap();
+    let whatsapp = channel_row(&summary, Some(ChannelKind::WhatsApp));
+    assert_eq!(whatsapp.conversions, 1, "{summary:?}");
+    assert_eq!(whatsapp.revenue.get("EUR"), Some(&89_900_000));
+    let sms = channel_row(&summary, Some(ChannelKind::Sms));
+    assert_eq!(sms.conversions, 1, "{summary:?}");
+    assert_eq!(sms.revenue.get("EUR"), Some(&10_000_000));
+    let unattributed = channel_row(&summary, None);
+    assert_eq!(unattributed.conversions, 1, "{summary:?}");
+    let keys = ["k-anna", "k-ben", "k-other"].map(String::from);
+    let converted = store.converted_keys(&campaign(), &keys).await.unwrap();
+    assert_eq!(converted, HashSet::from(["k-anna".into(), "k-ben".into()]));
+}
+
+#[tokio::test]
+async fn conversions_posted_over_http_are_stored_once_and_counted() {
+    let (store, _dir) = support::sqlite_store().await;
+    seed_ledger(&store).await;
+    let serve = Serve::start(&store, Some(ADMIN_TOKEN)).await;
+    let before = conversions_metric("http", "duplicate");
+    let body = Value::Array(three_events()).to_string();
+    let (status, tally) = serve.post(Some(ADMIN_TOKEN), body.clone()).await;
+    assert_eq!(status, 200, "{tally}");
+    assert_eq!(
+        tally,
+        json!({ "stored": 3, "duplicates": 0, "unattributed": 1 })
+    );
+    assert_three_events_recorded(&store).await;
+    // The same body again (a shop's retry), and one event on its own.
+    let (status, tally) = serve.post(Some(ADMIN_TOKEN), body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        tally,
+        json!({ "stored": 0, "duplicates": 3, "unattributed": 0 })
+    );
+    let one = event("order-4", json!({ "key": "k-ben" }), "1").to_string();
+    let (status, tally) = serve.post(Some(ADMIN_TOKEN), one).await;
+    assert_eq!((status, tally["stored"].as_u64()), (200, Some(1)));
+    assert!(conversions_metric("http", "duplicate") >= before + 3.0);
+    assert!(conversions_metric("http", "unattributed") >= 1.0);
+}
+
+#[tokio::test]
+async fn one_bad_event_refuses_the_whole_body_with_its_index_and_field() {
+    let (store, _dir) = support::sqlite_store().await;
+    seed_ledger(&store).await;
+    let serve = Serve::start(&store, Some(ADMIN_TOKEN)).await;
+    let rejected = conversions_metric("http", "rejected");
+    let mut events = three_events();
+    events[1]["at"] = json!("yesterday");
+    events[2]["to"] = json!("004915111100009");
+    let (status, answer) = serve
+        .post(Some(ADMIN_TOKEN), Value::Array(events).to_string())
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.starts_with("events[1]: field `at`"), "{error}");
+    assert!(conversions_metric("http", "rejected") >= rejected + 3.0);
+    let (status, answer) = serve
+        .post(Some(ADMIN_TOKEN), json!([three_events()[0], {"version": 1, "event_id": "x", "campaign_id": CAMPAIGN, "to": "004915111100009", "event": "order", "at": Utc::now().to_rfc3339()}]).to_string())
+        .await;
+    assert_eq!(status, 400);
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.starts_with("events[1]: field `to`"), "{error}");
+    assert!(!error.contains("15111100009"), "never the number: {error}");
+    for (body, want) in [
+        ("not json", "not valid JSON"),
+        ("[]", "no events"),
+        (r#"{"version":2}"#, "unsupported version 2"),
+    ] {
+        let (status, answer) = serve.post(Some(ADMIN_TOKEN), body).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(want),
+            "{body}: {answer}"
+        );
+    }
+    let summary = store.conversion_summary(&campaign()).await.unwrap();
+    assert!(summary.is_empty(), "nothing stored: {summary:?}");
+}
+
+#[tokio::test]
+async fn conversions_need_the_admin_token() {
+    let (store, _dir) = support::sqlite_store().await;
+    let body = Value::Array(three_events()).to_string();
+    let serve = Serve::start(&store, Some(ADMIN_TOKEN)).await;
+    assert_eq!(serve.post(None, body.clone()).await.0, 401);
+    assert_eq!(serve.post(Some("wrong"), body.clone()).await.0, 401);
+    let unconfigured = Serve::start(&store, None).await;
+    let (status, answer) = unconfigured.post(Some(ADMIN_TOKEN), body).await;
+    assert_eq!(status, 403);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("HERALD_ADMIN_TOKEN")
+    );
+    assert!(
+        store
+            .conversion_summary(&campaign())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
