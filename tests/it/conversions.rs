@@ -1,9 +1,9 @@
 //! Conversion events (DESIGN §1.6): `POST /api/conversions` on an in-process `herald serve`,
-//! and the store's side on SQLite and Postgres: idempotency by `event_id`, attribution by key
-//! or number to the campaign's main message and its channel, the follow-up flag, unattributed
-//! events, GDPR export and erasure. Ledger rows are made with the store's claim and record
-//! methods. The Postgres cases print `SKIPPED` without Postgres, unless
-//! `HERALD_REQUIRE_SERVICES=1`.
+//! `herald conversions import` as the real binary, and the store's side on SQLite and Postgres:
+//! idempotency by `event_id`, attribution by key or number to the campaign's main message and
+//! its channel, the follow-up flag, unattributed events, GDPR export and erasure. Ledger rows
+//! are made with the store's claim and record methods. The Postgres cases print `SKIPPED`
+//! without Postgres, unless `HERALD_REQUIRE_SERVICES=1`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -569,4 +569,115 @@ async fn conversions_need_the_admin_token() {
             .unwrap()
             .is_empty()
     );
+}
+
+// --- CSV: herald conversions import -------------------------------------------------------------
+
+/// `herald` as the real binary on the SQLite database in `dir`.
+fn herald(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(args)
+        .env("HERALD_DATABASE_URL", support::sqlite_url(dir))
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run herald")
+}
+
+const CSV: &str = "event_id,campaign_id,to,key,event,at,amount,currency
+order-1,bf-conv,,k-anna#sms,order,2026-01-02T10:00:00Z,89.90,EUR
+order-2,bf-conv,+49 151 111 000 02,,order,2026-01-02T10:01:00+01:00,10,EUR
+order-3,bf-conv,+4915111100009,,order,2026-01-02T10:02:00Z,5.5,EUR
+";
+
+#[tokio::test]
+async fn a_csv_is_imported_and_importing_it_again_finds_only_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = herald::store::open(&support::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    seed_ledger(&store).await;
+    let file = dir.path().join("orders.csv");
+    std::fs::write(&file, CSV).unwrap();
+    let file = file.to_str().unwrap();
+    let out = herald(dir.path(), &["conversions", "import", file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("3 event(s): 3 stored (1 unattributed), 0 duplicate(s) ignored"),
+        "{stdout}"
+    );
+    assert_three_events_recorded(&store).await;
+    let out = herald(
+        dir.path(),
+        &["conversions", "import", file, "--batch-size", "2"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("3 event(s): 0 stored (0 unattributed), 3 duplicate(s) ignored"),
+        "{stdout}"
+    );
+    let out = herald(dir.path(), &["conversions", "summary", CAMPAIGN]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("whatsapp     1 conversion(s), 0 after the follow-up, revenue 89.9000 EUR"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unattributed 1 conversion(s)"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_bad_csv_row_stores_nothing_and_exits_2_naming_the_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = herald::store::open(&support::sqlite_url(dir.path()))
+        .await
+        .unwrap();
+    let file = dir.path().join("orders.csv");
+    let bad = format!(
+        "{CSV}order-4,bf-conv,+4915111100009,,order,2026-01-02T10:02:00Z,5.5,\norder-5,bf-conv,,,order,2026-01-02T10:02:00Z,,\norder-6,bf-conv,015111100009,,order,2026-01-02T10:02:00Z,,\n"
+    );
+    std::fs::write(&file, bad).unwrap();
+    let out = herald(
+        dir.path(),
+        &["conversions", "import", file.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 5: field `value.currency`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 6: field `to`"), "{stderr}");
+    assert!(stderr.contains("line 7: field `to`"), "{stderr}");
+    assert!(
+        stderr.contains("3 invalid row(s)") && stderr.contains("nothing imported"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("15111100009"), "never a number: {stderr}");
+    assert!(
+        store
+            .conversion_summary(&campaign())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let missing = herald(
+        dir.path(),
+        &["conversions", "import", "/nonexistent/orders.csv"],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn conversions_import_help_explains_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = herald(dir.path(), &["conversions", "import", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        help.contains("event_id,campaign_id,to,key,event,at,amount,currency"),
+        "{help}"
+    );
+    assert!(help.contains("duplicate"), "{help}");
 }
