@@ -1,20 +1,24 @@
-//! Conversion events (DESIGN §1.6): `POST /api/conversions` on an in-process `herald serve`,
-//! `herald conversions import` as the real binary, and the store's side on SQLite and Postgres:
-//! idempotency by `event_id`, attribution by key or number to the campaign's main message and
-//! its channel, the follow-up flag, unattributed events, GDPR export and erasure. Ledger rows
-//! are made with the store's claim and record methods. The Postgres cases print `SKIPPED`
-//! without Postgres, unless `HERALD_REQUIRE_SERVICES=1`.
+//! Conversion events (DESIGN §1.6) on all three ways in — `{prefix}.conversions` consumed by
+//! an in-process worker, `POST /api/conversions` on an in-process `herald serve`, and
+//! `herald conversions import` as the real binary — and the store's side of them on SQLite and
+//! Postgres: idempotency by `event_id`, attribution by key or number to the campaign's main
+//! message and its channel, the follow-up flag, unattributed events, GDPR export and erasure.
+//! Ledger rows are made with the store's claim and record methods. Tests that need RabbitMQ or
+//! Postgres print `SKIPPED` without them, unless `HERALD_REQUIRE_SERVICES=1`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use herald::amqp::{self, Publisher, Topology, WorkerConfig, WorkerState};
 use herald::domain::{
     CampaignId, Category, ChannelKind, Conversion, IdempotencyKey, JobId, Outcome, PhoneNumber,
     SenderId,
 };
 use herald::store::{Claim, ConversionSummary, OutcomeRecord, Store};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -680,4 +684,360 @@ fn conversions_import_help_explains_the_file() {
         "{help}"
     );
     assert!(help.contains("duplicate"), "{help}");
+}
+
+// --- AMQP: {prefix}.conversions, consumed by every worker -------------------------------------
+
+/// Long enough for a loaded machine, short enough that a hang fails the test in time.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A test's own prefix, declared like a worker does; deleted on drop.
+struct Broker {
+    url: String,
+    topology: Topology,
+    conn: lapin::Connection,
+    publisher: Publisher,
+}
+
+impl Broker {
+    async fn start() -> Option<Broker> {
+        let url = support::amqp_url().await?;
+        let topology = Topology::new(support::unique_prefix());
+        let conn = amqp::connect(&url, "test").await.expect("connect");
+        let publisher = Publisher::open(&conn).await.expect("confirm channel");
+        topology
+            .declare(publisher.channel())
+            .await
+            .expect("declare the topology");
+        Some(Broker {
+            url,
+            topology,
+            conn,
+            publisher,
+        })
+    }
+
+    async fn publish(&self, body: &[u8]) {
+        let props = lapin::BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        self.publisher
+            .publish(
+                &self.topology.conversions_exchange(),
+                "shop-1",
+                true,
+                body,
+                props,
+            )
+            .await
+            .expect("the broker confirms the event");
+    }
+
+    async fn ready(&self, queue: &str) -> u32 {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let q = ch
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .expect("the queue exists");
+        let _ = ch.close(200, "probe".into()).await;
+        q.message_count()
+    }
+
+    /// Takes `n` messages from `queue` (acked on the way).
+    async fn take(&self, queue: &str, n: usize) -> Vec<lapin::message::Delivery> {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let deadline = Instant::now() + WAIT;
+        let mut out = Vec::new();
+        while out.len() < n {
+            match ch
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get")
+            {
+                Some(m) => out.push(m.delivery),
+                None => {
+                    assert!(Instant::now() < deadline, "{queue}: {} of {n}", out.len());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let (url, topology) = (self.url.clone(), self.topology.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(async {
+                if let Ok(conn) = amqp::connect(&url, "test-cleanup").await {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = topology.delete(&ch).await;
+                    }
+                    let _ = conn.close(200, "cleanup".into()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn header(d: &lapin::message::Delivery, name: &str) -> String {
+    match d
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name))
+    {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("header {name}: {other:?}"),
+    }
+}
+
+/// A worker in this process on `store` (no job comes: the Graph API is never called).
+struct Worker {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), amqp::WorkerError>>,
+    state: Arc<WorkerState>,
+}
+
+impl Worker {
+    async fn start(broker: &Broker, store: &Arc<dyn Store>) -> Worker {
+        let engine = support::engine(
+            store,
+            &herald::graph::GraphConfig::default(),
+            support::fast_retries(),
+        );
+        let shutdown = CancellationToken::new();
+        let state = Arc::new(WorkerState::new());
+        let task = tokio::spawn(amqp::run_worker(
+            WorkerConfig {
+                amqp_url: broker.url.clone(),
+                topology: broker.topology.clone(),
+                prefetch: 4,
+                drain: Duration::from_secs(5),
+            },
+            Arc::new(engine),
+            shutdown.clone(),
+            Some(Arc::clone(&state)),
+        ));
+        let deadline = Instant::now() + WAIT;
+        while !state.is_ready() {
+            assert!(Instant::now() < deadline, "the worker never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Worker {
+            shutdown,
+            task,
+            state,
+        }
+    }
+
+    /// SIGTERM: stop consuming, drain, exit.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the worker stops within the drain")
+            .expect("no panic")
+            .expect("no error");
+    }
+}
+
+async fn wait_conversions(store: &Arc<dyn Store>, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = total(&store.conversion_summary(&campaign()).await.unwrap());
+        if got == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {n} conversions recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn conversions_published_to_rabbitmq_are_recorded_once_and_acked() {
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    let (store, _dir) = support::sqlite_store().await;
+    seed_ledger(&store).await;
+    let worker = Worker::start(&broker, &store).await;
+    let duplicates = conversions_metric("amqp", "duplicate");
+    for e in three_events() {
+        broker.publish(e.to_string().as_bytes()).await;
+    }
+    // The shop publishes one again (its own retry).
+    broker
+        .publish(three_events()[0].to_string().as_bytes())
+        .await;
+    wait_conversions(&store, 3).await;
+    let deadline = Instant::now() + WAIT;
+    while conversions_metric("amqp", "duplicate") < duplicates + 1.0 {
+        assert!(Instant::now() < deadline, "the duplicate was never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_three_events_recorded(&store).await;
+    worker.stop().await;
+    let queue = broker.topology.conversions_queue();
+    assert_eq!(broker.ready(&queue).await, 0, "every event acked");
+    assert_eq!(broker.ready(&broker.topology.dead_queue()).await, 0);
+}
+
+#[tokio::test]
+async fn invalid_conversions_are_dead_lettered_with_their_reason_and_nothing_is_stored() {
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    let (store, _dir) = support::sqlite_store().await;
+    seed_ledger(&store).await;
+    let worker = Worker::start(&broker, &store).await;
+    let mut bad_at = three_events()[0].clone();
+    bad_at["at"] = json!("tomorrow-ish");
+    let mut bad_to = three_events()[1].clone();
+    bad_to["to"] = json!("004915111100002");
+    broker.publish(bad_at.to_string().as_bytes()).await;
+    broker.publish(bad_to.to_string().as_bytes()).await;
+    broker.publish(b"{ not json").await;
+    // A list is for HTTP: a message carries one event.
+    broker
+        .publish(Value::Array(three_events()).to_string().as_bytes())
+        .await;
+    broker
+        .publish(three_events()[2].to_string().as_bytes())
+        .await;
+    let dead = broker.take(&broker.topology.dead_queue(), 4).await;
+    let reasons: Vec<(String, String)> = dead
+        .iter()
+        .map(|d| {
+            (
+                header(d, "x-herald-reason-code"),
+                header(d, "x-herald-reason"),
+            )
+        })
+        .collect();
+    assert!(reasons[0].1.contains("field `at`"), "{reasons:?}");
+    assert_eq!(reasons[0].0, "invalid_conversion");
+    assert!(reasons[1].1.contains("field `to`"), "{reasons:?}");
+    assert!(
+        !reasons[1].1.contains("15111100002"),
+        "never the number: {reasons:?}"
+    );
+    assert_eq!(reasons[2].0, "invalid_json");
+    assert!(reasons[3].1.contains("JSON object"), "{reasons:?}");
+    assert_eq!(
+        dead[0].data,
+        bad_at.to_string().into_bytes(),
+        "the event as published"
+    );
+    // Only the valid event was stored.
+    wait_conversions(&store, 1).await;
+    worker.stop().await;
+    assert_eq!(broker.ready(&broker.topology.conversions_queue()).await, 0);
+    assert_eq!(
+        total(&store.conversion_summary(&campaign()).await.unwrap()),
+        1
+    );
+}
+
+/// Switches connections to a test database off or on, cutting those it has: a database
+/// outage as the worker sees it.
+async fn database_reachable(db_url: &str, reachable: bool) {
+    use sqlx::Connection;
+    let (base, name) = db_url
+        .split('?')
+        .next()
+        .and_then(|b| b.rsplit_once('/'))
+        .expect("a postgres URL with a database");
+    let mut admin = sqlx::postgres::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("admin connection");
+    sqlx::query(&format!(
+        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS {reachable}"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("alter database");
+    if !reachable {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .execute(&mut admin)
+            .await
+            .expect("cut connections");
+    }
+    let _ = admin.close().await;
+}
+
+#[tokio::test]
+async fn conversions_are_held_through_a_database_outage_and_handed_back_on_shutdown() {
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    let Some(url) = support::postgres_url().await else {
+        return;
+    };
+    let store = herald::store::open(&url).await.unwrap();
+    seed_ledger(&store).await;
+    let worker = Worker::start(&broker, &store).await;
+    let queue = broker.topology.conversions_queue();
+
+    // Down while an event arrives: held (not acked, not requeued), retried.
+    database_reachable(&url, false).await;
+    broker
+        .publish(three_events()[0].to_string().as_bytes())
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while worker.state.database_ok() {
+        assert!(Instant::now() < deadline, "the outage went unnoticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stopping hands it back to the queue, in time.
+    let started = Instant::now();
+    worker.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        broker.ready(&queue).await,
+        1,
+        "the event went back to the queue"
+    );
+
+    // Back up: the next worker records it.
+    database_reachable(&url, true).await;
+    let worker = Worker::start(&broker, &store).await;
+    broker
+        .publish(three_events()[1].to_string().as_bytes())
+        .await;
+    wait_conversions(&store, 2).await;
+    // Down again while the worker holds an event, then back: it is recorded without a restart.
+    database_reachable(&url, false).await;
+    broker
+        .publish(three_events()[2].to_string().as_bytes())
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while worker.state.database_ok() {
+        assert!(Instant::now() < deadline, "the outage went unnoticed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    database_reachable(&url, true).await;
+    wait_conversions(&store, 3).await;
+    assert_three_events_recorded(&store).await;
+    worker.stop().await;
+    assert_eq!(broker.ready(&queue).await, 0);
+    support::drop_postgres_database(&url).await;
 }
