@@ -407,7 +407,7 @@ async fn republish_delayed(
 
 impl Session {
     /// A publish failed: if the channel is gone, have the loop reconnect.
-    fn note_publish_failure(&self) {
+    pub(super) fn note_publish_failure(&self) {
         if !self.publisher.is_open() {
             self.broken.cancel();
         }
@@ -416,7 +416,7 @@ impl Session {
 
 /// Acks; a failure means the channel is gone and the broker will redeliver (harmless: the
 /// ledger knows what was sent). Returns whether the ack went out.
-async fn ack(acker: &Acker) -> bool {
+pub(super) async fn ack(acker: &Acker) -> bool {
     match acker.ack(BasicAckOptions::default()).await {
         Ok(done) => done,
         Err(e) => {

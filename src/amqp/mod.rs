@@ -7,10 +7,12 @@
 //! reconnects and the drain · `delivery` one job to its ack, delay or dead letter ·
 //! `copies` what republished copies carry · `disposition` what becomes of a delivery (pure) ·
 //! `events` the job events · `state` worker health for probes · `enqueue` `herald enqueue` ·
-//! `csv_jobs` a CSV of recipients into jobs (pure). `herald worker`'s command line lives in
+//! `csv_jobs` a CSV of recipients into jobs (pure) · `conversions` the shops' conversion events,
+//! consumed beside the jobs. `herald worker`'s command line lives in
 //! `cli::worker`, which also adds its probes.
 
 mod connection;
+mod conversions;
 mod copies;
 mod csv_jobs;
 mod delivery;

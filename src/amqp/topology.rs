@@ -1,8 +1,9 @@
 //! herald's RabbitMQ topology: every exchange and queue name derived from the prefix, the delay
 //! tiers for deferred work, and the declarations a worker (and `herald enqueue`) makes on start.
 //!
-//! Campaign systems only publish to `{prefix}.jobs` (DESIGN §1.2); everything else is herald's
-//! own and may grow, but never rename.
+//! Campaign systems only publish to `{prefix}.jobs` (DESIGN §1.2) and shops to
+//! `{prefix}.conversions` (§1.6); everything else is herald's own and may grow, but never
+//! rename.
 //!
 //! **Queue type: quorum.** The jobs, dead-letter and delay queues are quorum queues because
 //! they hold the only copy of work nobody else keeps: a quorum queue is replicated (Raft) and
@@ -146,9 +147,28 @@ impl Topology {
         format!("{}.events", self.prefix)
     }
 
+    /// Topic exchange shops publish conversion events to (DESIGN §1.6), any routing key.
+    ///
+    /// Topic, not fanout: herald's own queue binds `#` and takes every event whatever key a
+    /// shop uses, while other consumers (analytics, a second region) may bind a queue for just
+    /// the keys they want (a shop, a campaign); a fanout exchange would give them everything,
+    /// and an exchange's type cannot be changed later without deleting it.
+    pub fn conversions_exchange(&self) -> String {
+        format!("{}.conversions", self.prefix)
+    }
+
+    /// The queue every worker consumes conversion events from, bound with `#`.
+    pub fn conversions_queue(&self) -> String {
+        format!("{}.conversions", self.prefix)
+    }
+
     /// Every queue herald declares.
     pub fn queues(&self) -> Vec<String> {
-        let mut q = vec![self.jobs_queue(), self.dead_queue()];
+        let mut q = vec![
+            self.jobs_queue(),
+            self.dead_queue(),
+            self.conversions_queue(),
+        ];
         q.extend(DELAY_TIERS.iter().map(|t| self.delay_queue(t)));
         q
     }
@@ -160,6 +180,7 @@ impl Topology {
             self.dead_exchange(),
             self.delay_exchange(),
             self.events_exchange(),
+            self.conversions_exchange(),
         ]
     }
 
@@ -230,6 +251,8 @@ impl Topology {
         )
         .await?;
 
+        self.declare_conversions(ch, durable, queue).await?;
+
         for tier in &DELAY_TIERS {
             let mut args = quorum();
             args.insert(
@@ -263,6 +286,40 @@ impl Topology {
             .await?;
         }
         Ok(())
+    }
+
+    /// The conversions exchange and queue: a quorum queue like the jobs (it holds the only
+    /// copy of a shop's orders), whose delivery limit and dead-lettering end an event that
+    /// crashes every worker in `{prefix}.dead`.
+    async fn declare_conversions(
+        &self,
+        ch: &Channel,
+        durable: ExchangeDeclareOptions,
+        queue: QueueDeclareOptions,
+    ) -> lapin::Result<()> {
+        ch.exchange_declare(
+            self.conversions_exchange().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        let mut args = quorum();
+        args.insert("x-dead-letter-exchange".into(), long(&self.dead_exchange()));
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+        ch.queue_declare(self.conversions_queue().into(), queue, args)
+            .await?;
+        ch.queue_bind(
+            self.conversions_queue().into(),
+            self.conversions_exchange().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
     }
 
     /// Deletes every queue and exchange of this prefix, messages included. For tests and for
@@ -317,7 +374,9 @@ mod tests {
         assert_eq!(t.dead_queue(), "acme.dead");
         assert_eq!(t.events_exchange(), "acme.events");
         assert_eq!(t.delay_queue(&DELAY_TIERS[1]), "acme.delay.30s");
-        assert_eq!(t.queues().len(), 2 + DELAY_TIERS.len());
+        assert_eq!(t.conversions_exchange(), "acme.conversions");
+        assert_eq!(t.conversions_queue(), "acme.conversions");
+        assert_eq!(t.queues().len(), 3 + DELAY_TIERS.len());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The RabbitMQ worker: consumes `{prefix}.jobs`, runs each job through the engine, and acks a
 //! delivery only once every recipient has a durable state or the job's future is durably
-//! elsewhere (a confirmed copy in a delay queue or in `{prefix}.dead`).
+//! elsewhere (a confirmed copy in a delay queue or in `{prefix}.dead`). Beside the jobs it
+//! consumes `{prefix}.conversions` (`conversions`), drained with them.
 //!
 //! Lifecycle (mini-redis style): [`run_worker`] connects with back-off, declares the topology,
 //! consumes with a bounded prefetch (= jobs at once), and spawns one task per delivery. A lost
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::connection::{AmqpError, Publisher, connect_with_backoff};
+use super::conversions::{self, Conversions};
 use super::delivery::{handle_delivery, requeue};
 use super::state::WorkerState;
 use super::topology::{Topology, short};
@@ -86,7 +88,7 @@ pub(super) struct Ctx {
 
 /// One connection with its consume channel and its confirm-mode publish channel.
 pub(super) struct Session {
-    connection: Connection,
+    pub(super) connection: Connection,
     consume: Channel,
     pub(super) publisher: Publisher,
     consumer_tag: ShortString,
@@ -126,7 +128,7 @@ pub async fn run_worker(
 
     let mut tasks = Tasks::default();
     let mut sessions = 0u64;
-    let mut current: Option<Arc<Session>> = None;
+    let mut current: Option<(Arc<Session>, Conversions)> = None;
     let result = loop {
         let role = format!("worker {}", config.topology.prefix());
         let connecting = connect_with_backoff(&config.amqp_url, &role, &shutdown);
@@ -144,7 +146,7 @@ pub async fn run_worker(
             break Ok(());
         };
         sessions += 1;
-        let (session, consumer) = match open_session(conn, &config, sessions).await {
+        let (session, consumer, opened) = match open_session(conn, &config, sessions).await {
             Ok(s) => s,
             Err(SetupError::Declare(e)) if refused_for_good(&e) => {
                 break Err(WorkerError::Topology {
@@ -161,9 +163,11 @@ pub async fn run_worker(
             }
         };
         let session = Arc::new(session);
+        let conversions = Conversions::spawn(&ctx, &session, opened, &shutdown);
         info!(
             queue = %config.topology.jobs_queue(),
             prefetch = config.prefetch,
+            conversions = %config.topology.conversions_queue(),
             "consuming jobs"
         );
         state.set_broker(true);
@@ -171,10 +175,11 @@ pub async fn run_worker(
         state.set_broker(false);
         match end {
             End::Shutdown => {
-                current = Some(session);
+                current = Some((session, conversions));
                 break Ok(());
             }
             End::Lost(why) => {
+                conversions.abandon();
                 warn!(
                     reason = %why,
                     jobs_in_flight = tasks.len(),
@@ -189,8 +194,14 @@ pub async fn run_worker(
 
     state.set_draining();
     ctx.runs.cancel();
-    drain(&mut tasks, config.drain).await;
-    if let Some(session) = current {
+    let (session, conversions) = current.unzip();
+    let finish_conversions = async {
+        if let Some(c) = conversions {
+            c.finish(config.drain).await;
+        }
+    };
+    tokio::join!(drain(&mut tasks, config.drain), finish_conversions);
+    if let Some(session) = session {
         close(&session.connection).await;
     }
     probe.abort();
@@ -231,7 +242,7 @@ async fn open_session(
     conn: Connection,
     config: &WorkerConfig,
     n: u64,
-) -> Result<(Session, Consumer), SetupError> {
+) -> Result<(Session, Consumer, conversions::Opened), SetupError> {
     let publisher = Publisher::open(&conn).await?;
     config
         .topology
@@ -253,6 +264,12 @@ async fn open_session(
             FieldTable::default(),
         )
         .await?;
+    let opened = conversions::open(
+        &conn,
+        &config.topology.conversions_queue(),
+        &format!("{tag}-conversions"),
+    )
+    .await?;
     Ok((
         Session {
             connection: conn,
@@ -262,6 +279,7 @@ async fn open_session(
             broken: CancellationToken::new(),
         },
         consumer,
+        opened,
     ))
 }
 

@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod campaign;
 mod consent;
 mod contacts;
+mod conversions;
 mod fallbacks;
 mod follow_ups;
 mod parse;
@@ -80,6 +81,9 @@ pub enum Command {
     /// Personal data of one contact: export it or erase it (GDPR Art. 15 / 17).
     #[command(subcommand)]
     Contacts(contacts::ContactsCmd),
+    /// Conversion events (orders): import them from a CSV, show a campaign's.
+    #[command(subcommand)]
+    Conversions(conversions::ConversionsCmd),
 }
 
 /// Entry point of the binary.
@@ -139,6 +143,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Campaign(cmd) => campaign::campaign(&g, cmd).await,
         Command::Report(args) => campaign::report(&g, args).await,
         Command::Contacts(cmd) => contacts::contacts(&g, cmd).await,
+        Command::Conversions(cmd) => conversions::conversions(&g, cmd).await,
     }
 }
 

@@ -4,7 +4,7 @@
 //! `herald campaign …` (cancellation is final). Guarded by `HERALD_ADMIN_TOKEN` as a bearer
 //! token: when it is set every route needs it; when it is not, reads stay open (they hold no
 //! personal data) and the POST routes answer 403, so an unconfigured pod cannot be used to stop
-//! a campaign.
+//! a campaign. `POST /api/conversions` (`conversions.rs`) is part of it, behind the same token.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,9 +26,10 @@ use crate::store::{Campaign, CampaignCounts, CampaignState, Store, StoreError};
 /// Longest reason accepted for a pause or cancel; it is shown in `campaign status`.
 const MAX_REASON_CHARS: usize = 500;
 
-struct AdminState {
-    store: Arc<dyn Store>,
-    token: Option<String>,
+pub(super) struct AdminState {
+    pub(super) store: Arc<dyn Store>,
+    /// `HERALD_ADMIN_TOKEN`: every route needs it when set; without it writes are refused.
+    pub(super) token: Option<String>,
 }
 
 /// `/api/campaigns/{id}` and `/api/campaigns/{id}/{pause|resume|cancel}`.
@@ -36,6 +37,7 @@ pub fn routes(store: Arc<dyn Store>, token: Option<String>) -> Router {
     Router::new()
         .route("/api/campaigns/{id}", get(show))
         .route("/api/campaigns/{id}/{action}", post(control))
+        .merge(super::conversions::routes())
         .with_state(Arc::new(AdminState { store, token }))
 }
 
@@ -97,7 +99,7 @@ struct ControlBody {
 }
 
 /// An answer other than the campaign: a status and a message.
-struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -123,7 +125,11 @@ impl From<StoreError> for ApiError {
 }
 
 /// Whether the request may read (`write == false`) or change a campaign.
-fn authorise(state: &AdminState, headers: &HeaderMap, write: bool) -> Result<(), ApiError> {
+pub(super) fn authorise(
+    state: &AdminState,
+    headers: &HeaderMap,
+    write: bool,
+) -> Result<(), ApiError> {
     let Some(expected) = &state.token else {
         return if write {
             Err(ApiError(

@@ -3,10 +3,11 @@
 //!
 //! Layout: `signature` X-Hub-Signature-256 · `notifications` Meta's
 //! payloads → herald's decisions (pure) · `webhooks` the `/webhooks` routes · `admin` the
-//! campaign API · `health` `/healthz`, `/readyz` and the [`Readiness`] trait · `prometheus`
-//! `/metrics` · `server` the serve lifecycle and drain.
+//! campaign API · `conversions` the shops' conversion events · `health` `/healthz`, `/readyz`
+//! and the [`Readiness`] trait · `prometheus` `/metrics` · `server` the serve lifecycle and drain.
 
 mod admin;
+mod conversions;
 mod health;
 mod notifications;
 mod prometheus;
@@ -61,8 +62,8 @@ pub struct ServeArgs {
     /// handshake is refused.
     #[arg(long, env = "HERALD_VERIFY_TOKEN", hide_env_values = true)]
     pub verify_token: Option<String>,
-    /// Bearer token of the admin API (/api/campaigns/…). Without it, pause/resume/cancel over
-    /// HTTP are disabled (403) and reads need no token.
+    /// Bearer token of the admin API (/api/campaigns/…, /api/conversions). Without it,
+    /// pause/resume/cancel and conversions over HTTP are disabled (403) and reads need no token.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Inbound messages that revoke every consent of their sender, comma-separated; matched
@@ -176,7 +177,7 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
     info!(
         addr = %args.endpoints.http_addr,
         db = %g.database_url_redacted(),
-        "serving /webhooks, /api/campaigns, /healthz and /readyz"
+        "serving /webhooks, /api/campaigns, /api/conversions, /healthz and /readyz"
     );
     let timers = if args.no_timers {
         None
