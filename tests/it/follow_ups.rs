@@ -319,3 +319,58 @@ async fn three_processes_racing_on_the_same_due_follow_ups_fire_each_once_on_pos
     drop(engines);
     super::support::drop_postgres_database(&url).await;
 }
+
+fn order(id: &str, campaign: &str, key: &str) -> herald::domain::Conversion {
+    herald::domain::Conversion {
+        event_id: id.into(),
+        campaign: herald::domain::CampaignId::parse(campaign).unwrap(),
+        to: None,
+        key: Some(IdempotencyKey::from_trusted(key.to_owned())),
+        event: "order".into(),
+        at: Utc::now(),
+        value: None,
+    }
+}
+
+#[tokio::test]
+async fn an_order_before_the_day_is_out_stops_the_follow_up_and_one_after_it_is_credited_to_it() {
+    let clock = Clock::system();
+    let env = env(&clock).await;
+    let to = numbers(3);
+    env.consent_all(&to).await;
+    let job = follow_up_job("o1", "orders", &to, read_rule());
+    env.finished(&job).await;
+    for key in ["orders-0", "orders-1", "orders-2"] {
+        status(&env, key, "read").await;
+    }
+    // 1 orders within the day (reported by number would do as well; here by key).
+    let tally = env
+        .store
+        .record_conversions(&[order("order-1", "orders", "orders-1")])
+        .await
+        .unwrap();
+    assert_eq!((tally.stored, tally.unattributed), (1, 0));
+    let accepted = env.sim.stats().accepted;
+
+    clock.advance(DAY + Duration::from_secs(1));
+    let round = fire(&env).await;
+    assert_eq!(round.sent, 2, "{round:?}");
+    assert_eq!(round.outcomes.get("skipped:converted"), Some(&1));
+    assert_eq!(env.sim.stats().accepted, accepted + 2);
+
+    // 0 orders after the reminder: recorded and credited to it.
+    env.store
+        .record_conversions(&[order("order-0", "orders", "orders-0")])
+        .await
+        .unwrap();
+    let summary = env
+        .store
+        .conversion_summary(&herald::domain::CampaignId::parse("orders").unwrap())
+        .await
+        .unwrap();
+    let wa = summary
+        .iter()
+        .find(|s| s.channel == Some(ChannelKind::WhatsApp))
+        .expect("whatsapp conversions");
+    assert_eq!((wa.conversions, wa.after_follow_up), (2, 1));
+}
