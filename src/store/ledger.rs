@@ -1,6 +1,8 @@
 //! Reading the ledger (pages, single keys, counts), the same on both dialects. Writing it —
 //! claims, marks, outcomes, leases, webhooks — is batch work each dialect does its own way.
 
+use std::sync::LazyLock;
+
 use super::db::{Arg, Row};
 use super::senders::parse_category;
 use super::sql::SqlStore;
@@ -75,6 +77,39 @@ pub(super) async fn ledger_entry(
     .as_ref()
     .map(ledger_row)
     .transpose()
+}
+
+/// Keys per statement of [`ledger_entries`]: one statement text with this many placeholders,
+/// those a short chunk does not fill bound to NULL (which matches no key).
+const KEYS_PER_READ: usize = 500;
+
+/// `SELECT … WHERE key IN ($1, …, $KEYS_PER_READ)`, built once.
+static LEDGER_ENTRIES: LazyLock<String> = LazyLock::new(|| {
+    let placeholders: Vec<String> = (1..=KEYS_PER_READ).map(|i| format!("${i}")).collect();
+    format!(
+        concat!(
+            "SELECT ",
+            ledger_columns!(),
+            " FROM ledger WHERE key IN ({})"
+        ),
+        placeholders.join(", ")
+    )
+});
+
+pub(super) async fn ledger_entries(
+    db: &SqlStore,
+    keys: &[IdempotencyKey],
+) -> StoreResult<Vec<LedgerRow>> {
+    let sql: &'static str = LEDGER_ENTRIES.as_str();
+    let mut rows = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(KEYS_PER_READ) {
+        let mut args: Vec<Arg<'_>> = chunk.iter().map(|k| Arg::Text(k.as_str())).collect();
+        args.resize(KEYS_PER_READ, Arg::OptText(None));
+        for r in db.read_all(sql, &args).await? {
+            rows.push(ledger_row(&r)?);
+        }
+    }
+    Ok(rows)
 }
 
 pub(super) async fn campaign_counts(

@@ -374,6 +374,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<LedgerRow>>;
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>>;
+    /// The rows of `keys` that are in the ledger, in no particular order (a key without a row
+    /// has none; a key given twice, one). A few statements for any number of keys.
+    async fn ledger_entries(&self, keys: &[IdempotencyKey]) -> StoreResult<Vec<LedgerRow>>;
     async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts>;
     /// The campaign's keys counted by role, channel, state, reason and delivery status.
     async fn campaign_funnel(&self, campaign: &CampaignId) -> StoreResult<Vec<FunnelCell>>;

@@ -202,6 +202,10 @@ impl Store for SqlStore {
         ledger::ledger_entry(self, key).await
     }
 
+    async fn ledger_entries(&self, keys: &[IdempotencyKey]) -> StoreResult<Vec<LedgerRow>> {
+        ledger::ledger_entries(self, keys).await
+    }
+
     async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts> {
         ledger::campaign_counts(self, campaign).await
     }

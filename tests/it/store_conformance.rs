@@ -388,6 +388,49 @@ async fn the_ledger_pages_by_key_and_counts_by_state(store: Arc<dyn Store>) {
     );
 }
 
+async fn ledger_entries_reads_the_rows_of_many_keys_at_once(store: Arc<dyn Store>) {
+    // More keys than one statement takes, across two campaigns, some with an outcome.
+    let all: Vec<Claim> = (0..1203)
+        .map(|i| claim_in(if i % 2 == 0 { "bf" } else { "other" }, &format!("m{i:04}")))
+        .collect();
+    for chunk in all.chunks(500) {
+        store.claim("w1", MINUTE, chunk).await.unwrap();
+    }
+    store
+        .record_outcomes(&[
+            outcome("m0007", sent("wamid.7")),
+            outcome("m1202", Outcome::Failed { code: 131_026 }),
+        ])
+        .await
+        .unwrap();
+    assert!(store.ledger_entries(&[]).await.unwrap().is_empty());
+
+    // Every key, a key twice, keys without a row.
+    let mut asked: Vec<IdempotencyKey> =
+        (0..1203).rev().map(|i| key(&format!("m{i:04}"))).collect();
+    asked.push(key("m0007"));
+    asked.extend(keys(&["nobody", "m9999"]));
+    let rows = store.ledger_entries(&asked).await.unwrap();
+    assert_eq!(rows.len(), 1203);
+    let got: HashSet<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(got.len(), 1203);
+    assert!(!got.contains("nobody"));
+    for r in &rows {
+        let one = store.ledger_entry(&r.key).await.unwrap().unwrap();
+        assert_eq!(*r, one, "the same row as ledger_entry");
+    }
+    let row = |k: &str| rows.iter().find(|r| r.key.as_str() == k).unwrap();
+    assert_eq!(row("m0007").state, "sent");
+    assert_eq!(row("m0007").wamid.as_deref(), Some("wamid.7"));
+    assert_eq!(row("m1202").state, "failed");
+    assert_eq!(row("m0001").campaign.as_str(), "other");
+    assert_eq!(row("m0500").state, "pending");
+
+    // Only keys without a row: nothing.
+    let none = store.ledger_entries(&keys(&["x", "y"])).await.unwrap();
+    assert!(none.is_empty());
+}
+
 // --- consent -------------------------------------------------------------------------------
 
 fn consent(p: &PhoneNumber, category: Category, ago: TimeDelta) -> Consent {
@@ -1568,6 +1611,7 @@ conformance!(
     released_keys_are_claimable_at_once,
     a_renewed_lease_keeps_keys_held,
     the_ledger_pages_by_key_and_counts_by_state,
+    ledger_entries_reads_the_rows_of_many_keys_at_once,
     consent_is_granted_missing_revoked_regranted_or_suppressed,
     consent_on_one_channel_allows_no_other,
     opt_outs_hold_for_their_channel_or_for_every_channel,
