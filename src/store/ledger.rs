@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use super::db::{Arg, Row};
+use super::db::{Arg, KEYS_PER_STATEMENT, Row, key_args, key_placeholders};
 use super::senders::parse_category;
 use super::sql::SqlStore;
 use super::{CampaignCounts, FunnelCell, LedgerRow, StoreError, StoreResult, shared};
@@ -79,20 +79,15 @@ pub(super) async fn ledger_entry(
     .transpose()
 }
 
-/// Keys per statement of [`ledger_entries`]: one statement text with this many placeholders,
-/// those a short chunk does not fill bound to NULL (which matches no key).
-const KEYS_PER_READ: usize = 500;
-
-/// `SELECT … WHERE key IN ($1, …, $KEYS_PER_READ)`, built once.
+/// `SELECT … WHERE key IN ($1, …)`, built once.
 static LEDGER_ENTRIES: LazyLock<String> = LazyLock::new(|| {
-    let placeholders: Vec<String> = (1..=KEYS_PER_READ).map(|i| format!("${i}")).collect();
     format!(
         concat!(
             "SELECT ",
             ledger_columns!(),
             " FROM ledger WHERE key IN ({})"
         ),
-        placeholders.join(", ")
+        key_placeholders(1)
     )
 });
 
@@ -102,9 +97,8 @@ pub(super) async fn ledger_entries(
 ) -> StoreResult<Vec<LedgerRow>> {
     let sql: &'static str = LEDGER_ENTRIES.as_str();
     let mut rows = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(KEYS_PER_READ) {
-        let mut args: Vec<Arg<'_>> = chunk.iter().map(|k| Arg::Text(k.as_str())).collect();
-        args.resize(KEYS_PER_READ, Arg::OptText(None));
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let args = key_args(chunk.iter().map(IdempotencyKey::as_str));
         for r in db.read_all(sql, &args).await? {
             rows.push(ledger_row(&r)?);
         }

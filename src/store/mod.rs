@@ -502,6 +502,9 @@ pub trait Store: Send + Sync + 'static {
     /// returns false when `owner` no longer holds it (another owner took it over, it was
     /// cancelled or already fired).
     async fn complete_timer(&self, kind: &str, key: &str, owner: &str) -> StoreResult<bool>;
+    /// [`Store::complete_timer`] for many keys of one kind in a few statements: returns how
+    /// many `owner` still held and are now fired.
+    async fn complete_timers(&self, kind: &str, keys: &[String], owner: &str) -> StoreResult<u64>;
     /// Hands a claimed timer back unfired, due again at `due` (or when it was due): for work
     /// that could not be done now. Returns false when `owner` no longer holds it.
     async fn release_timer(

@@ -333,6 +333,10 @@ impl Store for SqlStore {
         timers::complete_timer(self, kind, key, owner).await
     }
 
+    async fn complete_timers(&self, kind: &str, keys: &[String], owner: &str) -> StoreResult<u64> {
+        timers::complete_timers(self, kind, keys, owner).await
+    }
+
     async fn release_timer(
         &self,
         kind: &str,

@@ -1466,6 +1466,82 @@ async fn a_completed_timer_is_never_claimed_again(store: Arc<dyn Store>) {
     assert!(!store.cancel_timer("retention", "bf").await.unwrap());
 }
 
+async fn timers_are_completed_many_at_once_by_their_holder_only(store: Arc<dyn Store>) {
+    // More timers than one statement takes; w1 holds 0..1100, w2 holds the rest.
+    for i in 0..1200 {
+        store
+            .schedule_timer(
+                "follow_up",
+                &format!("t{i:04}"),
+                at(i),
+                &serde_json::json!(i),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .schedule_timer("sms_fallback", "t0000", at(0), &serde_json::json!(null))
+        .await
+        .unwrap();
+    let w1 = store
+        .claim_due_timers_of("follow_up", "w1", MINUTE, at(2000), 1100)
+        .await
+        .unwrap();
+    let w2 = store
+        .claim_due_timers_of("follow_up", "w2", MINUTE, at(2000), 1100)
+        .await
+        .unwrap();
+    assert_eq!((w1.len(), w2.len()), (1100, 100));
+    assert_eq!(
+        store.complete_timers("follow_up", &[], "w1").await.unwrap(),
+        0
+    );
+
+    // w1 completes all it holds, a key of w2's and a key nobody has: only its own fire.
+    let mut asked: Vec<String> = w1.iter().map(|t| t.key.clone()).collect();
+    asked.push("t1150".into());
+    asked.push("nobody".into());
+    assert_eq!(
+        store
+            .complete_timers("follow_up", &asked, "w1")
+            .await
+            .unwrap(),
+        1100
+    );
+    assert_eq!(
+        store
+            .complete_timers("follow_up", &asked, "w1")
+            .await
+            .unwrap(),
+        0,
+        "a timer fires once"
+    );
+    assert_eq!(
+        store.pending_timers().await.unwrap(),
+        vec![
+            ("follow_up".to_owned(), 100),
+            ("sms_fallback".to_owned(), 1)
+        ],
+        "w2's timers and the other kind's are untouched"
+    );
+    let w2_keys: Vec<String> = w2.iter().map(|t| t.key.clone()).collect();
+    assert_eq!(
+        store
+            .complete_timers("follow_up", &w2_keys, "w2")
+            .await
+            .unwrap(),
+        100
+    );
+    // Fired ones are never claimed again.
+    assert!(
+        store
+            .claim_due_timers_of("follow_up", "w3", MINUTE, at(100_000), 2000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn a_released_timer_is_due_again_and_a_cancelled_one_is_gone(store: Arc<dyn Store>) {
     for k in ["k1", "k2"] {
         store
@@ -1632,6 +1708,7 @@ conformance!(
     a_timer_is_not_claimed_before_it_is_due,
     a_leased_timer_goes_to_one_owner_until_its_lease_lapses,
     a_completed_timer_is_never_claimed_again,
+    timers_are_completed_many_at_once_by_their_holder_only,
     a_released_timer_is_due_again_and_a_cancelled_one_is_gone,
     concurrent_claimers_take_each_due_timer_once,
 );
