@@ -10,8 +10,10 @@
 //! The scheduler's query cost is measured apart, by timing the store's calls directly on a
 //! copy of the database taken when the follow-ups fall due (`VACUUM INTO`): per batch of
 //! 1000, `claim_due_timers_of`, the first messages' ledger rows one key at a time
-//! (`ledger_entry`, what firing read until the batched read) and in one call
-//! (`ledger_entries`), and completing the batch's timers.
+//! (`ledger_entry`) and in one call (`ledger_entries`), and completing the batch's timers one
+//! at a time (`complete_timer`) and in one call (`complete_timers`). Firing reads the ledger
+//! twice per batch (the first messages, then the follow-ups' own rows to settle them) and
+//! completes each timer: one by one until the batched calls, in a few statements since.
 //!
 //! Run: `cargo bench --bench follow_ups` (env BENCH_RECIPIENTS, BENCH_JOBS_AT_ONCE to vary).
 
@@ -305,6 +307,7 @@ struct QueryCost {
     per_key_reads: Vec<f64>,
     batched_read: Vec<f64>,
     complete: Vec<f64>,
+    batched_complete: Vec<f64>,
 }
 
 impl QueryCost {
@@ -330,6 +333,7 @@ impl QueryCost {
             ("ledger_entry × 1000", &self.per_key_reads),
             ("ledger_entries", &self.batched_read),
             ("complete_timer × 1000", &self.complete),
+            ("complete_timers", &self.batched_complete),
         ] {
             let (mean, median, max, total) = stat(v);
             println!(
@@ -389,8 +393,11 @@ async fn query_cost(db: &std::path::Path, dir: &std::path::Path, now: DateTime<U
         let rows = store.ledger_entries(&keys).await.unwrap();
         cost.batched_read.push(ms(t));
         assert_eq!(rows.len(), keys.len());
+        // Half the batch one timer at a time (what firing did until `complete_timers`), the
+        // other half in one call; each timed for the whole batch.
+        let (one_by_one, at_once) = due.split_at(due.len() / 2);
         let t = Instant::now();
-        for d in &due {
+        for d in one_by_one {
             assert!(
                 store
                     .complete_timer(FOLLOW_UP_TIMER, &d.key, owner)
@@ -398,7 +405,17 @@ async fn query_cost(db: &std::path::Path, dir: &std::path::Path, now: DateTime<U
                     .unwrap()
             );
         }
-        cost.complete.push(ms(t));
+        cost.complete
+            .push(ms(t) * due.len() as f64 / one_by_one.len().max(1) as f64);
+        let keys: Vec<String> = at_once.iter().map(|d| d.key.clone()).collect();
+        let t = Instant::now();
+        let done = store
+            .complete_timers(FOLLOW_UP_TIMER, &keys, owner)
+            .await
+            .unwrap();
+        cost.batched_complete
+            .push(ms(t) * due.len() as f64 / at_once.len().max(1) as f64);
+        assert_eq!(done, keys.len() as u64);
         if due.len() < BATCH {
             break;
         }
