@@ -24,6 +24,11 @@ pub enum FollowUpsCmd {
 pub struct RunArgs {
     #[command(flatten)]
     pub engine: EngineOpts,
+    /// How long this run's claim on a due follow-up (and on its key) lasts without renewal.
+    /// A run killed mid-way leaves its follow-ups to the next run this much later; a live
+    /// run renews its claims every quarter of it.
+    #[arg(long, env = "HERALD_LEASE_SECONDS", default_value_t = 10)]
+    pub lease_seconds: u64,
 }
 
 pub async fn follow_ups(g: &GlobalOpts, cmd: FollowUpsCmd) -> Result<(), CliError> {
@@ -34,7 +39,14 @@ pub async fn follow_ups(g: &GlobalOpts, cmd: FollowUpsCmd) -> Result<(), CliErro
 }
 
 async fn run(g: &GlobalOpts, args: RunArgs) -> Result<(), CliError> {
-    let setup = args.engine.setup()?;
+    if !(3..=3600).contains(&args.lease_seconds) {
+        return Err(CliError::Usage(format!(
+            "--lease-seconds must be between 3 and 3600, got {}",
+            args.lease_seconds
+        )));
+    }
+    let mut setup = args.engine.setup()?;
+    setup.config.lease = Duration::from_secs(args.lease_seconds);
     let graph = g.graph_client()?;
     let store = g.open_store().await?;
     let engine = setup.build(store, graph);

@@ -9,7 +9,7 @@
 //! `key#follow-up` at most once, ever. Those that should not go out get their outcome too:
 //! `skipped` with the reason (`converted`, `not_read`, …).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -234,17 +234,26 @@ impl Engine {
         }
         let keys: Vec<String> = group.iter().map(|d| d.follow_up.key.clone()).collect();
         let converted = store.converted_keys(&campaign, &keys).await?;
+        // The first messages' rows in a few statements, not one read per key.
+        let first_keys: Vec<IdempotencyKey> = keys
+            .iter()
+            .map(|k| IdempotencyKey::from_trusted(k.clone()))
+            .collect();
+        let firsts: HashMap<String, FirstMessage> = store
+            .ledger_entries(&first_keys)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let first = FirstMessage::from_ledger(&row.state, row.delivery.as_deref());
+                (row.key.as_str().to_owned(), first)
+            })
+            .collect();
         let mut recipients = Vec::with_capacity(group.len());
         let mut skipped = Vec::new();
         for due in &group {
             let f = &due.follow_up;
             let key = IdempotencyKey::from_trusted(due.timer.key.clone());
-            let first_message = store
-                .ledger_entry(&IdempotencyKey::from_trusted(f.key.clone()))
-                .await?
-                .map_or(FirstMessage::NotSent, |row| {
-                    FirstMessage::from_ledger(&row.state, row.delivery.as_deref())
-                });
+            let first_message = firsts.get(&f.key).copied().unwrap_or(FirstMessage::NotSent);
             let verdict = decide::decide(AtDue {
                 needs: f.reached,
                 unless_converted: f.unless_converted,
@@ -343,21 +352,26 @@ impl Engine {
         round: &mut FollowUpRound,
     ) -> Result<(), EngineError> {
         let store = self.store();
-        for due in group {
-            let row = store
-                .ledger_entry(&IdempotencyKey::from_trusted(due.timer.key.clone()))
+        let keys: Vec<IdempotencyKey> = group
+            .iter()
+            .map(|d| IdempotencyKey::from_trusted(d.timer.key.clone()))
+            .collect();
+        let settled: HashSet<String> = store
+            .ledger_entries(&keys)
+            .await?
+            .into_iter()
+            .filter(|r| matches!(r.state.as_str(), "sent" | "failed" | "skipped" | "unknown"))
+            .map(|r| r.key.as_str().to_owned())
+            .collect();
+        let (done, open): (Vec<&Due>, Vec<&Due>) =
+            group.iter().partition(|d| settled.contains(&d.timer.key));
+        let done: Vec<String> = done.iter().map(|d| d.timer.key.clone()).collect();
+        store.complete_timers(KIND, &done, owner).await?;
+        for due in open {
+            store
+                .release_timer(KIND, &due.timer.key, owner, Some(later))
                 .await?;
-            let settled = row.is_some_and(|r| {
-                matches!(r.state.as_str(), "sent" | "failed" | "skipped" | "unknown")
-            });
-            if settled {
-                store.complete_timer(KIND, &due.timer.key, owner).await?;
-            } else {
-                store
-                    .release_timer(KIND, &due.timer.key, owner, Some(later))
-                    .await?;
-                round.later += 1;
-            }
+            round.later += 1;
         }
         Ok(())
     }

@@ -73,6 +73,26 @@ fn bind_sqlite<'q>(
     }
 }
 
+/// Keys per statement of the shared batch statements (`… key IN ($n, …)`): one statement text
+/// with this many key placeholders; those a short chunk does not fill are bound to NULL,
+/// which matches no key. Far below either dialect's limit on parameters.
+pub(crate) const KEYS_PER_STATEMENT: usize = 500;
+
+/// `$first, $first+1, …`: [`KEYS_PER_STATEMENT`] placeholders for a shared `key IN (…)`.
+pub(crate) fn key_placeholders(first: usize) -> String {
+    (first..first + KEYS_PER_STATEMENT)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `chunk` as the [`key_placeholders`] arguments, padded with NULL.
+pub(crate) fn key_args<'a>(chunk: impl IntoIterator<Item = &'a str>) -> Vec<Arg<'a>> {
+    let mut args: Vec<Arg<'a>> = chunk.into_iter().map(Arg::Text).collect();
+    args.resize(KEYS_PER_STATEMENT, Arg::OptText(None));
+    args
+}
+
 /// A shared statement as SQLite runs it, and whether it needs the clock bound as its last
 /// parameter. Rewritten once per statement, then cached (the set of statements is fixed).
 fn sqlite_text(sql: &'static str) -> (&'static str, bool) {

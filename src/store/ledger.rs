@@ -1,7 +1,9 @@
 //! Reading the ledger (pages, single keys, counts), the same on both dialects. Writing it —
 //! claims, marks, outcomes, leases, webhooks — is batch work each dialect does its own way.
 
-use super::db::{Arg, Row};
+use std::sync::LazyLock;
+
+use super::db::{Arg, KEYS_PER_STATEMENT, Row, key_args, key_placeholders};
 use super::senders::parse_category;
 use super::sql::SqlStore;
 use super::{CampaignCounts, FunnelCell, LedgerRow, StoreError, StoreResult, shared};
@@ -75,6 +77,33 @@ pub(super) async fn ledger_entry(
     .as_ref()
     .map(ledger_row)
     .transpose()
+}
+
+/// `SELECT … WHERE key IN ($1, …)`, built once.
+static LEDGER_ENTRIES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        concat!(
+            "SELECT ",
+            ledger_columns!(),
+            " FROM ledger WHERE key IN ({})"
+        ),
+        key_placeholders(1)
+    )
+});
+
+pub(super) async fn ledger_entries(
+    db: &SqlStore,
+    keys: &[IdempotencyKey],
+) -> StoreResult<Vec<LedgerRow>> {
+    let sql: &'static str = LEDGER_ENTRIES.as_str();
+    let mut rows = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let args = key_args(chunk.iter().map(IdempotencyKey::as_str));
+        for r in db.read_all(sql, &args).await? {
+            rows.push(ledger_row(&r)?);
+        }
+    }
+    Ok(rows)
 }
 
 pub(super) async fn campaign_counts(

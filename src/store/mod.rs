@@ -378,6 +378,9 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<LedgerRow>>;
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>>;
+    /// The rows of `keys` that are in the ledger, in no particular order (a key without a row
+    /// has none; a key given twice, one). A few statements for any number of keys.
+    async fn ledger_entries(&self, keys: &[IdempotencyKey]) -> StoreResult<Vec<LedgerRow>>;
     async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts>;
     /// The campaign's keys counted by role, channel, state, reason and delivery status.
     async fn campaign_funnel(&self, campaign: &CampaignId) -> StoreResult<Vec<FunnelCell>>;
@@ -494,6 +497,9 @@ pub trait Store: Send + Sync + 'static {
     /// returns false when `owner` no longer holds it (another owner took it over, it was
     /// cancelled or already fired).
     async fn complete_timer(&self, kind: &str, key: &str, owner: &str) -> StoreResult<bool>;
+    /// [`Store::complete_timer`] for many keys of one kind in a few statements: returns how
+    /// many `owner` still held and are now fired.
+    async fn complete_timers(&self, kind: &str, keys: &[String], owner: &str) -> StoreResult<u64>;
     /// Hands a claimed timer back unfired, due again at `due` (or when it was due): for work
     /// that could not be done now. Returns false when `owner` no longer holds it.
     async fn release_timer(

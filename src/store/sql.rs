@@ -204,6 +204,10 @@ impl Store for SqlStore {
         ledger::ledger_entry(self, key).await
     }
 
+    async fn ledger_entries(&self, keys: &[IdempotencyKey]) -> StoreResult<Vec<LedgerRow>> {
+        ledger::ledger_entries(self, keys).await
+    }
+
     async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts> {
         ledger::campaign_counts(self, campaign).await
     }
@@ -329,6 +333,10 @@ impl Store for SqlStore {
 
     async fn complete_timer(&self, kind: &str, key: &str, owner: &str) -> StoreResult<bool> {
         timers::complete_timer(self, kind, key, owner).await
+    }
+
+    async fn complete_timers(&self, kind: &str, keys: &[String], owner: &str) -> StoreResult<u64> {
+        timers::complete_timers(self, kind, keys, owner).await
     }
 
     async fn release_timer(

@@ -3,11 +3,12 @@
 //! are the caller's `now`, so a test or a replay can move time; the payload is JSON text the
 //! store never looks into.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::db::{Arg, Row};
+use super::db::{Arg, KEYS_PER_STATEMENT, Row, key_args, key_placeholders};
 use super::sql::SqlStore;
 use super::{DueTimer, NewTimer, StoreError, StoreResult, TimerCounts};
 
@@ -77,6 +78,32 @@ pub(super) async fn complete_timer(
         )
         .await?;
     Ok(done == 1)
+}
+
+/// `UPDATE … WHERE kind = $1 AND owner = $2 AND key IN ($3, …)`, built once.
+static COMPLETE_TIMERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE timers SET fired_at = now(), lease_until = NULL
+         WHERE kind = $1 AND owner = $2 AND fired_at IS NULL AND key IN ({})",
+        key_placeholders(3)
+    )
+});
+
+/// [`complete_timer`] for many keys: one statement per [`KEYS_PER_STATEMENT`].
+pub(super) async fn complete_timers(
+    db: &SqlStore,
+    kind: &str,
+    keys: &[String],
+    owner: &str,
+) -> StoreResult<u64> {
+    let sql: &'static str = COMPLETE_TIMERS.as_str();
+    let mut done = 0;
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let mut args = vec![Arg::Text(kind), Arg::Text(owner)];
+        args.extend(key_args(chunk.iter().map(String::as_str)));
+        done += db.execute(sql, &args).await?;
+    }
+    Ok(done)
 }
 
 pub(super) async fn release_timer(

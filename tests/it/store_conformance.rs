@@ -388,6 +388,49 @@ async fn the_ledger_pages_by_key_and_counts_by_state(store: Arc<dyn Store>) {
     );
 }
 
+async fn ledger_entries_reads_the_rows_of_many_keys_at_once(store: Arc<dyn Store>) {
+    // More keys than one statement takes, across two campaigns, some with an outcome.
+    let all: Vec<Claim> = (0..1203)
+        .map(|i| claim_in(if i % 2 == 0 { "bf" } else { "other" }, &format!("m{i:04}")))
+        .collect();
+    for chunk in all.chunks(500) {
+        store.claim("w1", MINUTE, chunk).await.unwrap();
+    }
+    store
+        .record_outcomes(&[
+            outcome("m0007", sent("wamid.7")),
+            outcome("m1202", Outcome::Failed { code: 131_026 }),
+        ])
+        .await
+        .unwrap();
+    assert!(store.ledger_entries(&[]).await.unwrap().is_empty());
+
+    // Every key, a key twice, keys without a row.
+    let mut asked: Vec<IdempotencyKey> =
+        (0..1203).rev().map(|i| key(&format!("m{i:04}"))).collect();
+    asked.push(key("m0007"));
+    asked.extend(keys(&["nobody", "m9999"]));
+    let rows = store.ledger_entries(&asked).await.unwrap();
+    assert_eq!(rows.len(), 1203);
+    let got: HashSet<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(got.len(), 1203);
+    assert!(!got.contains("nobody"));
+    for r in &rows {
+        let one = store.ledger_entry(&r.key).await.unwrap().unwrap();
+        assert_eq!(*r, one, "the same row as ledger_entry");
+    }
+    let row = |k: &str| rows.iter().find(|r| r.key.as_str() == k).unwrap();
+    assert_eq!(row("m0007").state, "sent");
+    assert_eq!(row("m0007").wamid.as_deref(), Some("wamid.7"));
+    assert_eq!(row("m1202").state, "failed");
+    assert_eq!(row("m0001").campaign.as_str(), "other");
+    assert_eq!(row("m0500").state, "pending");
+
+    // Only keys without a row: nothing.
+    let none = store.ledger_entries(&keys(&["x", "y"])).await.unwrap();
+    assert!(none.is_empty());
+}
+
 // --- consent -------------------------------------------------------------------------------
 
 fn consent(p: &PhoneNumber, category: Category, ago: TimeDelta) -> Consent {
@@ -1423,6 +1466,82 @@ async fn a_completed_timer_is_never_claimed_again(store: Arc<dyn Store>) {
     assert!(!store.cancel_timer("retention", "bf").await.unwrap());
 }
 
+async fn timers_are_completed_many_at_once_by_their_holder_only(store: Arc<dyn Store>) {
+    // More timers than one statement takes; w1 holds 0..1100, w2 holds the rest.
+    for i in 0..1200 {
+        store
+            .schedule_timer(
+                "follow_up",
+                &format!("t{i:04}"),
+                at(i),
+                &serde_json::json!(i),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .schedule_timer("sms_fallback", "t0000", at(0), &serde_json::json!(null))
+        .await
+        .unwrap();
+    let w1 = store
+        .claim_due_timers_of("follow_up", "w1", MINUTE, at(2000), 1100)
+        .await
+        .unwrap();
+    let w2 = store
+        .claim_due_timers_of("follow_up", "w2", MINUTE, at(2000), 1100)
+        .await
+        .unwrap();
+    assert_eq!((w1.len(), w2.len()), (1100, 100));
+    assert_eq!(
+        store.complete_timers("follow_up", &[], "w1").await.unwrap(),
+        0
+    );
+
+    // w1 completes all it holds, a key of w2's and a key nobody has: only its own fire.
+    let mut asked: Vec<String> = w1.iter().map(|t| t.key.clone()).collect();
+    asked.push("t1150".into());
+    asked.push("nobody".into());
+    assert_eq!(
+        store
+            .complete_timers("follow_up", &asked, "w1")
+            .await
+            .unwrap(),
+        1100
+    );
+    assert_eq!(
+        store
+            .complete_timers("follow_up", &asked, "w1")
+            .await
+            .unwrap(),
+        0,
+        "a timer fires once"
+    );
+    assert_eq!(
+        store.pending_timers().await.unwrap(),
+        vec![
+            ("follow_up".to_owned(), 100),
+            ("sms_fallback".to_owned(), 1)
+        ],
+        "w2's timers and the other kind's are untouched"
+    );
+    let w2_keys: Vec<String> = w2.iter().map(|t| t.key.clone()).collect();
+    assert_eq!(
+        store
+            .complete_timers("follow_up", &w2_keys, "w2")
+            .await
+            .unwrap(),
+        100
+    );
+    // Fired ones are never claimed again.
+    assert!(
+        store
+            .claim_due_timers_of("follow_up", "w3", MINUTE, at(100_000), 2000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn a_released_timer_is_due_again_and_a_cancelled_one_is_gone(store: Arc<dyn Store>) {
     for k in ["k1", "k2"] {
         store
@@ -1568,6 +1687,7 @@ conformance!(
     released_keys_are_claimable_at_once,
     a_renewed_lease_keeps_keys_held,
     the_ledger_pages_by_key_and_counts_by_state,
+    ledger_entries_reads_the_rows_of_many_keys_at_once,
     consent_is_granted_missing_revoked_regranted_or_suppressed,
     consent_on_one_channel_allows_no_other,
     opt_outs_hold_for_their_channel_or_for_every_channel,
@@ -1588,6 +1708,7 @@ conformance!(
     a_timer_is_not_claimed_before_it_is_due,
     a_leased_timer_goes_to_one_owner_until_its_lease_lapses,
     a_completed_timer_is_never_claimed_again,
+    timers_are_completed_many_at_once_by_their_holder_only,
     a_released_timer_is_due_again_and_a_cancelled_one_is_gone,
     concurrent_claimers_take_each_due_timer_once,
 );
