@@ -1,5 +1,6 @@
 //! Follow-ups on durable timers (DESIGN §1.5 `follow_up`). When the record stage records a
-//! first message as sent (or maybe sent), it sets a timer `follow_up` for `key#follow-up`,
+//! first message as sent (or maybe sent), it sets a timer `follow_up` for `key#follow-up`
+//! ([`super::follow_up_timer`]),
 //! due `after` later on the engine's clock, keeping what the follow-up needs (the job may be
 //! long gone). Whoever fires it — any worker, `herald serve`, `herald follow-ups run` —
 //! decides against the ledger and the reported conversions as they are then
@@ -14,117 +15,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use super::config::{EngineError, RunControl};
+use super::follow_up_timer::{FollowUpTimer, KEY_SUFFIX, KIND};
 use super::job::Engine;
 use super::report::JobRun;
 use crate::domain::job::SkippedRecipient;
 use crate::domain::{
-    CampaignId, CampaignState, ChannelKind, DueTimer, IdempotencyKey, Job, JobId, Outcome,
-    PhoneNumber, Reached, Recipient, SenderId, SkipReason, SmsVersion, TemplateRef,
+    CampaignId, CampaignState, DueTimer, IdempotencyKey, Job, JobId, PhoneNumber, Recipient,
+    SenderId, SkipReason, SmsVersion,
 };
 use crate::policy::follow_up::{self as decide, AtDue, FirstMessage};
-use crate::store::{NewTimer, Store, StoreResult};
 use crate::telemetry::metrics;
 
-/// The timers' kind.
-pub const KIND: &str = "follow_up";
-/// The follow-up's key suffix: the recipient's key + `#follow-up`.
-pub const KEY_SUFFIX: &str = "#follow-up";
 /// Timers claimed per round.
 const BATCH: usize = 1000;
 /// When a follow-up that cannot go out now (campaign paused, template not approved, no
 /// SMS route) is tried again.
 const RETRY_IN: Duration = Duration::from_secs(60);
-
-/// The follow-up's key for the first message's key `key`.
-pub fn follow_up_key(key: &str) -> String {
-    format!("{key}{KEY_SUFFIX}")
-}
-
-/// Everything a follow-up needs, kept with its timer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FollowUpTimer {
-    pub campaign: String,
-    /// The first message's job.
-    pub job: String,
-    pub sender: String,
-    /// The first message's key.
-    pub key: String,
-    pub to: String,
-    /// The channel that carried the first message.
-    pub channel: ChannelKind,
-    #[serde(default)]
-    pub vars: Option<Map<String, Value>>,
-    /// The rule's `if`.
-    pub reached: Reached,
-    pub unless_converted: bool,
-    pub template: TemplateRef,
-    #[serde(default)]
-    pub components: Vec<Value>,
-    /// The follow-up's SMS version (`sms_text` with the job's `sms.from`).
-    #[serde(default)]
-    pub sms_from: Option<String>,
-    #[serde(default)]
-    pub sms_text: Option<String>,
-}
-
-/// Sets the follow-up timers of first messages recorded as sent or unknown (`idx` into the
-/// job's recipients), due `after` from `now`. One write for the batch.
-pub(super) async fn schedule(
-    store: &dyn Store,
-    job: &Job,
-    channel: ChannelKind,
-    sent: &[usize],
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    let Some(rule) = &job.follow_up else {
-        return Ok(());
-    };
-    if sent.is_empty() {
-        return Ok(());
-    }
-    let due = now + chrono::Duration::from_std(rule.after).unwrap_or_default();
-    let timers: Vec<(String, Value)> = sent
-        .iter()
-        .map(|&idx| {
-            let r = &job.recipients[idx];
-            let payload = FollowUpTimer {
-                campaign: job.campaign.to_string(),
-                job: job.id.to_string(),
-                sender: job.sender.to_string(),
-                key: r.key.to_string(),
-                to: r.to.as_str().to_owned(),
-                channel,
-                vars: r.vars.as_deref().cloned(),
-                reached: rule.reached,
-                unless_converted: rule.unless_converted,
-                template: rule.template.clone(),
-                components: rule.components.as_ref().clone(),
-                sms_from: rule.sms.as_ref().map(|s| s.from.clone()),
-                sms_text: rule.sms.as_ref().map(|s| s.text.clone()),
-            };
-            let payload = serde_json::to_value(&payload).expect("a follow-up timer serialises");
-            (follow_up_key(r.key.as_str()), payload)
-        })
-        .collect();
-    let batch: Vec<NewTimer<'_>> = timers
-        .iter()
-        .map(|(key, payload)| NewTimer {
-            kind: KIND,
-            key,
-            due,
-            payload,
-            scope: Some(job.campaign.as_str()),
-        })
-        .collect();
-    let created = store.schedule_timers(&batch).await?;
-    metrics::follow_ups("scheduled", "none", created);
-    Ok(())
-}
 
 /// What firing due follow-ups did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -391,14 +300,4 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// The first messages of `outcomes` that may get a follow-up: sent, or maybe sent.
-pub(super) fn may_follow(outcome: &Outcome) -> bool {
-    matches!(outcome, Outcome::Sent { .. } | Outcome::Unknown)
-}
-
-/// Keys of `keys` that are follow-ups.
-pub fn is_follow_up_key(key: &str) -> bool {
-    key.ends_with(KEY_SUFFIX)
 }

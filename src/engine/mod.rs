@@ -14,6 +14,7 @@ mod control;
 mod fallback;
 mod fallback_timer;
 mod follow_up;
+mod follow_up_timer;
 mod gate;
 mod job;
 mod mark;
@@ -29,9 +30,10 @@ pub use fallback::FallbackRound;
 pub use fallback_timer::{
     FallbackTimer, KIND as FALLBACK_TIMER, SMS_KEY_SUFFIX as SMS_SUFFIX, sms_key,
 };
-pub use follow_up::{
-    FollowUpRound, FollowUpTimer, KEY_SUFFIX as FOLLOW_UP_SUFFIX, KIND as FOLLOW_UP_TIMER,
-    follow_up_key, is_follow_up_key,
+pub use follow_up::FollowUpRound;
+pub use follow_up_timer::{
+    FollowUpTimer, KEY_SUFFIX as FOLLOW_UP_SUFFIX, KIND as FOLLOW_UP_TIMER, follow_up_key,
+    is_follow_up_key,
 };
 pub use job::Engine;
 pub use report::{JobReport, JobRun, StopCause};

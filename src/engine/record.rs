@@ -12,7 +12,7 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
 use super::config::{EngineError, Progress};
 use super::fallback_timer as fallback;
-use super::follow_up;
+use super::follow_up_timer as follow_up;
 use super::report::JobReport;
 use super::run::Event;
 use crate::channel::Channel;
