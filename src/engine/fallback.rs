@@ -281,21 +281,13 @@ impl Engine {
             owner: run_owner,
         };
         self.send_all(lane, report, ctl).await?;
+        let keys: Vec<String> = group.iter().map(|d| d.timer.key.clone()).collect();
+        let settled = self.settle_timers(KIND, owner, &keys, later).await?;
         for due in &group {
-            let row = store
-                .ledger_entry(&IdempotencyKey::from_trusted(due.timer.key.clone()))
-                .await?;
-            let settled = row.is_some_and(|r| {
-                matches!(r.state.as_str(), "sent" | "failed" | "skipped" | "unknown")
-            });
-            if settled {
-                store.complete_timer(KIND, &due.timer.key, owner).await?;
+            if settled.contains(&due.timer.key) {
                 metrics::fallback(due.trigger.as_str(), "sent", 1);
                 round.sent += 1;
             } else {
-                store
-                    .release_timer(KIND, &due.timer.key, owner, Some(later))
-                    .await?;
                 round.later += 1;
             }
         }

@@ -10,7 +10,7 @@
 //! `key#follow-up` at most once, ever. Those that should not go out get their outcome too:
 //! `skipped` with the reason (`converted`, `not_read`, …).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,28 +260,9 @@ impl Engine {
         later: DateTime<Utc>,
         round: &mut FollowUpRound,
     ) -> Result<(), EngineError> {
-        let store = self.store();
-        let keys: Vec<IdempotencyKey> = group
-            .iter()
-            .map(|d| IdempotencyKey::from_trusted(d.timer.key.clone()))
-            .collect();
-        let settled: HashSet<String> = store
-            .ledger_entries(&keys)
-            .await?
-            .into_iter()
-            .filter(|r| matches!(r.state.as_str(), "sent" | "failed" | "skipped" | "unknown"))
-            .map(|r| r.key.as_str().to_owned())
-            .collect();
-        let (done, open): (Vec<&Due>, Vec<&Due>) =
-            group.iter().partition(|d| settled.contains(&d.timer.key));
-        let done: Vec<String> = done.iter().map(|d| d.timer.key.clone()).collect();
-        store.complete_timers(KIND, &done, owner).await?;
-        for due in open {
-            store
-                .release_timer(KIND, &due.timer.key, owner, Some(later))
-                .await?;
-            round.later += 1;
-        }
+        let keys: Vec<String> = group.iter().map(|d| d.timer.key.clone()).collect();
+        let settled = self.settle_timers(KIND, owner, &keys, later).await?;
+        round.later += (keys.len() - settled.len()) as u64;
         Ok(())
     }
 

@@ -2,8 +2,11 @@
 //! fallbacks when there is an SMS route, follow-ups always. Each kind is claimed by its own
 //! round, so one kind's backlog never holds the other's timers.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tracing::warn;
 
@@ -11,7 +14,7 @@ use super::config::{EngineError, RunControl};
 use super::fallback::FallbackRound;
 use super::follow_up::FollowUpRound;
 use super::job::Engine;
-use crate::domain::ChannelKind;
+use crate::domain::{ChannelKind, IdempotencyKey};
 
 /// How often a long-running process looks for due timers.
 pub const TIMER_POLL: Duration = Duration::from_secs(1);
@@ -56,5 +59,40 @@ impl Engine {
                 warn!(error = %e, "firing due timers failed; trying again");
             }
         }
+    }
+
+    /// After a timer round sent its messages: completes the timers of `kind` whose key (each
+    /// timer is named by the ledger key it sends) has an outcome, and hands the others back,
+    /// due at `later`. One batched ledger read and one batched completion for the lot; returns
+    /// the keys completed.
+    pub(super) async fn settle_timers(
+        &self,
+        kind: &str,
+        owner: &str,
+        keys: &[String],
+        later: DateTime<Utc>,
+    ) -> Result<HashSet<String>, EngineError> {
+        let store = self.store();
+        let ids: Vec<IdempotencyKey> = keys
+            .iter()
+            .map(|k| IdempotencyKey::from_trusted(k.clone()))
+            .collect();
+        let settled: HashSet<String> = store
+            .ledger_entries(&ids)
+            .await?
+            .into_iter()
+            .filter(|r| matches!(r.state.as_str(), "sent" | "failed" | "skipped" | "unknown"))
+            .map(|r| r.key.as_str().to_owned())
+            .collect();
+        let done: Vec<String> = keys
+            .iter()
+            .filter(|k| settled.contains(k.as_str()))
+            .cloned()
+            .collect();
+        store.complete_timers(kind, &done, owner).await?;
+        for key in keys.iter().filter(|k| !settled.contains(k.as_str())) {
+            store.release_timer(kind, key, owner, Some(later)).await?;
+        }
+        Ok(settled)
     }
 }
