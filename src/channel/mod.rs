@@ -31,6 +31,9 @@ pub struct Prepared<'a> {
     pub template: &'a str,
     pub language: &'a str,
     pub components: &'a [Value],
+    /// WhatsApp: the free-form session message to send instead of the template (the gate found
+    /// the customer-service window open).
+    pub session: Option<&'a serde_json::Map<String, Value>>,
     /// SMS: the text for this recipient (placeholders filled) and the sender ID or number it
     /// comes from. Empty on WhatsApp.
     pub text: &'a str,

@@ -1,12 +1,12 @@
-//! The WhatsApp Cloud API as a [`Channel`]: a template message POSTed to
-//! `/{phone-number-id}/messages`; Meta's error codes classified by
+//! The WhatsApp Cloud API as a [`Channel`]: a template message — or, inside the
+//! customer-service window, a free-form session message — POSTed to `/{phone-number-id}/messages`; Meta's error codes classified by
 //! [`crate::policy::classify`]; priced per category and market (reference §8).
 
 use async_trait::async_trait;
 
 use super::{Answer, Channel, Endpoint, Prepared};
 use crate::domain::{Category, ChannelKind, PhoneNumber, SenderId};
-use crate::graph::wire::SendTemplate;
+use crate::graph::wire::{SendSession, SendTemplate};
 use crate::graph::{GraphClient, SendResult};
 use crate::policy::classify::classify_code;
 use crate::policy::cost::RateCard;
@@ -55,6 +55,10 @@ impl Channel for WhatsAppChannel {
     }
 
     async fn send(&self, endpoint: &Endpoint, m: &Prepared<'_>) -> Answer {
+        if let Some(session) = m.session {
+            let body = SendSession::new(m.to.as_str(), m.key.as_str(), session);
+            return classify(self.graph.send(&endpoint.0, &body).await);
+        }
         let body = SendTemplate::new(
             m.to.as_str(),
             m.key.as_str(),

@@ -13,9 +13,10 @@ use crate::app::{
 };
 use crate::domain::{ChannelKind, ConsentState, Job};
 use crate::engine::{JobRun, Progress, RunControl};
-use crate::policy::cost::{CostTally, format_micros};
+use crate::policy::cost::{CostTally, WhatsAppMessage, format_micros};
 use crate::policy::gate::DeferReason;
 use crate::policy::segments::{self, Encoding};
+use crate::policy::window::{self, Choice};
 
 #[derive(Args, Debug)]
 pub struct SendArgs {
@@ -183,14 +184,25 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
     let card = args.rate_card.load()?;
     let store = g.open_store().await?;
     let sender = store.sender(&job.sender).await?;
-    let category = match &sender {
-        Some(s) => store
-            .template(&s.account_id, &job.template.name, &job.template.language)
+    let category = match (&sender, &job.template) {
+        (Some(s), Some(t)) => store
+            .template(&s.account_id, &t.name, &t.language)
             .await?
             .map(|t| t.category)
-            .unwrap_or(job.template.category),
-        None => job.template.category,
+            .unwrap_or(job.category),
+        _ => job.category,
     };
+    // The customer-service windows now: open → the session message (free or cheaper),
+    // closed → the template, or skipped for a session message alone.
+    let mut windows = vec![None; job.recipients.len()];
+    for (chunk_no, chunk) in job.recipients.chunks(1000).enumerate() {
+        let phones: Vec<_> = chunk.iter().map(|r| r.to.clone()).collect();
+        let found = store.service_windows(&job.sender, &phones).await?;
+        for (i, w) in found.into_iter().enumerate() {
+            windows[chunk_no * 1000 + i] = w;
+        }
+    }
+    let now = Utc::now();
     // Each recipient's consent on the channel they prefer: SMS needs its own (UWG §7(2)).
     let mut consents = vec![ConsentState::Missing; job.recipients.len()];
     for channel in [ChannelKind::WhatsApp, ChannelKind::Sms] {
@@ -211,9 +223,10 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
     let mut tally = CostTally::default();
     let mut no_consent = 0u64;
     let (mut by_whatsapp, mut by_sms) = (0u64, 0u64);
+    let (mut sessions, mut window_closed, mut free) = (0u64, 0u64, 0u64);
     // What the SMS fallback would add if every WhatsApp recipient fell back.
     let mut fallback_max = 0u64;
-    for (r, state) in job.recipients.iter().zip(&consents) {
+    for ((r, state), w) in job.recipients.iter().zip(&consents).zip(&windows) {
         if crate::policy::gate::recipient_verdict(*state).is_some() {
             no_consent += 1;
             continue;
@@ -229,17 +242,44 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
             let market = format!("{}-sms", card.market(&r.to));
             tally.add_priced(category, &market, card.sms_micros(&r.to, &text()));
         } else {
+            let state = window::state(w.as_ref(), now);
+            let message = match window::choose(job.session.is_some(), job.template.is_some(), state)
+            {
+                Choice::WindowClosed => {
+                    window_closed += 1;
+                    continue;
+                }
+                Choice::Session => {
+                    sessions += 1;
+                    WhatsAppMessage::Session
+                }
+                Choice::Template => WhatsAppMessage::Template,
+            };
             by_whatsapp += 1;
-            tally.add(&card, category, &r.to);
+            let session = message == WhatsAppMessage::Session;
+            if card.is_free(session, category, &r.to, state) {
+                free += 1;
+            } else if session {
+                let market = card.market(&r.to).to_owned();
+                tally.add_priced(
+                    category,
+                    &market,
+                    card.whatsapp_micros(message, category, &r.to, state),
+                );
+            } else {
+                tally.add(&card, category, &r.to);
+            }
             if job.fallback.is_some() {
                 fallback_max += card.sms_micros(&r.to, &text());
             }
         }
     }
-    let sendable = job.recipients.len() as u64 - no_consent;
+    let sendable = job.recipients.len() as u64 - no_consent - window_closed;
     println!(
         "job {} ({} / {} / {category})",
-        job.id, job.campaign, job.template.name
+        job.id,
+        job.campaign,
+        job.message_name().0
     );
     println!(
         "recipients: {} in job, {} sendable ({by_whatsapp} by WhatsApp, {by_sms} by SMS), {} without consent or opted out, {} skipped at parse (invalid or duplicate)",
@@ -270,6 +310,11 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         println!(
             "  {} message(s) to markets the rate card does not price",
             tally.unpriced
+        );
+    }
+    if job.session.is_some() || free > 0 {
+        println!(
+            "customer-service window: {sessions} session message(s) to open windows, {free} free message(s) (open window or free entry point), {window_closed} skipped window_closed"
         );
     }
     if job.fallback.is_some() {

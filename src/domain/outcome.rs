@@ -70,10 +70,13 @@ pub enum SkipReason {
     NotDelivered,
     /// A follow-up: the first message went by SMS and the rule has no `sms_text`.
     NoSmsVersion,
+    /// A session message only, and the customer-service window was closed (at send time, or
+    /// Meta said so with 131047).
+    WindowClosed,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 11] = [
+    pub const ALL: [SkipReason; 12] = [
         Self::NoConsent,
         Self::OptedOut,
         Self::Duplicate,
@@ -85,6 +88,7 @@ impl SkipReason {
         Self::NotRead,
         Self::NotDelivered,
         Self::NoSmsVersion,
+        Self::WindowClosed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +104,7 @@ impl SkipReason {
             Self::NotRead => "not_read",
             Self::NotDelivered => "not_delivered",
             Self::NoSmsVersion => "no_sms_version",
+            Self::WindowClosed => "window_closed",
         }
     }
 }

@@ -50,8 +50,8 @@ impl Claimer {
                 job: job.id.clone(),
                 sender: job.sender.clone(),
                 recipient: (*to).to_owned(),
-                template: job.template.name.clone(),
-                language: job.template.language.clone(),
+                template: job.message_name().0.to_owned(),
+                language: job.message_name().1.to_owned(),
                 category,
                 channel: self.channel,
             })

@@ -252,6 +252,8 @@ impl Engine {
             campaign,
             sender: SenderId::from_trusted(first.sender.clone()),
             template: first.template.clone(),
+            session: None,
+            category: first.category(),
             recipients,
             skipped: Vec::new(),
             not_before: None,
@@ -265,7 +267,7 @@ impl Engine {
             follow_up: None,
         });
         let run_owner = format!("{owner}-{}", uuid::Uuid::new_v4().simple());
-        let category = first.template.category;
+        let category = first.category();
         let report = JobReport {
             job_id: first.job.clone(),
             campaign_id: first.campaign.clone(),

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::{FallbackTrigger, Job, Outcome, TemplateRef};
+use crate::domain::{Category, FallbackTrigger, Job, Outcome, TemplateRef};
 use crate::policy::fallback::{self as decide, Fallback};
 use crate::store::{NewTimer, Store, StoreResult};
 use crate::telemetry::metrics;
@@ -33,7 +33,13 @@ pub struct FallbackTimer {
     /// The WhatsApp message's key.
     pub key: String,
     pub to: String,
-    pub template: TemplateRef,
+    /// The first job's template (`None`: it had a session message alone).
+    #[serde(default)]
+    pub template: Option<TemplateRef>,
+    /// The first job's consent category (absent in timers written before session messages:
+    /// then the template's).
+    #[serde(default)]
+    pub category: Option<Category>,
     pub sms_from: String,
     pub sms_text: String,
     #[serde(default)]
@@ -42,6 +48,15 @@ pub struct FallbackTimer {
     /// The `undelivered_after` deadline, when the job has one.
     #[serde(default)]
     pub deadline: Option<DateTime<Utc>>,
+}
+
+impl FallbackTimer {
+    /// The first job's consent category.
+    pub fn category(&self) -> Category {
+        self.category
+            .or(self.template.as_ref().map(|t| t.category))
+            .unwrap_or(Category::Marketing)
+    }
 }
 
 /// The SMS version's key for the WhatsApp key `key`.
@@ -89,6 +104,7 @@ pub(super) async fn schedule(
             key: r.key.to_string(),
             to: r.to.as_str().to_owned(),
             template: job.template.clone(),
+            category: Some(job.category),
             sms_from: sms.from.clone(),
             sms_text: sms.text.clone(),
             vars: r.vars.as_deref().cloned(),

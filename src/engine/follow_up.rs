@@ -21,7 +21,7 @@ use super::config::{EngineError, RunControl};
 use super::follow_up_timer::{FollowUpTimer, KEY_SUFFIX, KIND};
 use super::job::Engine;
 use super::report::JobRun;
-use crate::domain::job::SkippedRecipient;
+use crate::domain::job::{SessionMessage, SkippedRecipient};
 use crate::domain::{
     CampaignId, CampaignState, DueTimer, IdempotencyKey, Job, JobId, PhoneNumber, Recipient,
     SenderId, SkipReason, SmsVersion,
@@ -205,7 +205,10 @@ impl Engine {
             id: JobId::from_trusted(format!("{}{KEY_SUFFIX}", first.job)),
             campaign,
             sender: SenderId::from_trusted(first.sender.clone()),
-            template: first.template.clone(),
+            template: Some(first.template.clone()),
+            // Inside an open window the follow-up's text goes instead: it costs less.
+            session: first.text.as_deref().map(SessionMessage::text),
+            category: first.template.category,
             recipients,
             skipped,
             not_before: None,

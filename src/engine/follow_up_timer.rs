@@ -47,6 +47,9 @@ pub struct FollowUpTimer {
     pub sms_from: Option<String>,
     #[serde(default)]
     pub sms_text: Option<String>,
+    /// The follow-up's free-form text for a customer whose service window is open then.
+    #[serde(default)]
+    pub text: Option<String>,
 }
 
 /// Sets the follow-up timers of first messages recorded as sent or unknown (`idx` into the
@@ -83,6 +86,7 @@ pub(super) async fn schedule(
                 components: rule.components.as_ref().clone(),
                 sms_from: rule.sms.as_ref().map(|s| s.from.clone()),
                 sms_text: rule.sms.as_ref().map(|s| s.text.clone()),
+                text: rule.text.clone(),
             };
             let payload = serde_json::to_value(&payload).expect("a follow-up timer serialises");
             (follow_up_key(r.key.as_str()), payload)

@@ -1,8 +1,11 @@
 //! The gate stage: of a batch of claimed recipients, which may be sent now. In order: consent
 //! for the message's category (one query per batch; no consent or an opt-out is a final
-//! skip), the portfolio's 24-hour tier (over it: handed back to wait for the window to free
-//! up), and the campaign's budget (the estimated price is committed before the request; what
-//! no longer fits is skipped for good). What passes goes on to the marker.
+//! skip), the customer-service window (WhatsApp: open → the session message, closed → the
+//! template, or `window_closed` for a session message alone — decided now, at send time, since
+//! a window closes while a job waits), the portfolio's 24-hour tier for templates (over it:
+//! handed back to wait for the tier window to free up), and the campaign's budget (the
+//! estimated price, window-aware, is committed before the request; what no longer fits is
+//! skipped for good). What passes goes on to the marker.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,8 +15,9 @@ use super::config::EngineError;
 use super::run::{Event, Item, Run};
 use crate::channel::Channel;
 use crate::domain::{ChannelKind, Outcome, SkipReason};
-use crate::policy::cost::RateCard;
+use crate::policy::cost::{RateCard, WhatsAppMessage};
 use crate::policy::gate;
+use crate::policy::window::{self, Choice, WindowState};
 use crate::store::Store;
 use crate::telemetry::metrics;
 
@@ -26,6 +30,16 @@ pub(super) struct Gate {
     pub(super) tier_window: Duration,
     /// When tier-deferred keys should be tried again.
     pub(super) tier_retry_after: Duration,
+    /// Herald's clock, for the customer-service window.
+    pub(super) clock: crate::domain::Clock,
+}
+
+/// A recipient past consent, with the message chosen for it.
+#[derive(Debug, Clone, Copy)]
+struct Pick {
+    idx: usize,
+    session: bool,
+    window: WindowState,
 }
 
 impl Gate {
@@ -34,13 +48,58 @@ impl Gate {
     /// their event with the recorder.
     pub(super) async fn pass(&self, run: &Run, mine: Vec<usize>) -> Result<Vec<Item>, EngineError> {
         let sendable = self.consented(run, mine).await?;
-        // The messaging tier counts WhatsApp conversations only.
-        let admitted = if self.channel.kind() == ChannelKind::WhatsApp {
-            self.within_tier(run, sendable).await?
-        } else {
-            sendable
-        };
+        if self.channel.kind() != ChannelKind::WhatsApp {
+            let picks = sendable
+                .into_iter()
+                .map(|idx| Pick {
+                    idx,
+                    session: false,
+                    window: WindowState::CLOSED,
+                })
+                .collect();
+            return self.within_budget(run, picks).await;
+        }
+        let picks = self.windowed(run, sendable).await?;
+        // The messaging tier counts business-initiated (template) conversations only.
+        let admitted = self.within_tier(run, picks).await?;
         self.within_budget(run, admitted).await
+    }
+
+    /// Chooses each recipient's message from its customer-service window with the sender.
+    async fn windowed(&self, run: &Run, sendable: Vec<usize>) -> Result<Vec<Pick>, EngineError> {
+        let job = &run.job;
+        let phones: Vec<_> = sendable
+            .iter()
+            .map(|&i| job.recipients[i].to.clone())
+            .collect();
+        let windows = self.store.service_windows(&job.sender, &phones).await?;
+        let now = self.clock.now();
+        let mut picks = Vec::with_capacity(sendable.len());
+        for (idx, w) in sendable.into_iter().zip(windows) {
+            let state = window::state(w.as_ref(), now);
+            let session = match window::choose(job.session.is_some(), job.template.is_some(), state)
+            {
+                Choice::Session => true,
+                Choice::Template => false,
+                Choice::WindowClosed => {
+                    run.decide(Event::Final {
+                        idx,
+                        outcome: Outcome::Skipped {
+                            reason: SkipReason::WindowClosed,
+                        },
+                        attempts: 0,
+                        held: false,
+                    });
+                    continue;
+                }
+            };
+            picks.push(Pick {
+                idx,
+                session,
+                window: state,
+            });
+        }
+        Ok(picks)
     }
 
     async fn consented(&self, run: &Run, mine: Vec<usize>) -> Result<Vec<usize>, EngineError> {
@@ -65,14 +124,16 @@ impl Gate {
         Ok(sendable)
     }
 
-    async fn within_tier(
-        &self,
-        run: &Run,
-        sendable: Vec<usize>,
-    ) -> Result<Vec<usize>, EngineError> {
-        let phones: Vec<_> = sendable
+    async fn within_tier(&self, run: &Run, picks: Vec<Pick>) -> Result<Vec<Pick>, EngineError> {
+        // Answers inside the window are not business-initiated: they take no tier room.
+        let (sessions, templates): (Vec<Pick>, Vec<Pick>) =
+            picks.into_iter().partition(|p| p.session);
+        if templates.is_empty() {
+            return Ok(sessions);
+        }
+        let phones: Vec<_> = templates
             .iter()
-            .map(|&i| run.job.recipients[i].to.clone())
+            .map(|p| run.job.recipients[p.idx].to.clone())
             .collect();
         let allowed = self
             .store
@@ -83,13 +144,13 @@ impl Gate {
                 &phones,
             )
             .await?;
-        let mut admitted = Vec::with_capacity(sendable.len());
-        for (idx, ok) in sendable.into_iter().zip(allowed) {
+        let mut admitted = sessions;
+        for (pick, ok) in templates.into_iter().zip(allowed) {
             if ok {
-                admitted.push(idx);
+                admitted.push(pick);
             } else {
                 run.decide(Event::Release {
-                    idx,
+                    idx: pick.idx,
                     resume_in: self.tier_retry_after,
                 });
             }
@@ -100,23 +161,31 @@ impl Gate {
     async fn within_budget(
         &self,
         run: &Run,
-        admitted: Vec<usize>,
+        admitted: Vec<Pick>,
     ) -> Result<Vec<Item>, EngineError> {
         let job = &run.job;
         let costs: Vec<u64> = admitted
             .iter()
-            .map(|&i| {
-                // Only an SMS is priced by its text (its parts); WhatsApp renders nothing.
-                let text = match self.channel.kind() {
-                    ChannelKind::Sms => job.sms_text(i).unwrap_or_default(),
-                    ChannelKind::WhatsApp => String::new(),
-                };
-                self.channel.price_micros(
-                    &self.rate_card,
-                    run.category,
-                    &job.recipients[i].to,
-                    &text,
-                )
+            .map(|p| {
+                let to = &job.recipients[p.idx].to;
+                match self.channel.kind() {
+                    // WhatsApp: by message kind, category, market and window.
+                    ChannelKind::WhatsApp => {
+                        let message = if p.session {
+                            WhatsAppMessage::Session
+                        } else {
+                            WhatsAppMessage::Template
+                        };
+                        self.rate_card
+                            .whatsapp_micros(message, run.category, to, p.window)
+                    }
+                    // SMS: by its text (its parts).
+                    ChannelKind::Sms => {
+                        let text = job.sms_text(p.idx).unwrap_or_default();
+                        self.channel
+                            .price_micros(&self.rate_card, run.category, to, &text)
+                    }
+                }
             })
             .collect();
         let within = if costs.iter().any(|&c| c > 0) {
@@ -129,7 +198,8 @@ impl Gate {
             vec![true; admitted.len()]
         };
         let mut items = Vec::with_capacity(admitted.len());
-        for ((idx, cost), ok) in admitted.into_iter().zip(costs).zip(within) {
+        for ((pick, cost), ok) in admitted.into_iter().zip(costs).zip(within) {
+            let idx = pick.idx;
             if !ok {
                 run.decide(Event::Final {
                     idx,
@@ -143,7 +213,16 @@ impl Gate {
             }
             run.charges[idx].store(cost, Ordering::Release);
             run.begin();
-            items.push(Item::new(idx));
+            let mut item = Item::new(idx);
+            item.session = pick.session;
+            item.free = self.channel.kind() == ChannelKind::WhatsApp
+                && self.rate_card.is_free(
+                    pick.session,
+                    run.category,
+                    &job.recipients[idx].to,
+                    pick.window,
+                );
+            items.push(item);
         }
         Ok(items)
     }

@@ -172,23 +172,22 @@ impl Engine {
                 job.sender.to_string(),
             )));
         };
-        let template = self
-            .store
-            .template(
-                &sender.account_id,
-                &job.template.name,
-                &job.template.language,
-            )
-            .await?;
-        if let Err(reject) = gate::check_template(
-            &sender.account_id,
-            &job.template.name,
-            &job.template.language,
-            template.as_ref(),
-        ) {
-            return Ok(JobRun::Rejected(reject));
-        }
-        let template = template.expect("checked above");
+        let template = match &job.template {
+            Some(t) => {
+                let found = self
+                    .store
+                    .template(&sender.account_id, &t.name, &t.language)
+                    .await?;
+                if let Err(reject) =
+                    gate::check_template(&sender.account_id, &t.name, &t.language, found.as_ref())
+                {
+                    return Ok(JobRun::Rejected(reject));
+                }
+                found
+            }
+            // A session message alone: no template to approve.
+            None => None,
+        };
         if let Some(rule) = &job.follow_up {
             // Checked now, not 24 h later: a follow-up that could never go out is a mistake
             // in the job, told to its publisher while it can still be fixed.
@@ -209,14 +208,17 @@ impl Engine {
                 return Ok(JobRun::Rejected(reject.for_follow_up()));
             }
         }
-        if template.category != job.template.category {
-            // Meta may re-categorise a template; consent and price follow Meta's category.
-            warn!(
-                job = %job.id, declared = %job.template.category, actual = %template.category,
-                "job declares a different template category than Meta; using Meta's"
-            );
-        }
-        let category = template.category;
+        let category = match &template {
+            Some(t) if t.category != job.category => {
+                // Meta may re-categorise a template; consent and price follow Meta's category.
+                warn!(
+                    job = %job.id, declared = %job.category, actual = %t.category,
+                    "job declares a different template category than Meta; using Meta's"
+                );
+                t.category
+            }
+            _ => job.category,
+        };
         let campaign = self.store.ensure_campaign(&job.campaign).await?;
         let verdict = gate::job_verdict(&JobFacts {
             now: Utc::now(),
@@ -224,7 +226,7 @@ impl Engine {
             expires_at: job.expires_at,
             campaign: campaign.state,
             sender: &sender,
-            template: &template,
+            template: template.as_ref(),
         });
 
         if let Some(p) = &ctl.progress {
@@ -434,6 +436,7 @@ impl Engine {
             rate_card: Arc::clone(&self.rate_card),
             tier_window: config.tier_window,
             tier_retry_after: config.tier_retry_after,
+            clock: config.clock.clone(),
         };
         let marker = Marker {
             store: Arc::clone(&self.store),

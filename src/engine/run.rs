@@ -29,6 +29,11 @@ pub(super) struct Item {
     /// Generation of the adaptive rate the latest request was paced at (a 130429 for it is
     /// judged against that rate, not a newer one).
     pub(super) rate_generation: u64,
+    /// The job's free-form session message goes, not its template: the gate found the
+    /// customer-service window open.
+    pub(super) session: bool,
+    /// The gate priced it free (a session message, or a template inside a free window).
+    pub(super) free: bool,
 }
 
 impl Item {
@@ -38,6 +43,8 @@ impl Item {
             tries: Tries::default(),
             marked: false,
             rate_generation: 0,
+            session: false,
+            free: false,
         }
     }
 }

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::report::StopCause;
 use super::run::{Event, Item, Run};
 use crate::channel::{Answer, Channel, Prepared};
-use crate::domain::{Category, ChannelKind, Outcome};
+use crate::domain::{Category, ChannelKind, Outcome, SkipReason};
 use crate::policy::next_step::{Effects, RetryTiming, Step, next_step};
 use crate::store::{CampaignState, Store};
 use crate::telemetry::metrics;
@@ -34,17 +34,22 @@ impl SendStage {
     /// Sends one item and carries out what its answer means.
     pub(super) async fn send(&self, run: &Arc<Run>, mut item: Item) {
         let r = &run.job.recipients[item.idx];
-        let t = &run.job.template;
+        let (name, language) = run.job.message_name();
         let (text, from) = match (self.channel.kind(), &run.job.sms) {
             (ChannelKind::Sms, Some(sms)) => (sms.render(r.vars.as_deref()), sms.from.as_str()),
             _ => (String::new(), ""),
         };
+        let session = match (&run.job.session, item.session) {
+            (Some(s), true) => Some(&*s.fields),
+            _ => None,
+        };
         let message = Prepared {
             to: &r.to,
             key: &r.key,
-            template: &t.name,
-            language: &t.language,
+            template: name,
+            language,
             components: &r.components,
+            session,
             text: &text,
             from,
         };
@@ -79,6 +84,9 @@ impl SendStage {
         );
         if let Some(refusal) = &refusal {
             self.carry_out(run, &item, refusal, &decision.effects).await;
+        }
+        if decision.step == Step::WindowClosed {
+            self.window_closed(run, &item).await;
         }
         self.take_step(run, item, decision.step, refusal.as_ref());
     }
@@ -157,6 +165,19 @@ impl SendStage {
         }
     }
 
+    /// Meta refused a session message for a closed window: herald's window for the customer
+    /// ends now, so the next gate chooses the template (or skips).
+    async fn window_closed(&self, run: &Run, item: &Item) {
+        let to = &run.job.recipients[item.idx].to;
+        if let Err(e) = self
+            .store
+            .close_service_window(&run.job.sender, to, Utc::now())
+            .await
+        {
+            warn!(error = %e, "could not record a closed customer-service window");
+        }
+    }
+
     /// The recipient's next step.
     fn take_step(&self, run: &Arc<Run>, item: Item, step: Step, refusal: Option<&Refusal>) {
         let key = run.key(item.idx);
@@ -192,6 +213,18 @@ impl SendStage {
                 run.retry_after(item, after, inline_up_to);
             }
             Step::HandBack => run.release(item.idx, std::time::Duration::ZERO),
+            // Meta's word on the window wins (recorded in `window_closed`): a job with a
+            // template goes back to the gate, which chooses the template now; a session
+            // message alone can't go.
+            Step::WindowClosed if item.session && run.job.template.is_some() => {
+                run.release(item.idx, std::time::Duration::ZERO);
+            }
+            Step::WindowClosed => run.finish(final_event(
+                Outcome::Skipped {
+                    reason: SkipReason::WindowClosed,
+                },
+                false,
+            )),
         }
     }
 }

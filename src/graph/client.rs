@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::wire::{
-    ErrorEnvelope, PhoneNumberInfo, SendAccepted, SendTemplate, TemplateInfo, TemplatePage,
-};
+use super::wire::{ErrorEnvelope, PhoneNumberInfo, SendAccepted, TemplateInfo, TemplatePage};
 use crate::domain::SenderId;
 use crate::policy::classify::Transport;
 
@@ -148,8 +146,9 @@ impl GraphClient {
         }
     }
 
-    /// Sends one template message to `url` (from [`messages_url`](Self::messages_url)).
-    pub async fn send(&self, url: &str, body: &SendTemplate<'_>) -> SendResult {
+    /// Sends one message — a [`SendTemplate`] or a [`super::wire::SendSession`] — to `url`
+    /// (from [`messages_url`](Self::messages_url)).
+    pub async fn send<B: serde::Serialize + ?Sized>(&self, url: &str, body: &B) -> SendResult {
         let payload = match serde_json::to_vec(body) {
             Ok(p) => p,
             Err(e) => {

@@ -52,6 +52,31 @@ impl<'a> SendTemplate<'a> {
     }
 }
 
+/// The body of `POST /{phone_number_id}/messages` for a free-form session message: the
+/// envelope, then the message's own `type` and object (`"text": {"body": …}`, `"image": …`).
+#[derive(Debug, Serialize)]
+pub struct SendSession<'a> {
+    pub messaging_product: &'static str,
+    pub recipient_type: &'static str,
+    pub to: &'a str,
+    /// herald's idempotency key, echoed back on every status webhook.
+    pub biz_opaque_callback_data: &'a str,
+    #[serde(flatten)]
+    pub message: &'a serde_json::Map<String, Value>,
+}
+
+impl<'a> SendSession<'a> {
+    pub fn new(to: &'a str, key: &'a str, message: &'a serde_json::Map<String, Value>) -> Self {
+        Self {
+            messaging_product: "whatsapp",
+            recipient_type: "individual",
+            to,
+            biz_opaque_callback_data: key,
+            message,
+        }
+    }
+}
+
 /// A 200 answer to a send.
 #[derive(Debug, Deserialize)]
 pub struct SendAccepted {

@@ -23,6 +23,9 @@ pub enum Action {
         /// 131050: the user stopped marketing messages; revoke marketing consent.
         revoke_marketing: bool,
     },
+    /// 131047: the customer-service window is closed — a free-form message can't go. Not a
+    /// failure: the recipient is skipped `window_closed` (or gets the template instead).
+    WindowClosed,
     /// A template or payload problem that will fail every recipient: pause the campaign.
     StopCampaign,
     /// The number or account cannot send (auth, payment, policy): stop the sender, alert.
@@ -69,11 +72,10 @@ pub fn classify_code(code: i64) -> Action {
         131050 => Action::DropRecipient {
             revoke_marketing: true,
         },
-        131026 | 131049 | 130472 | 130403 | 131021 | 130497 | 137000 | 131047 => {
-            Action::DropRecipient {
-                revoke_marketing: false,
-            }
-        }
+        131047 => Action::WindowClosed,
+        131026 | 131049 | 130472 | 130403 | 131021 | 130497 | 137000 => Action::DropRecipient {
+            revoke_marketing: false,
+        },
         132000 | 132001 | 132005 | 132007 | 132012 | 132015 | 132016 | 132068 | 132069 | 131063
         | 100 | 131008 | 131009 | 135000 | 131051 | 131053 => Action::StopCampaign,
         4 | 80007 => Action::StopSender { temporary: true },

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::domain::{Category, PhoneNumber};
+use crate::policy::window::WindowState;
 
 /// The rate card shipped with herald.
 pub const DEFAULT_RATE_CARD: &str = include_str!("../../data/rate-card.json");
@@ -21,6 +22,54 @@ struct RateCardFile {
     name: String,
     currency: String,
     markets: Vec<MarketFile>,
+    #[serde(default)]
+    window: WindowRules,
+}
+
+/// What the customer-service window makes free (reference §7). The defaults are Meta's rules
+/// since 2025-07-01: service (free-form) messages and utility templates inside an open window
+/// are free, and everything inside a free entry point (72 h after a click-to-WhatsApp ad).
+/// Meta changes these: a card may price service messages per market (`service`) and name
+/// fewer free categories.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowRules {
+    /// Template categories free inside an open window.
+    #[serde(default = "default_free_in_window")]
+    pub free_in_window: Vec<Category>,
+    /// Session messages inside an open window are free (else priced at the market's
+    /// `service`).
+    #[serde(default = "yes")]
+    pub service_free: bool,
+    /// Every message inside a free entry point is free.
+    #[serde(default = "yes")]
+    pub free_entry_point: bool,
+}
+
+fn default_free_in_window() -> Vec<Category> {
+    vec![Category::Utility]
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for WindowRules {
+    fn default() -> Self {
+        Self {
+            free_in_window: default_free_in_window(),
+            service_free: true,
+            free_entry_point: true,
+        }
+    }
+}
+
+/// What a WhatsApp send carries, for its price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhatsAppMessage {
+    Template,
+    /// A free-form message inside the customer-service window.
+    Session,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +82,10 @@ struct MarketFile {
     /// Price of one SMS part to the market (the SMS route's price list), when SMS is priced.
     #[serde(default)]
     sms: Option<f64>,
+    /// Price of one service (free-form) message inside the window, when the card's window
+    /// rules do not make them free.
+    #[serde(default)]
+    service: Option<f64>,
 }
 
 /// Prices per market and category, looked up by a number's country calling code.
@@ -44,6 +97,10 @@ pub struct RateCard {
     by_code: HashMap<String, (String, [u64; 3])>,
     /// calling code → one SMS part in micros, for markets the card prices SMS in.
     sms_by_code: HashMap<String, u64>,
+    /// calling code → one service message in micros, for markets that price them.
+    service_by_code: HashMap<String, u64>,
+    /// What the customer-service window makes free.
+    pub window: WindowRules,
     /// Longest calling code in the card (codes are 1–3 digits).
     max_code_len: usize,
 }
@@ -84,11 +141,13 @@ impl RateCard {
             serde_json::from_str(json).map_err(|e| RateCardError::Invalid(e.to_string()))?;
         let mut by_code = HashMap::new();
         let mut sms_by_code = HashMap::new();
+        let mut service_by_code = HashMap::new();
         let mut max_code_len = 0;
         for m in file.markets {
             for p in [m.marketing, m.utility, m.authentication]
                 .into_iter()
                 .chain(m.sms)
+                .chain(m.service)
             {
                 if !(0.0..1000.0).contains(&p) {
                     return Err(RateCardError::Invalid(format!(
@@ -110,6 +169,9 @@ impl RateCard {
                 if let Some(sms) = m.sms {
                     sms_by_code.insert(code.clone(), to_micros(sms));
                 }
+                if let Some(service) = m.service {
+                    service_by_code.insert(code.clone(), to_micros(service));
+                }
                 by_code.insert(code, (m.market.clone(), prices));
             }
         }
@@ -118,6 +180,8 @@ impl RateCard {
             currency: file.currency,
             by_code,
             sms_by_code,
+            service_by_code,
+            window: file.window,
             max_code_len,
         })
     }
@@ -172,6 +236,53 @@ impl RateCard {
     pub fn sms_micros(&self, to: &PhoneNumber, text: &str) -> u64 {
         self.sms_part_micros(to)
             .map_or(0, |p| p * u64::from(super::segments::count(text).parts))
+    }
+
+    /// Whether a WhatsApp send is free by the window rules: a session message (unless the card
+    /// prices service messages), a template of a category free in the window while it is open,
+    /// anything inside a free entry point.
+    pub fn is_free(
+        &self,
+        session: bool,
+        category: Category,
+        to: &PhoneNumber,
+        window: WindowState,
+    ) -> bool {
+        let rules = &self.window;
+        if window.free_entry_point && rules.free_entry_point {
+            return true;
+        }
+        if session {
+            return rules.service_free || self.service_micros(to) == 0;
+        }
+        window.open && rules.free_in_window.contains(&category)
+    }
+
+    /// The price of one WhatsApp send of `message` and `category` to `to` in the state its
+    /// customer-service window is in.
+    pub fn whatsapp_micros(
+        &self,
+        message: WhatsAppMessage,
+        category: Category,
+        to: &PhoneNumber,
+        window: WindowState,
+    ) -> u64 {
+        let session = message == WhatsAppMessage::Session;
+        if self.is_free(session, category, to, window) {
+            0
+        } else if session {
+            self.service_micros(to)
+        } else {
+            self.micros(category, to)
+        }
+    }
+
+    fn service_micros(&self, to: &PhoneNumber) -> u64 {
+        let digits = to.digits();
+        (1..=self.max_code_len.min(digits.len()))
+            .rev()
+            .find_map(|len| self.service_by_code.get(&digits[..len]).copied())
+            .unwrap_or(0)
     }
 
     /// [`price`](Self::price) in micros only (0 when unpriced), without naming the market.

@@ -141,7 +141,8 @@ pub struct JobFacts<'a> {
     pub expires_at: Option<DateTime<Utc>>,
     pub campaign: CampaignState,
     pub sender: &'a Sender,
-    pub template: &'a Template,
+    /// `None` for a job with a session message alone.
+    pub template: Option<&'a Template>,
 }
 
 /// Checks a template before anything is claimed: missing or refused templates reject the job.
@@ -178,7 +179,7 @@ pub fn job_verdict(f: &JobFacts<'_>) -> JobVerdict {
     if f.campaign == CampaignState::Paused {
         return JobVerdict::Defer(DeferReason::CampaignPaused);
     }
-    if f.template.status == "PAUSED" {
+    if f.template.is_some_and(|t| t.status == "PAUSED") {
         return JobVerdict::Defer(DeferReason::TemplatePaused);
     }
     if !f.sender.can_send() {
@@ -241,7 +242,7 @@ mod tests {
             expires_at: None,
             campaign: CampaignState::Active,
             sender: s,
-            template: t,
+            template: Some(t),
         }
     }
 

@@ -2,7 +2,8 @@
 //! ([`next_step`]), whether a recipient may be sent ([`gate`]), when SMS stands in for
 //! WhatsApp ([`fallback`]), how long to wait before a retry ([`backoff`]), how a number's rate
 //! adapts ([`adaptive`]), what a message costs ([`cost`]) and how many SMS a text takes
-//! ([`segments`]) and which replies are opt-outs ([`opt_out`]). Each is a plain function over
+//! ([`segments`]) and which replies are opt-outs ([`opt_out`]), whether the customer-service window is open
+//! ([`window`]). Each is a plain function over
 //! plain types, tested without a network. Which message a conversion is credited to:
 //! [`attribution`].
 
@@ -17,3 +18,4 @@ pub mod gate;
 pub mod next_step;
 pub mod opt_out;
 pub mod segments;
+pub mod window;

@@ -99,6 +99,10 @@ pub enum Step {
     /// Not sent and not failed: the key goes back pending for a later run (transport failures
     /// that never reached the channel, or a stop that is not the recipient's fault).
     HandBack,
+    /// 131047: Meta says the customer-service window is closed. The send stage records the
+    /// window closed, then hands a job with a template back (the gate chooses the template
+    /// next time) or skips the recipient `window_closed`.
+    WindowClosed,
 }
 
 impl Step {
@@ -243,6 +247,10 @@ pub fn next_step(
             step: Step::Unknown,
             effects: none,
         },
+        Action::WindowClosed => Decision {
+            step: Step::WindowClosed,
+            effects: none,
+        },
     }
 }
 
@@ -287,9 +295,7 @@ mod tests {
 
     // The reference tables (whatsapp-cloud-api.md §6), row by row.
     const RETRIED: [i64; 7] = [130429, 131016, 133004, 131057, 131000, 1, 2];
-    const DROPPED: [i64; 8] = [
-        131026, 131049, 130472, 130403, 131021, 130497, 137000, 131047,
-    ];
+    const DROPPED: [i64; 7] = [131026, 131049, 130472, 130403, 131021, 130497, 137000];
     const PAUSE_CAMPAIGN: [i64; 16] = [
         132000, 132001, 132005, 132007, 132012, 132015, 132016, 132068, 132069, 131063, 100,
         131008, 131009, 135000, 131051, 131053,
@@ -297,6 +303,13 @@ mod tests {
     const STOP_SENDER: [i64; 13] = [
         0, 3, 10, 190, 200, 299, 131005, 131042, 131031, 368, 131048, 131064, 133010,
     ];
+
+    #[test]
+    fn re_engagement_131047_is_a_closed_window_not_a_failure() {
+        let d = decide(131047, 1);
+        assert_eq!(d.step, Step::WindowClosed);
+        assert_eq!(d.effects, Effects::default());
+    }
 
     #[test]
     fn transient_codes_are_retried_with_back_off_then_failed_with_their_code_or_throttles_handed_back()

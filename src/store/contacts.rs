@@ -87,6 +87,27 @@ fn conversion_json(r: &Row) -> StoreResult<Value> {
     }))
 }
 
+fn inbound_json(r: &Row) -> StoreResult<Value> {
+    Ok(json!({
+        "wamid": r.text("wamid")?,
+        "sender": r.text("sender")?,
+        "at": time_json(r, "at")?,
+        "type": r.text("kind")?,
+        "referral": r.int("referral")? != 0,
+        // Kept only when the message was an opt-in: its proof.
+        "text": r.opt_text("proof_text")?,
+        "received_at": time_json(r, "received_at")?,
+    }))
+}
+
+fn window_json(r: &Row) -> StoreResult<Value> {
+    Ok(json!({
+        "sender": r.text("sender")?,
+        "open_until": time_json(r, "open_until")?,
+        "free_until": time_json(r, "free_until")?,
+    }))
+}
+
 fn to_json(rows: &[Row], f: fn(&Row) -> StoreResult<Value>) -> StoreResult<Vec<Value>> {
     rows.iter().map(f).collect()
 }
@@ -145,6 +166,20 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
             &[Arg::Text(phone.as_str()), Arg::Text(&hash)],
         )
         .await?;
+    let inbound = conn
+        .fetch_all(
+            "SELECT wamid, sender, at, kind, referral, proof_text, received_at
+             FROM inbound_messages WHERE phone = $1 ORDER BY at, wamid",
+            &by_phone,
+        )
+        .await?;
+    let windows = conn
+        .fetch_all(
+            "SELECT sender, open_until, free_until FROM service_windows
+             WHERE phone = $1 ORDER BY sender",
+            &by_phone,
+        )
+        .await?;
     conn.commit().await?;
     Ok(json!({
         "phone": phone.as_str(),
@@ -155,6 +190,8 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
         "tier": to_json(&tier, tier_json)?,
         "ledger": to_json(&ledger, ledger_json)?,
         "conversions": to_json(&conversions, conversion_json)?,
+        "inbound_messages": to_json(&inbound, inbound_json)?,
+        "service_windows": to_json(&windows, window_json)?,
     }))
 }
 
@@ -167,6 +204,8 @@ pub(super) async fn erase_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreRe
         ("DELETE FROM consents WHERE phone = $1", &[phone][..]),
         ("DELETE FROM revocations WHERE phone = $1", &[phone]),
         ("DELETE FROM tier_reach WHERE phone = $1", &[phone]),
+        ("DELETE FROM inbound_messages WHERE phone = $1", &[phone]),
+        ("DELETE FROM service_windows WHERE phone = $1", &[phone]),
         // Before the ledger rows lose the number that leads to them.
         (
             "DELETE FROM conversions

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
-    SmsReceiptUpdate,
+    CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
+    Outcome, PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
 
 pub use sql::SqlStore;
@@ -39,6 +39,7 @@ mod consent;
 mod contacts;
 mod conversions;
 mod db;
+mod inbound;
 mod ledger;
 pub mod postgres;
 mod senders;
@@ -520,12 +521,45 @@ pub trait Store: Send + Sync + 'static {
 
     // --- personal data (GDPR) ------------------------------------------------------------
     /// Everything stored about a number: consents and revocations (each with its channel;
-    /// `null` = every channel), suppressions, ledger rows, conversions.
+    /// `null` = every channel), suppressions, ledger rows, conversions, inbound messages and
+    /// customer-service windows.
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<serde_json::Value>;
-    /// Erases a number: consents, tier rows and conversions deleted, ledger rows keep their
+    /// Erases a number: consents, tier rows, conversions, inbound messages and windows deleted, ledger rows keep their
     /// outcome with the number replaced by a one-way hash, a suppression kept by hash so it is
     /// never messaged again by mistake. Returns rows touched.
     async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64>;
+
+    // --- the conversation side -------------------------------------------------------------
+    /// Records inbound messages in one transaction, each once per Meta message id, and opens
+    /// or extends the customer-service window of each new one (`policy::window`). Returns, in
+    /// order, whether each was new: a redelivered webhook changes nothing.
+    async fn record_inbound(
+        &self,
+        messages: &[InboundMessage],
+        received_at: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>>;
+    /// The customer-service window of each number with `sender`, in the order given (`None`:
+    /// the customer never wrote to it).
+    async fn service_windows(
+        &self,
+        sender: &SenderId,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<Option<ServiceWindow>>>;
+    /// Ends the window of `phone` with `sender` at `at`: Meta refused a session message
+    /// (131047). Returns whether one was open.
+    async fn close_service_window(
+        &self,
+        sender: &SenderId,
+        phone: &PhoneNumber,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Adds an opt-in keyword, or replaces the one with the same sender and keyword; returns
+    /// whether it was new.
+    async fn upsert_keyword(&self, keyword: &OptInKeyword) -> StoreResult<bool>;
+    /// Every opt-in keyword, by sender and keyword.
+    async fn keywords(&self) -> StoreResult<Vec<OptInKeyword>>;
+    /// Removes an opt-in keyword (normalised); returns whether there was one.
+    async fn remove_keyword(&self, sender: &SenderId, keyword: &str) -> StoreResult<bool>;
 
     // --- conversions ---------------------------------------------------------------------
     /// Records conversion events in one transaction, each once per `event_id` (a repeat, in

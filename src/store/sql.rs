@@ -16,10 +16,10 @@ use super::{
     SlotLease, Store, StoreResult, Template, TimerCounts, UnknownReview,
 };
 use super::{Conversion, ConversionSummary, ConversionTally};
-use super::{campaigns, consent, contacts, conversions, ledger, senders, timers};
+use super::{campaigns, consent, contacts, conversions, inbound, ledger, senders, timers};
 use crate::domain::{
-    CampaignId, Category, ChannelKind, IdempotencyKey, JobId, PhoneNumber, SenderId,
-    SmsReceiptUpdate,
+    CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
+    PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
 
 /// A store on one of the two SQL backends.
@@ -367,6 +367,43 @@ impl Store for SqlStore {
 
     async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
         contacts::erase_contact(self, phone).await
+    }
+
+    async fn record_inbound(
+        &self,
+        messages: &[InboundMessage],
+        received_at: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        inbound::record_inbound(self, messages, received_at).await
+    }
+
+    async fn service_windows(
+        &self,
+        sender: &SenderId,
+        phones: &[PhoneNumber],
+    ) -> StoreResult<Vec<Option<ServiceWindow>>> {
+        inbound::service_windows(self, sender, phones).await
+    }
+
+    async fn close_service_window(
+        &self,
+        sender: &SenderId,
+        phone: &PhoneNumber,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        inbound::close_service_window(self, sender, phone, at).await
+    }
+
+    async fn upsert_keyword(&self, keyword: &OptInKeyword) -> StoreResult<bool> {
+        inbound::upsert_keyword(self, keyword).await
+    }
+
+    async fn keywords(&self) -> StoreResult<Vec<OptInKeyword>> {
+        inbound::keywords(self).await
+    }
+
+    async fn remove_keyword(&self, sender: &SenderId, keyword: &str) -> StoreResult<bool> {
+        inbound::remove_keyword(self, sender, keyword).await
     }
 
     async fn record_conversions(&self, events: &[Conversion]) -> StoreResult<ConversionTally> {

@@ -277,6 +277,7 @@ async fn node_smpp_reads_herald_submits_and_herald_matches_its_receipts() {
     for (i, case) in cases().into_iter().enumerate() {
         let key = IdempotencyKey::from_trusted(format!("k:contract-{run}:{i}"));
         let message = Prepared {
+            session: None,
             to: &to,
             key: &key,
             template: "",
@@ -551,6 +552,7 @@ async fn refusals_are_classified_from_the_status_node_smpp_sends_and_silence_is_
     ] {
         let to = PhoneNumber::from_trusted(format!("+4915100000{status:03}"));
         let message = Prepared {
+            session: None,
             to: &to,
             key: &key,
             template: "",
@@ -577,6 +579,7 @@ async fn refusals_are_classified_from_the_status_node_smpp_sends_and_silence_is_
     // No answer within response_timeout (2 s): the SMSC may have it, so it is unknown.
     let to = PhoneNumber::from_trusted("+4915100000000");
     let message = Prepared {
+        session: None,
         to: &to,
         key: &key,
         template: "",
@@ -650,6 +653,7 @@ async fn a_session_the_smsc_unbinds_is_bound_again_and_sends() {
     let to = PhoneNumber::parse("+4915112345678").unwrap();
     let key = IdempotencyKey::from_trusted("k:contract-rebound");
     let message = Prepared {
+        session: None,
         to: &to,
         key: &key,
         template: "",

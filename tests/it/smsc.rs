@@ -654,6 +654,7 @@ async fn herald_s_sms_channel_sends_and_reads_receipts_and_mo_through_the_simula
         .send(
             &Endpoint(String::new()),
             &Prepared {
+                session: None,
                 to: &to,
                 key: &key,
                 template: "",

@@ -20,9 +20,11 @@ use super::phone::PhoneNumber;
 use super::strict_json;
 
 mod follow_up;
+mod session;
 mod sms;
 
 pub use follow_up::{FollowUpRule, MAX_AFTER, MIN_AFTER, Reached};
+pub use session::{SESSION_TYPES, SessionMessage, session_message};
 pub use sms::{SmsVersion, iso_duration};
 
 /// The only job version this herald understands.
@@ -104,7 +106,14 @@ pub struct Job {
     pub id: JobId,
     pub campaign: CampaignId,
     pub sender: SenderId,
-    pub template: TemplateRef,
+    /// The template, for recipients outside the customer-service window (or all, without
+    /// `session`). A job has a template, a session message, or both.
+    pub template: Option<TemplateRef>,
+    /// The free-form message for recipients whose customer-service window is open.
+    pub session: Option<SessionMessage>,
+    /// The category consent is checked for: the template's, or the job's `category` for a
+    /// session message alone (marketing unless it says otherwise).
+    pub category: Category,
     /// Valid, distinct recipients in the order given.
     pub recipients: Vec<Recipient>,
     /// Recipients skipped at parse time.
@@ -124,7 +133,12 @@ struct WireJob {
     job_id: String,
     campaign_id: String,
     sender: String,
-    template: WireTemplate,
+    #[serde(default)]
+    template: Option<WireTemplate>,
+    #[serde(default)]
+    session: Option<Value>,
+    #[serde(default)]
+    category: Option<String>,
     #[serde(default)]
     components: Vec<Value>,
     recipients: Vec<WireRecipient>,
@@ -203,7 +217,17 @@ impl Job {
         let campaign =
             CampaignId::parse(&w.campaign_id).map_err(|e| JobError::id("campaign_id", e))?;
         let sender = SenderId::parse(&w.sender).map_err(|e| JobError::id("sender", e))?;
-        let template = template_ref(w.template).map_err(|(f, r)| JobError::field(f, r))?;
+        let template = w
+            .template
+            .map(template_ref)
+            .transpose()
+            .map_err(|(f, r)| JobError::field(f, r))?;
+        let session = w
+            .session
+            .map(|s| session_message(s, "session"))
+            .transpose()
+            .map_err(|(f, r)| JobError::field(f, r))?;
+        let category = job_category(template.as_ref(), session.is_some(), w.category)?;
         if let (Some(nb), Some(exp)) = (w.not_before, w.expires_at)
             && exp <= nb
         {
@@ -257,18 +281,14 @@ impl Job {
         let mut skipped = Vec::new();
         for (i, r) in w.recipients.into_iter().enumerate() {
             let parsed = PhoneNumber::parse(&r.to);
+            let (name, language) = key_names(template.as_ref());
             let key = match (&r.key, &parsed) {
                 (Some(k), _) => IdempotencyKey::parse(k)
                     .map_err(|e| JobError::id(&format!("recipients[{i}].key"), e))?,
-                (None, Ok(to)) => {
-                    IdempotencyKey::derive(&campaign, to, &template.name, &template.language)
+                (None, Ok(to)) => IdempotencyKey::derive(&campaign, to, name, language),
+                (None, Err(_)) => {
+                    IdempotencyKey::derive_from_raw(&campaign, r.to.trim(), name, language)
                 }
-                (None, Err(_)) => IdempotencyKey::derive_from_raw(
-                    &campaign,
-                    r.to.trim(),
-                    &template.name,
-                    &template.language,
-                ),
             };
             if !seen_keys.insert(key.clone()) {
                 // The same key twice is the same message: it has one outcome, already covered.
@@ -331,6 +351,8 @@ impl Job {
             campaign,
             sender,
             template,
+            session,
+            category,
             recipients,
             skipped,
             not_before: w.not_before,
@@ -339,6 +361,11 @@ impl Job {
             fallback,
             follow_up,
         })
+    }
+
+    /// The message name the ledger keeps for the job's keys: the template's, or `session`.
+    pub fn message_name(&self) -> (&str, &str) {
+        key_names(self.template.as_ref())
     }
 
     /// The SMS text for recipient `idx` (placeholders filled), when the job has an SMS version.
@@ -359,6 +386,38 @@ impl Job {
     /// Number of distinct keys in the job: sendable recipients plus those skipped at parse.
     pub fn key_count(&self) -> usize {
         self.recipients.len() + self.skipped.len()
+    }
+}
+
+/// What a key is derived from and the ledger names: the template, or `session` for a job
+/// with a session message alone.
+fn key_names(template: Option<&TemplateRef>) -> (&str, &str) {
+    template.map_or(("session", ""), |t| (t.name.as_str(), t.language.as_str()))
+}
+
+/// The category a job's consent is checked for. A session message alone may say it
+/// (`category`); without it, marketing — the strictest: a campaign's free-form message is
+/// advertising unless the campaign system says it is not.
+fn job_category(
+    template: Option<&TemplateRef>,
+    has_session: bool,
+    given: Option<String>,
+) -> Result<Category, JobError> {
+    let given = given
+        .map(|c| c.parse::<Category>())
+        .transpose()
+        .map_err(|e| JobError::field("category", e))?;
+    match (template, given) {
+        (None, _) if !has_session => Err(JobError::field(
+            "template",
+            "missing field (a job needs `template`, `session`, or both)",
+        )),
+        (Some(t), Some(c)) if c != t.category => Err(JobError::field(
+            "category",
+            "must be the template's category (or be left out)",
+        )),
+        (Some(t), _) => Ok(t.category),
+        (None, given) => Ok(given.unwrap_or(Category::Marketing)),
     }
 }
 
@@ -559,7 +618,7 @@ mod tests {
     fn the_design_example_parses() {
         let job = parse(&job_json()).unwrap();
         assert_eq!(job.id.as_str(), "bf26-000017");
-        assert_eq!(job.template.category, Category::Marketing);
+        assert_eq!(job.category, Category::Marketing);
         assert_eq!(job.recipients.len(), 2);
         assert_eq!(job.recipients[1].key.as_str(), "order-991-reminder");
         assert!(
