@@ -105,7 +105,7 @@ pub enum KeywordError {
     Empty,
     #[error("the keyword is {0} characters long; at most {MAX_KEYWORD_CHARS} are allowed")]
     TooLong(usize),
-    #[error("the keyword may hold letters, digits, spaces and - _ ! only")]
+    #[error("the keyword may hold letters, digits, spaces, - and _ only")]
     Characters,
     #[error(
         "the keyword `{0}` is an opt-out word: customers who write it are unsubscribed, so it can't also subscribe them"
@@ -124,10 +124,12 @@ pub enum KeywordError {
 /// Longest keyword accepted.
 pub const MAX_KEYWORD_CHARS: usize = 40;
 
-/// A keyword as matched: trimmed, inner whitespace collapsed to one space, upper case. What a
-/// customer sends is normalised the same way, so ` sneakers ` matches `SNEAKERS`.
+/// A keyword as matched: without leading or trailing spaces, punctuation or emoji, inner
+/// whitespace collapsed to one space, upper case. What a customer sends is normalised the same
+/// way, so ` sneakers! ` matches `SNEAKERS`.
 pub fn normalise_keyword(text: &str) -> String {
-    text.split_whitespace()
+    text.trim_matches(|c: char| !c.is_alphanumeric())
+        .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .to_uppercase()
@@ -145,7 +147,7 @@ pub fn check_keyword(raw: &str) -> Result<String, KeywordError> {
     }
     if !keyword
         .chars()
-        .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '!'))
+        .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
     {
         return Err(KeywordError::Characters);
     }
@@ -170,7 +172,8 @@ mod tests {
     fn keywords_are_matched_without_case_or_extra_whitespace() {
         assert_eq!(normalise_keyword("  sneakers \t drop "), "SNEAKERS DROP");
         assert_eq!(normalise_keyword("Grüße"), "GRÜSSE");
-        assert_eq!(check_keyword(" Sneakers ").unwrap(), "SNEAKERS");
+        assert_eq!(check_keyword(" Sneakers! ").unwrap(), "SNEAKERS");
+        assert_eq!(normalise_keyword("👟 sneakers 👟"), "SNEAKERS");
     }
 
     #[test]
@@ -180,7 +183,7 @@ mod tests {
             check_keyword(&"A".repeat(41)),
             Err(KeywordError::TooLong(41))
         );
-        assert_eq!(check_keyword("SALE?"), Err(KeywordError::Characters));
+        assert_eq!(check_keyword("SALE?NOW"), Err(KeywordError::Characters));
     }
 
     #[test]

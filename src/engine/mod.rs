@@ -18,6 +18,7 @@ mod follow_up_timer;
 mod gate;
 mod job;
 mod mark;
+mod optin;
 mod pace;
 mod record;
 mod report;
@@ -36,5 +37,9 @@ pub use follow_up_timer::{
     is_follow_up_key,
 };
 pub use job::Engine;
+pub use optin::{
+    CAMPAIGN as OPTIN_CAMPAIGN, Confirmation, ConfirmationRound, KIND as OPTIN_TIMER,
+    confirmation_key, schedule_confirmations,
+};
 pub use report::{JobReport, JobRun, StopCause};
 pub use timers::{TIMER_POLL, TimerRound};

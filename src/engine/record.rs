@@ -173,7 +173,17 @@ impl Recorder {
                             .cost
                             .add_priced(self.category, &format!("{market}-sms"), micros);
                     } else {
-                        pending.cost.add(&self.rate_card, self.category, &r.to);
+                        // What the gate priced it at: the window may have made it free or
+                        // a session message.
+                        let micros = self.charges[idx].load(Ordering::Acquire);
+                        if micros > 0 {
+                            let market = self.rate_card.market(&r.to);
+                            pending.cost.add_priced(self.category, market, micros);
+                        } else if self.rate_card.micros(self.category, &r.to) > 0 {
+                            pending.cost.free += 1;
+                        } else {
+                            pending.cost.add(&self.rate_card, self.category, &r.to);
+                        }
                     }
                     sent.increment(1);
                     if held {
@@ -245,7 +255,7 @@ impl Recorder {
     /// Moves the cost of recently sent messages into the metrics and the report, once per
     /// ledger write rather than once per message.
     async fn flush_cost(&self, cost: &mut CostTally) {
-        if cost.by_category_market.is_empty() && cost.unpriced == 0 {
+        if cost.by_category_market.is_empty() && cost.unpriced == 0 && cost.free == 0 {
             return;
         }
         let mut rep = self.report.lock().await;
@@ -260,6 +270,7 @@ impl Recorder {
             e.1 += micros;
         }
         rep.cost.unpriced += std::mem::take(&mut cost.unpriced);
+        rep.cost.free += std::mem::take(&mut cost.free);
     }
 }
 

@@ -202,6 +202,13 @@ impl JobReport {
                 String::new()
             }
         );
+        if self.cost.free > 0 {
+            let _ = writeln!(
+                out,
+                "  free in the customer-service window: {}",
+                self.cost.free
+            );
+        }
         out
     }
 }

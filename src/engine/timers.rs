@@ -1,5 +1,5 @@
 //! The timers every long-running process fires (workers, `herald serve`, the demo): SMS
-//! fallbacks when there is an SMS route, follow-ups always. Each kind is claimed by its own
+//! fallbacks when there is an SMS route, follow-ups and opt-in confirmations always. Each kind is claimed by its own
 //! round, so one kind's backlog never holds the other's timers.
 
 use std::collections::HashSet;
@@ -14,6 +14,7 @@ use super::config::{EngineError, RunControl};
 use super::fallback::FallbackRound;
 use super::follow_up::FollowUpRound;
 use super::job::Engine;
+use super::optin::ConfirmationRound;
 use crate::domain::{ChannelKind, IdempotencyKey};
 
 /// How often a long-running process looks for due timers.
@@ -24,6 +25,7 @@ pub const TIMER_POLL: Duration = Duration::from_secs(1);
 pub struct TimerRound {
     pub fallbacks: FallbackRound,
     pub follow_ups: FollowUpRound,
+    pub confirmations: ConfirmationRound,
 }
 
 impl Engine {
@@ -35,9 +37,11 @@ impl Engine {
             FallbackRound::default()
         };
         let follow_ups = self.fire_follow_ups(ctl).await?;
+        let confirmations = self.fire_confirmations(ctl).await?;
         Ok(TimerRound {
             fallbacks,
             follow_ups,
+            confirmations,
         })
     }
 

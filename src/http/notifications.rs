@@ -1,6 +1,7 @@
 //! Meta's webhook notifications, translated into what herald does about them: delivery
-//! updates for the ledger, consent revocations (131050, opt-out words, `user_preferences`),
-//! template status changes. Pure: bytes in, decisions out, so every case is tested without a
+//! updates for the ledger, inbound messages (stored minimally; they open the customer-service
+//! window and may carry an opt-in keyword), consent revocations (131050, opt-out words,
+//! `user_preferences`), template status changes. Pure: bytes in, decisions out, so every case is tested without a
 //! server or a database; [`super::webhooks`] applies the result to the store.
 //!
 //! The envelope (`entry[].changes[]`) must parse or the whole POST is refused. Items inside it
@@ -15,8 +16,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::domain::{Category, IdempotencyKey, PhoneNumber};
+use crate::domain::inbound::message_type;
+use crate::domain::{Category, IdempotencyKey, InboundMessage, PhoneNumber, SenderId};
 use crate::policy::opt_out::OptOutWords;
+use crate::policy::window;
 use crate::store::DeliveryUpdate;
 use crate::telemetry::metrics::{webhook_kind as kind, webhook_result as result};
 
@@ -33,6 +36,8 @@ pub struct ParseError(String);
 pub struct Notification {
     /// Status updates, in the order received; the store folds and orders them.
     pub deliveries: Vec<DeliveryUpdate>,
+    /// Messages customers wrote, in the order received.
+    pub inbound: Vec<Inbound>,
     /// Opt-outs, at most one per (number, category) per POST.
     pub revocations: Vec<Revocation>,
     pub template_statuses: Vec<TemplateStatus>,
@@ -56,6 +61,15 @@ pub struct Revocation {
     pub source: String,
     /// The webhook event kind it came from (metric label).
     pub kind: &'static str,
+}
+
+/// A message a customer wrote, as it will be stored, and what it said — kept only in memory,
+/// to match opt-in keywords; stored only as the proof of an opt-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub message: InboundMessage,
+    /// The text body, button payload and text, reply id and title: whatever the customer sent.
+    pub texts: Vec<String>,
 }
 
 /// A `message_template_status_update`.
@@ -104,6 +118,16 @@ impl Notification {
 
 /// Reads a verified webhook body.
 pub fn parse(body: &[u8], words: &OptOutWords) -> Result<Notification, ParseError> {
+    parse_at(body, words, Utc::now())
+}
+
+/// [`parse`], with `received` as the time the POST arrived: inbound messages count from Meta's
+/// timestamp, but never from later than this (`policy::window::written_at`).
+pub fn parse_at(
+    body: &[u8],
+    words: &OptOutWords,
+    received: DateTime<Utc>,
+) -> Result<Notification, ParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let envelope: Envelope =
         serde_path_to_error::deserialize(&mut de).map_err(|e| ParseError(describe(&e)))?;
@@ -121,7 +145,7 @@ pub fn parse(body: &[u8], words: &OptOutWords) -> Result<Notification, ParseErro
         for (c, change) in entry.changes.into_iter().enumerate() {
             let at = format!("entry[{e}].changes[{c}].value");
             match change.field.as_str() {
-                "messages" => messages(change.value, &at, words, &mut out),
+                "messages" => messages(change.value, &at, words, received, &mut out),
                 "user_preferences" => user_preferences(change.value, &at, &mut out),
                 "message_template_status_update" => template_status(change.value, &at, &mut out),
                 other => {
@@ -136,11 +160,22 @@ pub fn parse(body: &[u8], words: &OptOutWords) -> Result<Notification, ParseErro
     Ok(out)
 }
 
-fn messages(value: Value, at: &str, words: &OptOutWords, out: &mut Notification) {
+fn messages(
+    value: Value,
+    at: &str,
+    words: &OptOutWords,
+    received: DateTime<Utc>,
+    out: &mut Notification,
+) {
     let value: MessagesValue = match item(value, at) {
         Ok(v) => v,
         Err(what) => return out.invalid(kind::STATUS, what),
     };
+    let sender = value
+        .metadata
+        .as_ref()
+        .and_then(|m| m.phone_number_id.as_deref())
+        .and_then(|id| SenderId::parse(id).ok());
     for (i, raw) in value.statuses.into_iter().enumerate() {
         match item::<Status>(raw, &format!("{at}.statuses[{i}]")) {
             Ok(s) => status(s, out),
@@ -149,7 +184,14 @@ fn messages(value: Value, at: &str, words: &OptOutWords, out: &mut Notification)
     }
     for (i, raw) in value.messages.into_iter().enumerate() {
         match item::<Message>(raw, &format!("{at}.messages[{i}]")) {
-            Ok(m) => inbound(m, &format!("{at}.messages[{i}]"), words, out),
+            Ok(m) => inbound(
+                m,
+                &format!("{at}.messages[{i}]"),
+                sender.as_ref(),
+                words,
+                received,
+                out,
+            ),
             Err(what) => out.invalid(kind::MESSAGE, what),
         }
     }
@@ -194,8 +236,19 @@ fn status(s: Status, out: &mut Notification) {
     });
 }
 
-fn inbound(m: Message, at: &str, words: &OptOutWords, out: &mut Notification) {
-    let candidates = [
+fn inbound(
+    m: Message,
+    at: &str,
+    sender: Option<&SenderId>,
+    words: &OptOutWords,
+    received: DateTime<Utc>,
+    out: &mut Notification,
+) {
+    let Some(phone) = phone_from_wa_id(&m.from) else {
+        return out.invalid(kind::MESSAGE, format!("{at}.from: not a phone number"));
+    };
+    let written = window::written_at(m.timestamp, received);
+    let texts: Vec<String> = [
         m.text.map(|t| t.body),
         m.button.as_ref().and_then(|b| b.payload.clone()),
         m.button.and_then(|b| b.text),
@@ -212,20 +265,40 @@ fn inbound(m: Message, at: &str, words: &OptOutWords, out: &mut Notification) {
             .and_then(|i| i.list_reply.as_ref())
             .map(|r| r.id.clone()),
         m.interactive.and_then(|i| i.list_reply).map(|r| r.title),
-    ];
-    let Some(word) = candidates.iter().flatten().find_map(|t| words.matches(t)) else {
-        // Conversation, not an opt-out: herald sends templates, it does not chat.
-        return out.settle(kind::MESSAGE, result::IGNORED);
-    };
-    match phone_from_wa_id(&m.from) {
-        Some(phone) => out.revoke(Revocation {
-            phone,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|t| !t.is_empty())
+    .collect();
+    if let Some(word) = texts.iter().find_map(|t| words.matches(t)) {
+        out.revoke(Revocation {
+            phone: phone.clone(),
             category: None,
-            at: m.timestamp.unwrap_or_else(Utc::now),
+            at: written,
             source: format!("inbound:{word}"),
             kind: kind::MESSAGE,
+        });
+    }
+    // Stored (it opens the window) when Meta says which message and which number it is;
+    // an opt-out above applies either way.
+    match (m.id.filter(|id| !id.trim().is_empty()), sender) {
+        (Some(wamid), Some(sender)) => out.inbound.push(Inbound {
+            message: InboundMessage {
+                wamid,
+                from: phone,
+                sender: sender.clone(),
+                at: written,
+                kind: message_type(m.kind.as_deref()),
+                referral: m.referral.is_some_and(|r| !r.is_null()),
+                proof_text: None,
+            },
+            texts,
         }),
-        None => out.invalid(kind::MESSAGE, format!("{at}.from: not a phone number")),
+        (None, _) => out.invalid(kind::MESSAGE, format!("{at}.id: missing")),
+        (_, None) => out.invalid(
+            kind::MESSAGE,
+            format!("{at}: no metadata.phone_number_id for the business number"),
+        ),
     }
 }
 
@@ -372,9 +445,17 @@ struct Change {
 #[derive(Deserialize)]
 struct MessagesValue {
     #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
     statuses: Vec<Value>,
     #[serde(default)]
     messages: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    phone_number_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -410,6 +491,12 @@ struct StatusError {
 #[derive(Deserialize)]
 struct Message {
     from: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    referral: Option<Value>,
     #[serde(default, deserialize_with = "unix_time")]
     timestamp: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -563,7 +650,7 @@ mod tests {
     fn stop_text_and_unsubscribe_buttons_revoke_every_category() {
         let n = parse_str(&wrap(
             "messages",
-            r#"{"messages":[
+            r#"{"metadata":{"phone_number_id":"106540352242922"},"messages":[
                 {"from":"4915123456789","id":"m1","timestamp":"1763726500","type":"text","text":{"body":" stop! "}},
                 {"from":"4917698765432","id":"m2","timestamp":"1763726510","type":"button","button":{"payload":"PROMO_NO","text":"Abmelden"}},
                 {"from":"4917698765433","id":"m3","timestamp":"1763726510","type":"interactive","interactive":{"type":"button_reply","button_reply":{"id":"b1","title":"Unsubscribe"}}},
@@ -577,7 +664,76 @@ mod tests {
         );
         assert!(n.revocations.iter().all(|r| r.category.is_none()));
         assert_eq!(n.revocations[0].at.timestamp(), 1_763_726_500);
-        assert_eq!(n.settled.get(&(kind::MESSAGE, result::IGNORED)), Some(&1));
+        // Every message is stored too (opt-outs and questions alike): each opens the window.
+        let kinds: Vec<&str> = n.inbound.iter().map(|i| i.message.kind).collect();
+        assert_eq!(kinds, ["text", "button", "interactive", "text"]);
+        assert!(n.inbound.iter().all(|i| i.message.proof_text.is_none()));
+        assert_eq!(n.inbound[1].texts, ["PROMO_NO", "Abmelden"]);
+        assert!(n.notes.is_empty(), "{:?}", n.notes);
+    }
+
+    fn fixture(name: &str) -> Notification {
+        let path = format!(
+            "{}/tests/fixtures/webhooks/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let body = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        parse(&body, &OptOutWords::default()).expect("parses")
+    }
+
+    #[test]
+    fn inbound_fixtures_become_stored_messages() {
+        let text = fixture("inbound-text-keyword.json");
+        let m = &text.inbound[0].message;
+        assert_eq!(m.kind, "text");
+        assert_eq!(m.from.as_str(), "+4915123456789");
+        assert_eq!(m.sender.as_str(), "106540352242922");
+        assert!(m.wamid.starts_with("wamid."));
+        assert!(!m.referral);
+        assert_eq!(text.inbound[0].texts, ["SNEAKERS"]);
+        assert!(text.revocations.is_empty());
+
+        let referral = fixture("inbound-referral.json");
+        assert!(referral.inbound[0].message.referral);
+
+        let button = fixture("inbound-button-reply.json");
+        assert_eq!(button.inbound[0].message.kind, "button");
+
+        let unsupported = fixture("inbound-unsupported.json");
+        assert_eq!(unsupported.inbound[0].message.kind, "unsupported");
+        assert!(unsupported.notes.is_empty(), "{:?}", unsupported.notes);
+    }
+
+    #[test]
+    fn unknown_message_types_are_stored_as_unsupported_and_need_an_id_and_a_number() {
+        let n = parse_str(&wrap(
+            "messages",
+            r#"{"metadata":{"phone_number_id":"106540352242922"},"messages":[
+                {"from":"4915123456789","id":"m1","timestamp":"1","type":"hologram","hologram":{}},
+                {"from":"4915123456789","timestamp":"1","type":"text","text":{"body":"hi"}}
+            ]}"#,
+        ));
+        assert_eq!(n.inbound.len(), 1);
+        assert_eq!(n.inbound[0].message.kind, "unsupported");
+        assert_eq!(n.settled.get(&(kind::MESSAGE, result::INVALID)), Some(&1));
+        let n = parse_str(&wrap(
+            "messages",
+            r#"{"messages":[{"from":"4915123456789","id":"m1","type":"text","text":{"body":"STOP"}}]}"#,
+        ));
+        assert!(n.inbound.is_empty(), "no business number: not stored");
+        assert_eq!(n.revocations.len(), 1, "the opt-out applies anyway");
+    }
+
+    #[test]
+    fn a_timestamp_ahead_of_arrival_counts_from_arrival() {
+        let body = wrap(
+            "messages",
+            r#"{"metadata":{"phone_number_id":"1"},"messages":[
+                {"from":"4915123456789","id":"m1","timestamp":"2000000000","type":"text","text":{"body":"hi"}}]}"#,
+        );
+        let received = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        let n = parse_at(body.as_bytes(), &OptOutWords::default(), received).unwrap();
+        assert_eq!(n.inbound[0].message.at, received);
     }
 
     #[test]

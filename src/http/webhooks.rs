@@ -1,6 +1,8 @@
 //! `/webhooks`: Meta's subscription handshake (GET) and its notifications (POST). A POST is
 //! verified on its raw bytes, read by [`super::notifications`], applied to the store — all
-//! status updates of the POST in one `apply_deliveries` batch — and answered 200 once durable.
+//! status updates of the POST in one `apply_deliveries` batch, the customers' messages in one
+//! `record_inbound` batch (windows, opt-in keywords → consent and a confirmation timer) — and
+//! answered 200 once durable.
 //! Meta delivers at least once and retries anything but a 2xx for days, so every step is
 //! idempotent and a store failure answers 5xx to get the POST again later.
 
@@ -18,11 +20,12 @@ use axum::routing::get;
 use serde::Deserialize;
 use tracing::{debug, error, info, warn};
 
-use super::notifications::{self, Note, Notification};
+use super::notifications::{self, Inbound, Note, Notification};
 use super::signature::{self, SIGNATURE_HEADER};
 use crate::domain::ChannelKind;
-use crate::engine::{FALLBACK_TIMER, sms_key};
+use crate::engine::{Confirmation, FALLBACK_TIMER, schedule_confirmations, sms_key};
 use crate::policy::opt_out::OptOutWords;
+use crate::policy::optin;
 use crate::store::{Store, StoreResult};
 use crate::telemetry::log_limit;
 use crate::telemetry::metrics::{self, webhook_kind as kind, webhook_result as result};
@@ -189,6 +192,9 @@ async fn apply(
             }
         }
     }
+    if !n.inbound.is_empty() {
+        inbound(store, &n.inbound, &mut counted).await?;
+    }
     for r in &n.revocations {
         // Meta's webhooks speak for WhatsApp: a STOP there revokes WhatsApp, not SMS.
         let channel = Some(ChannelKind::WhatsApp);
@@ -202,8 +208,9 @@ async fn apply(
             at = %r.at.to_rfc3339(),
             "consent revoked from a webhook"
         );
-        // A 131050 revocation is a side effect of a status event, already counted above.
-        if r.kind != kind::STATUS {
+        // A 131050 revocation is a side effect of a status event, a STOP one of a message:
+        // both already counted.
+        if r.kind != kind::STATUS && r.kind != kind::MESSAGE {
             *counted.entry((r.kind, result::APPLIED)).or_default() += 1;
         }
     }
@@ -226,6 +233,82 @@ async fn apply(
         }
     }
     Ok(counted)
+}
+
+/// Stores the customers' messages (each once per message id; a new one opens or extends the
+/// customer-service window) and turns those that are a registered keyword into consent with
+/// its proof and a confirmation due now. Every step is idempotent, so a redelivered webhook —
+/// or one whose earlier delivery failed half-way — ends in the same state: the consent grant
+/// keeps the latest grant, the confirmation's timer is scheduled once per message.
+async fn inbound(
+    store: &dyn Store,
+    inbound: &[Inbound],
+    counted: &mut BTreeMap<(&'static str, &'static str), u64>,
+) -> StoreResult<()> {
+    let keywords = store.keywords().await?;
+    let mut messages = Vec::with_capacity(inbound.len());
+    let mut optins = Vec::new();
+    for m in inbound {
+        let mut message = m.message.clone();
+        if let Some((keyword, text)) = optin::matching(&m.texts, &message.sender, &keywords) {
+            // The text is kept only here: it is the proof of the consent.
+            message.proof_text = Some(text.to_owned());
+            optins.push((messages.len(), keyword, text.to_owned()));
+        }
+        messages.push(message);
+    }
+    let received = chrono::Utc::now();
+    let new = store.record_inbound(&messages, received).await?;
+    for (m, is_new) in messages.iter().zip(&new) {
+        let result = if *is_new { "stored" } else { "duplicate" };
+        metrics::inbound_messages(m.kind, result, 1);
+        *counted
+            .entry((
+                kind::MESSAGE,
+                if *is_new {
+                    result::APPLIED
+                } else {
+                    result::DUPLICATE
+                },
+            ))
+            .or_default() += 1;
+    }
+    if optins.is_empty() {
+        return Ok(());
+    }
+    let consents: Vec<_> = optins
+        .iter()
+        .map(|(i, keyword, text)| optin::consent(&messages[*i], keyword, text))
+        .collect();
+    store.grant_consents(&consents).await?;
+    let confirmations: Vec<Confirmation> = optins
+        .iter()
+        .map(|(i, keyword, _)| Confirmation {
+            sender: messages[*i].sender.to_string(),
+            to: messages[*i].from.as_str().to_owned(),
+            keyword: keyword.keyword.clone(),
+            category: keyword.category,
+            text: keyword.confirmation.clone(),
+            wamid: messages[*i].wamid.clone(),
+        })
+        .collect();
+    schedule_confirmations(store, &confirmations, received).await?;
+    for (i, keyword, _) in &optins {
+        let m = &messages[*i];
+        if new[*i] {
+            info!(
+                phone = %m.from,
+                keyword = %keyword.keyword,
+                category = %keyword.category,
+                source = %keyword.source,
+                "opt-in recorded from a keyword message; confirmation scheduled"
+            );
+        }
+    }
+    let recorded = optins.iter().filter(|(i, ..)| new[*i]).count() as u64;
+    metrics::optins("recorded", recorded);
+    metrics::optins("duplicate", optins.len() as u64 - recorded);
+    Ok(())
 }
 
 fn log_notes(notes: &[Note]) {

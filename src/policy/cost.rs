@@ -356,6 +356,9 @@ pub struct CostTally {
     pub by_category_market: std::collections::BTreeMap<(Category, String), (u64, u64)>,
     /// Messages whose market the rate card does not price.
     pub unpriced: u64,
+    /// Messages the customer-service window made free (session messages, templates free in an
+    /// open window or a free entry point).
+    pub free: u64,
 }
 
 impl CostTally {

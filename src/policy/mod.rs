@@ -3,7 +3,7 @@
 //! WhatsApp ([`fallback`]), how long to wait before a retry ([`backoff`]), how a number's rate
 //! adapts ([`adaptive`]), what a message costs ([`cost`]) and how many SMS a text takes
 //! ([`segments`]) and which replies are opt-outs ([`opt_out`]), whether the customer-service window is open
-//! ([`window`]). Each is a plain function over
+//! ([`window`]), and which inbound message is an opt-in ([`optin`]). Each is a plain function over
 //! plain types, tested without a network. Which message a conversion is credited to:
 //! [`attribution`].
 
@@ -17,5 +17,6 @@ pub mod follow_up;
 pub mod gate;
 pub mod next_step;
 pub mod opt_out;
+pub mod optin;
 pub mod segments;
 pub mod window;

@@ -46,6 +46,8 @@ pub const FALLBACKS: &str = "herald_fallbacks_total";
 pub const FOLLOW_UPS: &str = "herald_follow_ups_total";
 pub const CONVERSIONS: &str = "herald_conversions_total";
 pub const MESSAGE_STATUSES: &str = "herald_message_statuses_total";
+pub const INBOUND_MESSAGES: &str = "herald_inbound_messages_total";
+pub const OPTINS: &str = "herald_optins_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -81,6 +83,8 @@ pub const ALL: &[&str] = &[
     FOLLOW_UPS,
     CONVERSIONS,
     MESSAGE_STATUSES,
+    INBOUND_MESSAGES,
+    OPTINS,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -185,6 +189,14 @@ fn describe() {
         "Follow-ups by outcome (scheduled, sent, failed, unknown, skipped) and skip reason"
     );
     describe_counter!(CONVERSIONS, "Conversion events by path in and result");
+    describe_counter!(
+        INBOUND_MESSAGES,
+        "Messages customers wrote, by type and result (stored, duplicate: a redelivered webhook)"
+    );
+    describe_counter!(
+        OPTINS,
+        "Click-to-chat opt-ins by keyword message: recorded (consent with proof, confirmation scheduled) or duplicate"
+    );
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
     describe_counter!(
@@ -435,6 +447,20 @@ pub fn conversions(path: &'static str, tally: &ConversionTally) {
         if n > 0 {
             counter!(CONVERSIONS, "path" => path, "result" => result).increment(n);
         }
+    }
+}
+
+/// Inbound messages of Meta's `type` (`unsupported` for unknown ones) by result.
+pub fn inbound_messages(kind: &'static str, result: &'static str, n: u64) {
+    if n > 0 {
+        counter!(INBOUND_MESSAGES, "type" => kind, "result" => result).increment(n);
+    }
+}
+
+/// Opt-in keyword messages by result (`recorded`, `duplicate`).
+pub fn optins(result: &'static str, n: u64) {
+    if n > 0 {
+        counter!(OPTINS, "result" => result).increment(n);
     }
 }
 

@@ -1033,6 +1033,8 @@ const NOT_FROM_SENDING: &[&str] = &[
     // Conversion events (worker, serve, `herald conversions import`).
     m::CONVERSIONS,
     m::MESSAGE_STATUSES,
+    m::INBOUND_MESSAGES,
+    m::OPTINS,
 ];
 
 #[test]
