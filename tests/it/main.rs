@@ -1,5 +1,6 @@
 mod amqp;
 mod cli;
+mod conversation;
 mod conversions;
 mod deploy;
 mod engine;
