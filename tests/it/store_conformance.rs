@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
+use herald::domain::inbound::{InboundMessage, OptInKeyword};
 use herald::domain::{
     CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
     SkipReason,
@@ -1711,7 +1712,151 @@ conformance!(
     timers_are_completed_many_at_once_by_their_holder_only,
     a_released_timer_is_due_again_and_a_cancelled_one_is_gone,
     concurrent_claimers_take_each_due_timer_once,
+    inbound_messages_are_stored_once_and_windows_only_grow,
+    optin_keywords_are_added_replaced_listed_and_removed,
 );
+
+// --- the conversation side --------------------------------------------------------------------
+
+fn inbound(wamid: &str, who: u32, sender: &str, at_secs: i64, referral: bool) -> InboundMessage {
+    InboundMessage {
+        wamid: wamid.into(),
+        from: phone(who),
+        sender: SenderId::parse(sender).unwrap(),
+        at: at(at_secs),
+        kind: "text",
+        referral,
+        proof_text: None,
+    }
+}
+
+async fn inbound_messages_are_stored_once_and_windows_only_grow(store: Arc<dyn Store>) {
+    let s = SenderId::parse("106540352242922").unwrap();
+    let batch = [
+        inbound("wamid.a", 1, "106540352242922", 0, false),
+        inbound("wamid.b", 1, "106540352242922", 3600, false),
+        // The same message twice in one POST.
+        inbound("wamid.b", 1, "106540352242922", 3600, false),
+        inbound("wamid.c", 2, "106540352242922", 0, true),
+        inbound("wamid.d", 1, "999", 0, false),
+    ];
+    let new = store.record_inbound(&batch, at(7200)).await.unwrap();
+    assert_eq!(new, [true, true, false, true, true]);
+    // Meta redelivers; and an old message arrives late.
+    let again = store
+        .record_inbound(
+            &[
+                inbound("wamid.a", 1, "106540352242922", 0, false),
+                inbound("wamid.old", 1, "106540352242922", -86_400, false),
+            ],
+            at(7300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, [false, true]);
+    let windows = store
+        .service_windows(&s, &[phone(1), phone(2), phone(3)])
+        .await
+        .unwrap();
+    let hour = chrono::Duration::hours(1);
+    let one = windows[0].unwrap();
+    assert_eq!(
+        one.open_until,
+        at(3600) + hour * 24,
+        "the later message counts"
+    );
+    assert_eq!(one.free_until, None);
+    let two = windows[1].unwrap();
+    assert_eq!(two.open_until, at(0) + hour * 24);
+    assert_eq!(two.free_until, Some(at(0) + hour * 72));
+    assert_eq!(windows[2], None);
+    // A later plain message keeps the free entry point.
+    store
+        .record_inbound(
+            &[inbound("wamid.e", 2, "106540352242922", 7200, false)],
+            at(7200),
+        )
+        .await
+        .unwrap();
+    let two = store.service_windows(&s, &[phone(2)]).await.unwrap()[0].unwrap();
+    assert_eq!(two.open_until, at(7200) + hour * 24);
+    assert_eq!(two.free_until, Some(at(0) + hour * 72));
+    // Meta said the window is closed (131047): it ends now, and only a new message reopens.
+    assert!(
+        store
+            .close_service_window(&s, &phone(1), at(9000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .close_service_window(&s, &phone(1), at(9000))
+            .await
+            .unwrap()
+    );
+    let one = store.service_windows(&s, &[phone(1)]).await.unwrap()[0].unwrap();
+    assert_eq!(one.open_until, at(9000));
+    // Export and erasure reach the messages and windows.
+    let exported = store.export_contact(&phone(1)).await.unwrap();
+    assert_eq!(exported["inbound_messages"].as_array().unwrap().len(), 4);
+    assert_eq!(exported["service_windows"].as_array().unwrap().len(), 2);
+    store.erase_contact(&phone(1)).await.unwrap();
+    let exported = store.export_contact(&phone(1)).await.unwrap();
+    assert_eq!(exported["inbound_messages"], serde_json::json!([]));
+    assert_eq!(exported["service_windows"], serde_json::json!([]));
+    assert_eq!(
+        store.service_windows(&s, &[phone(1)]).await.unwrap(),
+        [None]
+    );
+}
+
+async fn optin_keywords_are_added_replaced_listed_and_removed(store: Arc<dyn Store>) {
+    let keyword = |word: &str, sender: &str, source: &str| OptInKeyword {
+        keyword: word.into(),
+        sender: SenderId::parse(sender).unwrap(),
+        category: Category::Marketing,
+        source: source.into(),
+        business: "ACME".into(),
+        confirmation: "ACME: welcome. Reply STOP to unsubscribe.".into(),
+        created_at: at(0),
+    };
+    assert!(
+        store
+            .upsert_keyword(&keyword("SNEAKERS", "2", "poster"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .upsert_keyword(&keyword("SNEAKERS", "1", "poster"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .upsert_keyword(&keyword("SNEAKERS", "1", "website"))
+            .await
+            .unwrap()
+    );
+    let all = store.keywords().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].sender.as_str(), "1");
+    assert_eq!(all[0].source, "website", "replaced");
+    assert_eq!(all[0].created_at, at(0));
+    assert!(
+        store
+            .remove_keyword(&SenderId::parse("1").unwrap(), "SNEAKERS")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_keyword(&SenderId::parse("1").unwrap(), "SNEAKERS")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.keywords().await.unwrap().len(), 1);
+}
 
 // --- both backends, reopened -----------------------------------------------------------------
 

@@ -54,8 +54,8 @@ pub struct FollowUpRule {
     pub template: TemplateRef,
     /// Its components, the Cloud API's shape.
     pub components: Arc<Vec<Value>>,
-    /// The free-form session text for an open customer-service window. Kept, not used yet:
-    /// herald does not track windows (inbound messages) yet, so the template always goes.
+    /// The free-form session text for a customer whose customer-service window is open when
+    /// the follow-up is due: sent instead of the template (it costs less, usually nothing).
     pub text: Option<String>,
     /// The follow-up's SMS version for those whose first message went by SMS (they prefer
     /// it): `sms_text` with the job's `sms.from`. Without it they get no follow-up.

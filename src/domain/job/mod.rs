@@ -614,6 +614,68 @@ mod tests {
         Job::parse(v.to_string().as_bytes())
     }
 
+    fn field(r: Result<Job, JobError>) -> String {
+        match r {
+            Err(JobError::Field { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_session_message_goes_alone_or_with_a_template() {
+        let mut v = job_json();
+        v["session"] = json!({"type":"text","text":"Die Sneaker sind da, Anna!"});
+        let both = parse(&v).unwrap();
+        assert!(both.template.is_some());
+        assert_eq!(
+            both.session.as_ref().unwrap().body(),
+            Some("Die Sneaker sind da, Anna!")
+        );
+        assert_eq!(both.category, Category::Marketing);
+
+        v.as_object_mut().unwrap().remove("template");
+        let alone = parse(&v).unwrap();
+        assert!(alone.template.is_none());
+        assert_eq!(
+            alone.category,
+            Category::Marketing,
+            "marketing unless the job says"
+        );
+        assert_eq!(alone.message_name(), ("session", ""));
+        assert!(
+            alone.recipients[0]
+                .key
+                .as_str()
+                .starts_with("k:black-friday-2026:")
+        );
+        assert_ne!(alone.recipients[0].key, both.recipients[0].key);
+
+        v["category"] = json!("utility");
+        assert_eq!(parse(&v).unwrap().category, Category::Utility);
+    }
+
+    #[test]
+    fn session_problems_name_their_field() {
+        let mut v = job_json();
+        v.as_object_mut().unwrap().remove("template");
+        assert_eq!(field(parse(&v)), "template");
+        v["session"] = json!({"type":"text","text":""});
+        assert_eq!(field(parse(&v)), "session.text");
+        v["session"] = json!({"type":"template"});
+        assert_eq!(field(parse(&v)), "session.type");
+        v["session"] = json!({"type":"text","text":"hi"});
+        v["category"] = json!("promo");
+        assert_eq!(field(parse(&v)), "category");
+        let mut v = job_json();
+        v["session"] = json!({"type":"text","text":"hi"});
+        v["category"] = json!("utility");
+        assert_eq!(
+            field(parse(&v)),
+            "category",
+            "must agree with the template's"
+        );
+    }
+
     #[test]
     fn the_design_example_parses() {
         let job = parse(&job_json()).unwrap();
