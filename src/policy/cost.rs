@@ -404,6 +404,61 @@ mod tests {
         PhoneNumber::parse(s).unwrap()
     }
 
+    const OPEN: WindowState = WindowState {
+        open: true,
+        free_entry_point: false,
+    };
+    const FREE_ENTRY: WindowState = WindowState {
+        open: false,
+        free_entry_point: true,
+    };
+
+    #[test]
+    fn the_window_makes_service_messages_and_utility_templates_free() {
+        let card = RateCard::builtin();
+        let de = n("+4915112345678");
+        let closed = WindowState::CLOSED;
+        let t = WhatsAppMessage::Template;
+        assert_eq!(card.whatsapp_micros(t, Category::Marketing, &de, closed), 136_500);
+        assert_eq!(card.whatsapp_micros(t, Category::Marketing, &de, OPEN), 136_500);
+        assert_eq!(card.whatsapp_micros(t, Category::Utility, &de, closed), 55_000);
+        assert_eq!(card.whatsapp_micros(t, Category::Utility, &de, OPEN), 0);
+        let s = WhatsAppMessage::Session;
+        assert_eq!(card.whatsapp_micros(s, Category::Marketing, &de, OPEN), 0);
+        // Inside a free entry point everything is free, even marketing outside the 24 h.
+        assert_eq!(card.whatsapp_micros(t, Category::Marketing, &de, FREE_ENTRY), 0);
+        assert!(card.is_free(false, Category::Marketing, &de, FREE_ENTRY));
+        assert!(!card.is_free(false, Category::Marketing, &de, OPEN));
+    }
+
+    #[test]
+    fn a_card_may_price_service_messages_and_name_fewer_free_categories() {
+        // Meta's announced 2026 rules: in-window service and utility charged.
+        let card = RateCard::parse(
+            r#"{"name":"t","currency":"USD",
+                "window":{"free_in_window":[],"service_free":false,"free_entry_point":true},
+                "markets":[{"market":"DE","calling_codes":["49"],"marketing":0.1365,
+                            "utility":0.055,"authentication":0.055,"service":0.004}]}"#,
+        )
+        .unwrap();
+        let de = n("+4915112345678");
+        let s = WhatsAppMessage::Session;
+        assert_eq!(card.whatsapp_micros(s, Category::Marketing, &de, OPEN), 4_000);
+        let t = WhatsAppMessage::Template;
+        assert_eq!(card.whatsapp_micros(t, Category::Utility, &de, OPEN), 55_000);
+        assert_eq!(card.whatsapp_micros(t, Category::Utility, &de, FREE_ENTRY), 0);
+        // A market without a service price: the session is free there.
+        assert_eq!(
+            card.whatsapp_micros(s, Category::Marketing, &n("+12025550123"), OPEN),
+            0
+        );
+        assert!(
+            RateCard::parse(r#"{"name":"t","currency":"USD","markets":[],"window":{"free":1}}"#)
+                .is_err(),
+            "unknown window rules are refused, not ignored"
+        );
+    }
+
     #[test]
     fn amounts_parse_exactly() {
         assert_eq!(parse_amount("250"), Ok(250_000_000));
