@@ -24,6 +24,9 @@ pub const DEFAULT_RATE_PER_SEC: u32 = 80;
 pub const HIGH_RATE_PER_SEC: u32 = 1_000;
 /// The WABA that numbers and templates without an `account_id` belong to in webhooks.
 pub const DEFAULT_ACCOUNT_ID: &str = "102290129340398";
+/// The business number customers write to when the caller names none and no numbers are
+/// configured: the one the fixtures and the demo use.
+pub const DEFAULT_PHONE_NUMBER_ID: &str = "106540352242922";
 
 /// Configuration of one simulator instance. Every field is public: tests build it with
 /// `SimConfig { rate_per_sec: 10, ..Default::default() }`.

@@ -21,6 +21,7 @@ pub enum Code {
     TemplatePaused,
     TemplateDisabled,
     Undeliverable,
+    ReEngagement,
     PairRateLimit,
     RateLimit,
     Internal,
@@ -28,7 +29,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Self::InvalidParameter,
         Self::UnknownPath,
         Self::InvalidToken,
@@ -36,6 +37,7 @@ impl Code {
         Self::TemplatePaused,
         Self::TemplateDisabled,
         Self::Undeliverable,
+        Self::ReEngagement,
         Self::PairRateLimit,
         Self::RateLimit,
         Self::Internal,
@@ -52,6 +54,7 @@ impl Code {
             Self::TemplatePaused => 132015,
             Self::TemplateDisabled => 132016,
             Self::Undeliverable => 131026,
+            Self::ReEngagement => 131047,
             Self::PairRateLimit => 131056,
             Self::RateLimit => 130429,
             Self::Internal => 131000,
@@ -80,6 +83,7 @@ impl Code {
             Self::TemplatePaused => "Template is Paused",
             Self::TemplateDisabled => "Template is Disabled",
             Self::Undeliverable => "Message Undeliverable",
+            Self::ReEngagement => "Re-engagement message",
             Self::PairRateLimit => "(Business Account, Consumer Account) pair rate limit hit",
             Self::RateLimit => "Rate limit hit",
             Self::Internal => "Something went wrong",
@@ -97,6 +101,9 @@ impl Code {
                 "Template is disabled due to low quality so it cannot be sent in a template message."
             }
             Self::Undeliverable => "Unable to deliver message.",
+            Self::ReEngagement => {
+                "Message failed to send because more than 24 hours have passed since the customer last replied to this number."
+            }
             Self::PairRateLimit => {
                 "Too many messages sent from the sender phone number to the same recipient phone number in a short period of time."
             }
@@ -245,6 +252,7 @@ mod tests {
             Code::RateLimit,
             Code::PairRateLimit,
             Code::Undeliverable,
+            Code::ReEngagement,
             Code::TemplatePaused,
             Code::Unavailable,
             Code::InvalidParameter,

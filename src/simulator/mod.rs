@@ -5,22 +5,25 @@
 //! (130429) and the pair rate (131056), knows templates (132001/132015) and undeliverable
 //! recipients (131026), injects faults (5xx, slow answers, dropped connections), serves the
 //! template list and phone-number fields, plays the customers (signed `sent`, `delivered` and
-//! `read` status webhooks, with shares, delays and a sped-up clock), and counts what it
-//! accepted — including duplicates — on `GET /__sim/stats`. With `SimConfig::smsc` it is also
-//! an SMS provider's SMSC (SMPP 3.4) for the SMS channel.
+//! `read` status webhooks, with shares, delays and a sped-up clock; on request, customers who
+//! write first, opening the 24 h window in which free-form messages may be sent), and counts
+//! what it accepted — including duplicates — on `GET /__sim/stats`. With `SimConfig::smsc` it
+//! is also an SMS provider's SMSC (SMPP 3.4) for the SMS channel.
 //!
 //! Layout: `config` what an instance pretends to be · `send` the hot path · `lookups` the
 //! read endpoints · `limits` the rate arithmetic · `state` counters and per-number locks ·
 //! `hashing` compact keys for millions of recipients · `errors` Graph's error envelope ·
 //! `customers` who receives and reads, and the sped-up clock · `webhooks` status callbacks,
-//! delayed as the customers decide · `listener` connections a handler can cut · `smsc` the SMPP
-//! server · `command` the `herald simulate` subcommand.
+//! delayed as the customers decide · `inbound` customers' messages on request · `windows`
+//! the customer-service windows and what they make free · `listener` connections a handler
+//! can cut · `smsc` the SMPP server · `command` the `herald simulate` subcommand.
 
 mod command;
 mod config;
 mod customers;
 mod errors;
 mod hashing;
+mod inbound;
 mod limits;
 mod listener;
 mod lookups;
@@ -28,6 +31,7 @@ mod send;
 mod smsc;
 mod state;
 mod webhooks;
+mod windows;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -47,9 +51,11 @@ use tokio::task::JoinHandle;
 
 pub use command::{SimulateArgs, run};
 pub use config::{
-    DEFAULT_ACCOUNT_ID, SimConfig, SimNumber, SimTemplate, TemplateStatus, load_list,
+    DEFAULT_ACCOUNT_ID, DEFAULT_PHONE_NUMBER_ID, SimConfig, SimNumber, SimTemplate, TemplateStatus,
+    load_list,
 };
 pub use customers::Fate;
+pub use inbound::{InboundError, InboundPosted, InboundRequest, InboundType, Referral};
 pub use smsc::{
     MoError, MoRequest, MoSent, Outcome as SmsOutcome, ReceiptCounts, SmsMessage, SmsStats,
     SmscConfig,
@@ -121,7 +127,23 @@ impl SimHandle {
         }
     }
 
-    /// Forgets all counters, limit state and seen callback data.
+    /// A customer writes first: posts the inbound-message webhook (`POST /__sim/inbound`) after
+    /// opening their customer-service window, and returns herald's answers.
+    pub async fn inbound(&self, request: InboundRequest) -> Result<InboundPosted, InboundError> {
+        inbound::post(&self.shared, request).await
+    }
+
+    /// Closes the windows of customer `from`, of business number `to`, of both or (with
+    /// neither) all (`POST /__sim/windows/close`); returns how many were open.
+    pub fn close_windows(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<usize, InboundError> {
+        inbound::close(&self.shared, from, to)
+    }
+
+    /// Forgets all counters, limit state, seen callback data and windows.
     pub fn reset(&self) {
         self.shared.reset();
     }
@@ -222,6 +244,8 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/__sim/stats", get(stats))
         .route("/__sim/reset", post(reset))
+        .route("/__sim/inbound", post(inbound::inbound))
+        .route("/__sim/windows/close", post(inbound::close_windows))
         .route("/__sim/sms/mo", post(smsc::http::mo))
         .route("/__sim/sms/messages", get(smsc::http::messages))
         .route("/{version}/{id}/messages", post(send::messages))

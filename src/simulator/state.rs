@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use super::hashing::{HashedSet, stable_hash};
 use super::limits::{PairLimiter, SlidingWindow};
 use super::smsc::{SmsStats, SmscState};
 use super::webhooks::WebhookQueue;
+use super::windows::Windows;
 
 /// What the simulator saw since start or the last reset (`GET /__sim/stats`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -45,6 +46,16 @@ pub struct SimStats {
     /// Of the statuses posted, the `read` ones: the simulated customers who opened a message.
     #[serde(default)]
     pub read_posted: u64,
+    /// Of the accepted sends, the free-form ones (`text`, `image`, …) inside a customer
+    /// service window.
+    #[serde(default)]
+    pub session_accepted: u64,
+    /// Inbound-message webhooks posted on request (`POST /__sim/inbound`) and answered 2xx.
+    #[serde(default)]
+    pub inbound_posted: u64,
+    /// Inbound-message webhooks answered otherwise, or not at all.
+    #[serde(default)]
+    pub inbound_failed: u64,
     /// The SMSC's view, when it is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms: Option<SmsStats>,
@@ -65,6 +76,9 @@ pub struct NumberStats {
     pub max_in_one_second: u64,
     pub throttled_130429: u64,
     pub pair_limited_131056: u64,
+    /// Of `accepted`, the free-form messages.
+    #[serde(default)]
+    pub session_accepted: u64,
 }
 
 /// How many duplicate keys the stats list by value.
@@ -84,8 +98,16 @@ struct NumberState {
     window: SlidingWindow,
     pairs: PairLimiter,
     accepted: u64,
+    session_accepted: u64,
     throttled: u64,
     pair_limited: u64,
+}
+
+/// What a send carries, for the counters: a template or a free-form (session) message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Template,
+    Session,
 }
 
 /// A fault drawn for a request before the limits are consulted; applied only if the limits
@@ -105,6 +127,7 @@ impl NumberSlot {
                 window: SlidingWindow::new(Duration::from_secs(1)),
                 pairs: PairLimiter::new(pair_burst, pair_interval),
                 accepted: 0,
+                session_accepted: 0,
                 throttled: 0,
                 pair_limited: 0,
             }),
@@ -114,7 +137,7 @@ impl NumberSlot {
     /// Decides a send to `recipient` against the pair limit and the rate, then an injected
     /// refusal, and records it if accepted: all under one short lock, with the clock read
     /// inside it so admissions are recorded in order.
-    pub fn admit(&self, recipient: &str, injected: Refusal) -> Result<(), Code> {
+    pub fn admit(&self, recipient: &str, injected: Refusal, kind: Kind) -> Result<(), Code> {
         let recipient = stable_hash(recipient.as_bytes());
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -137,6 +160,9 @@ impl NumberSlot {
         s.window.record(now);
         s.pairs.record(recipient, now);
         s.accepted += 1;
+        if kind == Kind::Session {
+            s.session_accepted += 1;
+        }
         Ok(())
     }
 
@@ -147,6 +173,7 @@ impl NumberSlot {
             max_in_one_second: s.window.max_in_window(),
             throttled_130429: s.throttled,
             pair_limited_131056: s.pair_limited,
+            session_accepted: s.session_accepted,
         }
     }
 
@@ -155,6 +182,7 @@ impl NumberSlot {
         s.window.clear();
         s.pairs.clear();
         s.accepted = 0;
+        s.session_accepted = 0;
         s.throttled = 0;
         s.pair_limited = 0;
     }
@@ -176,6 +204,7 @@ pub struct Shared {
     wamid_seq: AtomicU64,
     slots: RwLock<HashMap<String, Arc<NumberSlot>>>,
     accepted: AtomicU64,
+    session_accepted: AtomicU64,
     rejected: [AtomicU64; Code::ALL.len()],
     duplicates: AtomicU64,
     duplicate_keys: Mutex<Vec<String>>,
@@ -187,6 +216,12 @@ pub struct Shared {
     pub webhook_lost: AtomicU64,
     pub delivered_posted: AtomicU64,
     pub read_posted: AtomicU64,
+    pub inbound_posted: AtomicU64,
+    pub inbound_failed: AtomicU64,
+    /// The client that posts inbound messages, built on the first one (`None`: it could not be).
+    pub inbound_client: OnceLock<Option<reqwest::Client>>,
+    /// The customer-service windows that inbound messages opened.
+    pub windows: Windows,
     /// Simulated time, `config.speed` times faster than real time: status timestamps and
     /// the customers' delays.
     pub clock: SimClock,
@@ -222,6 +257,7 @@ impl Shared {
             wamid_seq: AtomicU64::new(0),
             slots: RwLock::new(slots),
             accepted: AtomicU64::new(0),
+            session_accepted: AtomicU64::new(0),
             rejected: std::array::from_fn(|_| AtomicU64::new(0)),
             duplicates: AtomicU64::new(0),
             duplicate_keys: Mutex::new(Vec::new()),
@@ -231,6 +267,10 @@ impl Shared {
             webhook_lost: AtomicU64::new(0),
             delivered_posted: AtomicU64::new(0),
             read_posted: AtomicU64::new(0),
+            inbound_posted: AtomicU64::new(0),
+            inbound_failed: AtomicU64::new(0),
+            inbound_client: OnceLock::new(),
+            windows: Windows::default(),
             clock: SimClock::new(config.speed),
             smsc: None,
             config,
@@ -327,8 +367,11 @@ impl Shared {
     }
 
     /// Counts an accepted send and whether its callback data was accepted before.
-    pub fn count_accepted(&self, callback_data: Option<&str>) {
+    pub fn count_accepted(&self, callback_data: Option<&str>, kind: Kind) {
         self.accepted.fetch_add(1, Relaxed);
+        if kind == Kind::Session {
+            self.session_accepted.fetch_add(1, Relaxed);
+        }
         let Some(key) = callback_data else { return };
         let hash = stable_hash(key.as_bytes());
         // The shard comes from middle bits: the low bits place keys inside a shard's table
@@ -378,12 +421,15 @@ impl Shared {
             webhook_statuses_lost: self.webhook_lost.load(Relaxed),
             delivered_posted: self.delivered_posted.load(Relaxed),
             read_posted: self.read_posted.load(Relaxed),
+            session_accepted: self.session_accepted.load(Relaxed),
+            inbound_posted: self.inbound_posted.load(Relaxed),
+            inbound_failed: self.inbound_failed.load(Relaxed),
             sms: self.smsc.as_ref().map(|smsc| smsc.stats()),
         }
     }
 
-    /// Forgets counters, limits and seen keys (the SMSC's too); numbers that are not
-    /// configured disappear.
+    /// Forgets counters, limits, seen keys and windows (the SMSC's state too); numbers that
+    /// are not configured disappear.
     pub fn reset(&self) {
         {
             let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
@@ -393,6 +439,7 @@ impl Shared {
             }
         }
         self.accepted.store(0, Relaxed);
+        self.session_accepted.store(0, Relaxed);
         for counter in &self.rejected {
             counter.store(0, Relaxed);
         }
@@ -408,6 +455,9 @@ impl Shared {
         self.webhook_lost.store(0, Relaxed);
         self.delivered_posted.store(0, Relaxed);
         self.read_posted.store(0, Relaxed);
+        self.inbound_posted.store(0, Relaxed);
+        self.inbound_failed.store(0, Relaxed);
+        self.windows.clear();
         if let Some(smsc) = &self.smsc {
             smsc.reset();
         }
@@ -468,12 +518,12 @@ mod tests {
     #[test]
     fn a_second_acceptance_of_the_same_callback_data_is_a_duplicate() {
         let sim = shared(SimConfig::default());
-        sim.count_accepted(Some("k:1"));
-        sim.count_accepted(Some("k:2"));
-        sim.count_accepted(None);
-        sim.count_accepted(None);
-        sim.count_accepted(Some("k:1"));
-        sim.count_accepted(Some("k:1"));
+        sim.count_accepted(Some("k:1"), Kind::Template);
+        sim.count_accepted(Some("k:2"), Kind::Template);
+        sim.count_accepted(None, Kind::Template);
+        sim.count_accepted(None, Kind::Template);
+        sim.count_accepted(Some("k:1"), Kind::Template);
+        sim.count_accepted(Some("k:1"), Kind::Template);
         let stats = sim.stats();
         assert_eq!(stats.accepted, 6);
         assert_eq!(stats.duplicates, 2);
@@ -485,14 +535,20 @@ mod tests {
     #[test]
     fn injected_refusals_never_use_up_the_window() {
         let slot = NumberSlot::new(2, 0, Duration::from_secs(6));
-        assert_eq!(slot.admit("a", Refusal::RateLimit), Err(Code::RateLimit));
         assert_eq!(
-            slot.admit("a", Refusal::ServerError(Code::Internal)),
+            slot.admit("a", Refusal::RateLimit, Kind::Template),
+            Err(Code::RateLimit)
+        );
+        assert_eq!(
+            slot.admit("a", Refusal::ServerError(Code::Internal), Kind::Template),
             Err(Code::Internal)
         );
-        assert_eq!(slot.admit("a", Refusal::None), Ok(()));
-        assert_eq!(slot.admit("b", Refusal::None), Ok(()));
-        assert_eq!(slot.admit("c", Refusal::None), Err(Code::RateLimit));
+        assert_eq!(slot.admit("a", Refusal::None, Kind::Template), Ok(()));
+        assert_eq!(slot.admit("b", Refusal::None, Kind::Template), Ok(()));
+        assert_eq!(
+            slot.admit("c", Refusal::None, Kind::Template),
+            Err(Code::RateLimit)
+        );
         let stats = slot.stats();
         assert_eq!(stats.accepted, 2);
         assert_eq!(stats.max_in_one_second, 2);
@@ -502,9 +558,12 @@ mod tests {
     #[test]
     fn a_pair_limited_send_does_not_use_up_the_rate() {
         let slot = NumberSlot::new(2, 1, Duration::from_secs(6));
-        assert_eq!(slot.admit("a", Refusal::None), Ok(()));
-        assert_eq!(slot.admit("a", Refusal::None), Err(Code::PairRateLimit));
-        assert_eq!(slot.admit("b", Refusal::None), Ok(()));
+        assert_eq!(slot.admit("a", Refusal::None, Kind::Template), Ok(()));
+        assert_eq!(
+            slot.admit("a", Refusal::None, Kind::Template),
+            Err(Code::PairRateLimit)
+        );
+        assert_eq!(slot.admit("b", Refusal::None, Kind::Template), Ok(()));
         assert_eq!(slot.stats().pair_limited_131056, 1);
     }
 }

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::customers::Fate;
 use super::state::Shared;
+use super::windows::Price;
 
 /// Status updates waiting to be posted; beyond this they are counted as lost rather than
 /// letting a dead receiver grow the simulator's memory (~10 MB at this size).
@@ -51,8 +52,10 @@ pub struct StatusEvent {
     /// The recipient's digits (`wa_id`).
     pub recipient_id: String,
     pub callback_data: Option<String>,
-    /// The pricing category: the template's, or `marketing_lite` via `marketing_messages`.
-    pub category: &'static str,
+    /// What `sent` and `delivered` report in `pricing`: the template's category (or
+    /// `marketing_lite` via `marketing_messages`), free in a customer-service window as
+    /// [`windows::price`] decides.
+    pub price: Price,
     /// Simulated Unix seconds of acceptance: the `sent` timestamp.
     pub accepted_at: u64,
     /// Whether `delivered` and `read` follow `sent`.
@@ -468,10 +471,10 @@ fn notification(shared: &Shared, events: &[StatusEvent], status: Status, now: u6
                             recipient_id: &e.recipient_id,
                             biz_opaque_callback_data: e.callback_data.as_deref(),
                             pricing: (status != Status::Read).then_some(Pricing {
-                                billable: true,
+                                billable: e.price.billable,
                                 pricing_model: "PMP",
-                                kind: "regular",
-                                category: e.category,
+                                kind: e.price.kind,
+                                category: e.price.category,
                             }),
                         })
                         .collect(),
@@ -490,6 +493,7 @@ fn notification(shared: &Shared, events: &[StatusEvent], status: Status, now: u6
 mod tests {
     use super::*;
     use crate::simulator::config::{SimConfig, SimNumber};
+    use crate::simulator::windows::{self, InWindow, Sent};
 
     const WAMID: &str = "wamid.HBgNNDkxNTEyMzQ1Njc4ORUCABEYEjQ5RDVCRTI3OUI2QkM1NjJBMAA=";
 
@@ -520,7 +524,7 @@ mod tests {
             phone_number_id: "106540352242922".into(),
             recipient_id: "4915123456789".into(),
             callback_data: Some("k:black-friday-2026:7f3a9c".into()),
-            category: "marketing",
+            price: windows::price(Sent::Template("marketing"), InWindow::Closed),
             accepted_at: 1763726400,
             fate: Fate {
                 delivered: true,
@@ -587,7 +591,7 @@ mod tests {
             phone_number_id: n.into(),
             recipient_id: "491".into(),
             callback_data: None,
-            category: "utility",
+            price: windows::price(Sent::Template("utility"), InWindow::Closed),
             accepted_at: 10,
             fate: Fate::default(),
         };
