@@ -13,12 +13,14 @@ use herald::domain::{Category, ChannelKind, PhoneNumber, SenderId};
 use herald::engine::{OPTIN_CAMPAIGN, OPTIN_TIMER, RunControl, confirmation_key};
 use herald::http::{self, OptOutWords, ServeConfig, WebhookConfig};
 use herald::policy::optin::default_confirmation;
+use herald::simulator::{InboundRequest, SimConfig};
 use herald::store::{ConsentState, Store};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Env, EnvOptions, SENDER};
+use super::engine::{Env, EnvOptions, SENDER, job_with, numbers};
+use super::support::fast_retries;
 
 const SECRET: &str = "test-app-secret";
 /// The customer of `inbound-text-keyword.json`.
@@ -33,6 +35,11 @@ pub struct Receiver {
 impl Receiver {
     pub async fn start(store: Arc<dyn Store>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, store).await
+    }
+
+    /// On a listener bound before the store existed (the simulator posts to its address).
+    pub async fn start_on(listener: TcpListener, store: Arc<dyn Store>) -> Receiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let config = ServeConfig {
@@ -263,4 +270,193 @@ async fn a_stop_after_the_opt_in_wins_and_a_redelivered_opt_in_does_not_undo_it(
         .await
         .unwrap();
     assert_eq!(consent, [ConsentState::OptedOut]);
+}
+
+/// An environment whose simulator posts its customers' messages (and status webhooks) to a
+/// webhook receiver on the environment's store, and whose engine runs on `clock`.
+async fn talking_env(clock: &herald::domain::Clock) -> (Env, Receiver) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks", listener.local_addr().unwrap());
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            webhook_url: Some(url),
+            app_secret: Some(SECRET.into()),
+            ..SimConfig::default()
+        },
+        engine: herald::engine::EngineConfig {
+            clock: clock.clone(),
+            ..fast_retries()
+        },
+        ..EnvOptions::default()
+    })
+    .await;
+    let receiver = Receiver::start_on(listener, Arc::clone(&env.store)).await;
+    (env, receiver)
+}
+
+/// A customer writes `text` to the sender; returns the message's wamid once herald stored it.
+async fn writes(env: &Env, from: &str, text: &str) -> String {
+    let posted = env
+        .sim
+        .inbound(InboundRequest::text(from, text))
+        .await
+        .expect("the simulator posts the message");
+    assert!(posted.acknowledged(), "{posted:?}");
+    posted.id
+}
+
+fn session_job(id: &str, to: &[String], template: bool) -> Arc<herald::domain::Job> {
+    let recipients: Vec<_> = to
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({ "to": n, "key": format!("{id}-{i}") }))
+        .collect();
+    let mut job = json!({
+        "version": 1,
+        "job_id": id,
+        "campaign_id": "answers",
+        "sender": SENDER,
+        "session": { "type": "text", "text": "Your sneakers are back in stock: https://acme.example/s" },
+        "recipients": recipients,
+    });
+    if template {
+        job["template"] =
+            json!({ "name": "flash_sale", "language": "de", "category": "marketing" });
+    }
+    job_with(job)
+}
+
+async fn outcome(env: &Env, key: &str) -> (String, Option<String>) {
+    let row = env
+        .store
+        .ledger_entry(&herald::domain::IdempotencyKey::from_trusted(
+            key.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} has no outcome"));
+    (row.state, row.reason)
+}
+
+#[tokio::test]
+async fn a_keyword_from_a_customer_gets_one_confirmation_inside_the_window() {
+    let clock = herald::domain::Clock::system();
+    let (env, _receiver) = talking_env(&clock).await;
+    register_keyword(env.store.as_ref(), "SNEAKERS").await;
+    let to = numbers(1);
+    // Meta delivers the webhook three times.
+    let posted = env
+        .sim
+        .inbound(InboundRequest {
+            repeat: 3,
+            ..InboundRequest::text(&to[0], " Sneakers! ")
+        })
+        .await
+        .unwrap();
+    assert!(posted.acknowledged(), "{posted:?}");
+    assert_eq!(posted.statuses.len(), 3);
+    for _ in 0..3 {
+        env.engine
+            .fire_timers(&RunControl::default())
+            .await
+            .unwrap();
+    }
+    let stats = env.sim.stats();
+    assert_eq!(stats.session_accepted, 1, "{stats:?}");
+    assert_eq!(stats.duplicates, 0);
+    assert_eq!(outcome(&env, &confirmation_key(&posted.id)).await.0, "sent");
+    let consent = env
+        .store
+        .consent_states(Category::Marketing, ChannelKind::WhatsApp, &[phone(&to[0])])
+        .await
+        .unwrap();
+    assert_eq!(consent, [ConsentState::Granted]);
+}
+
+#[tokio::test]
+async fn session_jobs_go_to_open_windows_and_skip_or_template_the_rest() {
+    let clock = herald::domain::Clock::system();
+    let (env, _receiver) = talking_env(&clock).await;
+    let to = numbers(4);
+    env.consent_all(&to).await;
+    // 0 and 1 wrote; 2 and 3 never did.
+    writes(&env, &to[0], "Do you have size 42?").await;
+    writes(&env, &to[1], "Hi").await;
+
+    let alone = env.finished(&session_job("s1", &to, false)).await;
+    assert_eq!(alone.total("sent"), 2);
+    assert_eq!(outcome(&env, "s1-0").await.0, "sent");
+    assert_eq!(
+        outcome(&env, "s1-2").await,
+        ("skipped".into(), Some("window_closed".into()))
+    );
+    assert_eq!(
+        outcome(&env, "s1-3").await,
+        ("skipped".into(), Some("window_closed".into()))
+    );
+    assert_eq!(env.sim.stats().session_accepted, 2);
+
+    // With a template: open windows get the session message, the others the template.
+    let mixed = env.finished(&session_job("s2", &to, true)).await;
+    assert_eq!(mixed.total("sent"), 4);
+    let stats = env.sim.stats();
+    assert_eq!(stats.session_accepted, 4);
+    assert_eq!(stats.accepted, 2 + 4);
+    // Sessions take no tier room; answers in the window are free.
+    assert!(mixed.cost.free >= 2, "{:?}", mixed.cost);
+
+    // 25 h later every window has closed: a session message alone reaches no one.
+    clock.advance(Duration::from_secs(25 * 3600));
+    let late = env.finished(&session_job("s3", &to, false)).await;
+    assert_eq!(late.total("sent"), 0);
+    for i in 0..4 {
+        assert_eq!(
+            outcome(&env, &format!("s3-{i}")).await.1.as_deref(),
+            Some("window_closed")
+        );
+    }
+    assert_eq!(
+        env.sim.stats().session_accepted,
+        4,
+        "nothing sent outside the window"
+    );
+}
+
+#[tokio::test]
+async fn meta_saying_the_window_closed_skips_a_session_or_sends_the_template_instead() {
+    let clock = herald::domain::Clock::system();
+    let (env, _receiver) = talking_env(&clock).await;
+    let to = numbers(2);
+    env.consent_all(&to).await;
+    writes(&env, &to[0], "Hi").await;
+    writes(&env, &to[1], "Hi").await;
+    // Herald believes both windows open; Meta has closed them (131047).
+    assert_eq!(env.sim.close_windows(None, None).unwrap(), 2);
+    let alone = env.finished(&session_job("c1", &to[..1], false)).await;
+    assert_eq!(alone.total("sent"), 0);
+    assert_eq!(
+        outcome(&env, "c1-0").await,
+        ("skipped".into(), Some("window_closed".into()))
+    );
+    // Herald's window for that customer ended with Meta's answer.
+    let w = env
+        .store
+        .service_windows(&sender(), &[phone(&to[0])])
+        .await
+        .unwrap()[0]
+        .unwrap();
+    assert!(w.open_until <= Utc::now());
+    // A job with a template: the refused session goes back (as `herald send` and the
+    // workers run a job's leftovers again) and the next pass sends the template instead.
+    let first = env.finished(&session_job("c2", &to[1..], true)).await;
+    assert_eq!(first.remaining, 1, "{first:?}");
+    assert_eq!(outcome(&env, "c2-0").await.0, "pending");
+    let again = env.finished(&session_job("c2", &to[1..], true)).await;
+    assert_eq!(outcome(&env, "c2-0").await.0, "sent", "{again:?}");
+    let stats = env.sim.stats();
+    assert_eq!(stats.rejected(131047), 2, "{stats:?}");
+    assert_eq!(stats.session_accepted, 0);
+    assert_eq!(stats.accepted, 1, "the template");
 }
