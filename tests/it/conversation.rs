@@ -460,3 +460,49 @@ async fn meta_saying_the_window_closed_skips_a_session_or_sends_the_template_ins
     assert_eq!(stats.session_accepted, 0);
     assert_eq!(stats.accepted, 1, "the template");
 }
+
+#[tokio::test]
+async fn a_follow_up_is_the_free_text_for_a_customer_whose_window_is_open() {
+    let clock = herald::domain::Clock::system();
+    let (env, _receiver) = talking_env(&clock).await;
+    env.store
+        .upsert_template(&super::support::template("flash_sale_reminder", "APPROVED"))
+        .await
+        .unwrap();
+    let to = numbers(2);
+    env.consent_all(&to).await;
+    let recipients: Vec<_> = to
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({ "to": n, "key": format!("f-{i}") }))
+        .collect();
+    let job = job_with(json!({
+        "version": 1, "job_id": "f1", "campaign_id": "fu-text", "sender": SENDER,
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": recipients,
+        "follow_up": {
+            "after": "PT1M", "if": "sent", "unless": "none",
+            "template": { "name": "flash_sale_reminder", "language": "de", "category": "marketing" },
+            "text": "Still thinking about the sneakers? 10 % more today: https://acme.example/s"
+        }
+    }));
+    assert_eq!(env.finished(&job).await.total("sent"), 2);
+    // Customer 0 answers the first message; 1 stays silent.
+    writes(&env, &to[0], "How long does shipping take?").await;
+    clock.advance(Duration::from_secs(120));
+    let round = env
+        .engine
+        .fire_follow_ups(&RunControl::default())
+        .await
+        .unwrap();
+    assert_eq!(round.sent, 2, "{round:?}");
+    let stats = env.sim.stats();
+    assert_eq!(
+        stats.session_accepted, 1,
+        "the one with an open window: free text"
+    );
+    assert_eq!(
+        stats.accepted, 4,
+        "two first messages, one template follow-up, one text"
+    );
+}
