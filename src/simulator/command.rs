@@ -1,6 +1,7 @@
 //! `herald simulate`: the simulator as a standalone server. Flags (each with an environment
 //! variable) become a [`SimConfig`]; the server runs until Ctrl-C or SIGTERM and prints what it
-//! saw on the way out.
+//! saw on the way out. `herald simulate inbound` asks a running one to play a customer who
+//! writes first (`POST /__sim/inbound`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -9,8 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use serde_json::Value;
 
 use super::config::{SimConfig, load_list, redacted};
+use super::inbound::{InboundPosted, InboundRequest, InboundType, Referral};
 use super::smsc::SmscConfig;
 use crate::app::CliError;
 
@@ -19,7 +22,12 @@ use crate::app::CliError;
 /// it with HERALD_GRAPH_URL; read what it accepted at /__sim/stats. With --smpp-port it is
 /// also an SMS provider's SMSC (SMPP 3.4).
 #[derive(clap::Args, Clone)]
+// `herald simulate inbound …` talks to a running simulator; the server's flags mean nothing there.
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SimulateArgs {
+    #[command(subcommand)]
+    pub command: Option<SimulateCommand>,
+
     /// Address to listen on.
     #[arg(long, env = "HERALD_SIM_ADDR", default_value = "127.0.0.1:8090")]
     pub addr: SocketAddr,
@@ -130,6 +138,81 @@ pub struct SimulateArgs {
 
     #[command(flatten)]
     pub smsc: SmscArgs,
+}
+
+/// What `herald simulate` does instead of serving.
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum SimulateCommand {
+    /// Play a customer who writes first: a running simulator posts a signed inbound-message
+    /// webhook to its --webhook-url and opens the customer's 24 h service window (72 h with
+    /// --referral). Prints the wamid and herald's answer; exits 0 when herald answered 2xx.
+    /// Boxed: the server's flags are what `herald`'s command enum should be sized by.
+    Inbound(Box<InboundArgs>),
+}
+
+/// The customer's message, as `POST /__sim/inbound` takes it.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InboundArgs {
+    /// The running simulator's URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8090")]
+    pub sim: String,
+
+    /// The customer's number (+49… or digits).
+    #[arg(long, value_name = "NUMBER")]
+    pub from: String,
+
+    /// The business number written to; default the simulator's first configured number.
+    #[arg(long, value_name = "PHONE_NUMBER_ID")]
+    pub to: Option<String>,
+
+    /// What the customer sends.
+    #[arg(long = "type", value_enum, default_value_t = InboundType::Text)]
+    pub kind: InboundType,
+
+    /// The text's body, the button's text or the reply's title.
+    #[arg(long)]
+    pub text: Option<String>,
+
+    /// The button's payload or the reply's id.
+    #[arg(long)]
+    pub payload: Option<String>,
+
+    /// The customer came from a click-to-WhatsApp ad (a 72 h free entry point).
+    #[arg(long)]
+    pub referral: bool,
+
+    /// The message's wamid; the same id again plays Meta redelivering it.
+    #[arg(long, value_name = "WAMID")]
+    pub id: Option<String>,
+
+    /// The customer's profile name.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// The wamid of the business's message the customer answers (`context.id`).
+    #[arg(long, value_name = "WAMID")]
+    pub context: Option<String>,
+
+    /// Post the same body this many times (1–10), as Meta's redeliveries do.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub repeat: u32,
+}
+
+impl InboundArgs {
+    fn into_request(self) -> InboundRequest {
+        InboundRequest {
+            from: self.from,
+            to: self.to,
+            kind: self.kind,
+            text: self.text,
+            payload: self.payload,
+            referral: self.referral.then(Referral::default),
+            id: self.id,
+            name: self.name,
+            context: self.context,
+            repeat: self.repeat,
+        }
+    }
 }
 
 /// The SMSC's flags: all but --smpp-port need it, since without it there is no SMSC.
@@ -261,6 +344,7 @@ impl fmt::Debug for SimulateArgs {
     /// By hand, so the token and secret never reach a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimulateArgs")
+            .field("command", &self.command)
             .field("addr", &self.addr)
             .field("rate", &self.rate)
             .field("rate_overrides", &self.rate_overrides)
@@ -376,12 +460,78 @@ impl SimulateArgs {
 
 /// Serves until Ctrl-C or SIGTERM, then prints the final stats. Flags that make no
 /// configuration are a usage error (exit 2).
-pub async fn run(args: SimulateArgs) -> Result<(), CliError> {
+pub async fn run(mut args: SimulateArgs) -> Result<(), CliError> {
+    if let Some(SimulateCommand::Inbound(inbound)) = args.command.take() {
+        return inbound_command(*inbound).await;
+    }
     let addr = args.addr;
     let config = args
         .into_config()
         .map_err(|e| CliError::Usage(format!("{e:#}")))?;
     serve(config, addr).await.map_err(CliError::Runtime)
+}
+
+/// How long `herald simulate inbound` waits for the simulator: up to ten POSTs to herald,
+/// each with its own timeout.
+const INBOUND_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `herald simulate inbound`: exit 0 when herald answered every POST with a 2xx, 1 when it
+/// answered otherwise or the simulator could not post, 2 when the simulator calls the request
+/// bad.
+async fn inbound_command(args: InboundArgs) -> Result<(), CliError> {
+    let sim = args.sim.trim_end_matches('/').to_owned();
+    let url = reqwest::Url::parse(&format!("{sim}/__sim/inbound"))
+        .map_err(|e| CliError::Usage(format!("--sim '{sim}' is not a URL: {e}")))?;
+    let client = reqwest::Client::builder()
+        .timeout(INBOUND_CLIENT_TIMEOUT)
+        .build()
+        .map_err(|e| CliError::runtime(format!("cannot build an HTTP client: {e}")))?;
+    let response = client
+        .post(url)
+        .json(&args.into_request())
+        .send()
+        .await
+        .map_err(|e| CliError::runtime(format!("cannot reach the simulator at {sim}: {e}")))?;
+    let status = response.status();
+    let answer: Value = response.json().await.map_err(|e| {
+        CliError::runtime(format!(
+            "the simulator at {sim} answered {status} without JSON: {e}"
+        ))
+    })?;
+    let said = || {
+        answer["error"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_owned)
+    };
+    if status == reqwest::StatusCode::BAD_REQUEST {
+        return Err(CliError::Usage(said()));
+    }
+    let posted: InboundPosted = match serde_json::from_value(answer.clone()) {
+        Ok(posted) => posted,
+        Err(_) => {
+            return Err(CliError::runtime(format!(
+                "the simulator answered {status}: {}",
+                said()
+            )));
+        }
+    };
+    let answers: Vec<String> = posted
+        .statuses
+        .iter()
+        .map(|s| s.map_or_else(|| "no answer".to_owned(), |s| s.to_string()))
+        .collect();
+    println!("{}: herald answered {}", posted.id, answers.join(", "));
+    if let Some(error) = &posted.error {
+        eprintln!("{error}");
+    }
+    if posted.acknowledged() {
+        Ok(())
+    } else {
+        Err(CliError::runtime(format!(
+            "herald did not acknowledge {} with a 2xx",
+            posted.id
+        )))
+    }
 }
 
 async fn serve(config: SimConfig, addr: SocketAddr) -> anyhow::Result<()> {
@@ -390,7 +540,8 @@ async fn serve(config: SimConfig, addr: SocketAddr) -> anyhow::Result<()> {
         .as_ref()
         .map(|s| s.system_id.clone())
         .unwrap_or_default();
-    if config.webhook_url.is_some() && config.app_secret.is_none() {
+    let posts_webhooks = config.webhook_url.is_some();
+    if posts_webhooks && config.app_secret.is_none() {
         eprintln!("warning: no --app-secret, webhooks go out unsigned");
     }
     let sim = super::spawn(config, addr).await?;
@@ -399,6 +550,11 @@ async fn serve(config: SimConfig, addr: SocketAddr) -> anyhow::Result<()> {
     println!("  use it with: HERALD_GRAPH_URL={url}");
     println!("  stats:       curl {url}/__sim/stats");
     println!("  reset:       curl -X POST {url}/__sim/reset");
+    if posts_webhooks {
+        println!(
+            "  inbound:     herald simulate inbound --sim {url} --from +4915123456789 --text Hi"
+        );
+    }
     if let Some(mut smpp) = sim.smpp_addr() {
         if smpp.ip().is_unspecified() {
             smpp.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -422,14 +578,114 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// `herald`'s shape: `simulate` is a subcommand holding these args.
     #[derive(Parser)]
     struct Cli {
-        #[command(flatten)]
-        args: SimulateArgs,
+        #[command(subcommand)]
+        command: Top,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Top {
+        Simulate(SimulateArgs),
     }
 
     fn parse(argv: &[&str]) -> Result<SimulateArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("simulate").chain(argv.iter().copied())).map(|c| c.args)
+        Cli::try_parse_from(
+            ["herald", "simulate"]
+                .into_iter()
+                .chain(argv.iter().copied()),
+        )
+        .map(|c| match c.command {
+            Top::Simulate(args) => args,
+        })
+    }
+
+    fn inbound(argv: &[&str]) -> Result<InboundArgs, clap::Error> {
+        let args = parse(&[&["inbound"], argv].concat())?;
+        match args.command {
+            Some(SimulateCommand::Inbound(inbound)) => Ok(*inbound),
+            None => panic!("{argv:?} parsed as the server"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_with_the_subcommand_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn simulate_without_a_subcommand_is_still_the_server_with_its_flags() {
+        let args = parse(&["--rate", "5", "--webhook-url", "http://127.0.0.1:9/w"]).unwrap();
+        assert!(args.command.is_none());
+        let config = args.into_config().unwrap();
+        assert_eq!(config.rate_per_sec, 5);
+        assert!(parse(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn inbound_flags_become_the_request() {
+        let request = inbound(&[
+            "--sim",
+            "http://127.0.0.1:8090",
+            "--from",
+            "+4915123456789",
+            "--to",
+            "106540352242922",
+            "--type",
+            "button",
+            "--text",
+            "Yes please",
+            "--payload",
+            "YES",
+            "--referral",
+            "--id",
+            "wamid.X",
+            "--repeat",
+            "3",
+        ])
+        .unwrap()
+        .into_request();
+        assert_eq!(request.from, "+4915123456789");
+        assert_eq!(request.to.as_deref(), Some("106540352242922"));
+        assert_eq!(request.kind, InboundType::Button);
+        assert_eq!(
+            (request.text.as_deref(), request.payload.as_deref()),
+            (Some("Yes please"), Some("YES"))
+        );
+        assert_eq!(request.referral, Some(Referral::default()));
+        assert_eq!(
+            (request.id.as_deref(), request.repeat),
+            (Some("wamid.X"), 3)
+        );
+        let plain = inbound(&["--from", "+491"]).unwrap();
+        assert_eq!(plain.sim, "http://127.0.0.1:8090");
+        assert_eq!(
+            (plain.kind, plain.repeat, plain.referral),
+            (InboundType::Text, 1, false)
+        );
+    }
+
+    #[test]
+    fn bad_inbound_flags_are_usage_errors() {
+        for argv in [
+            &[][..],
+            &["--from", "+491", "--repeat", "0"][..],
+            &["--from", "+491", "--repeat", "11"][..],
+            &["--from", "+491", "--type", "poll"][..],
+            &["--from", "+491", "--rate", "5"][..],
+        ] {
+            let err = inbound(argv)
+                .err()
+                .unwrap_or_else(|| panic!("{argv:?} parsed"));
+            assert_eq!(err.exit_code(), 2, "{argv:?}");
+        }
+        // Server flags before the subcommand do not mix with it.
+        let Err(err) = parse(&["--rate", "5", "inbound", "--from", "+491"]) else {
+            panic!("server flags and inbound conflict");
+        };
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -102,44 +102,41 @@ impl Default for Referral {
     }
 }
 
-/// A customer's message to post (`POST /__sim/inbound`, [`SimHandle::inbound`]).
+/// A customer's message to post (`POST /__sim/inbound`, [`SimHandle::inbound`]). It serialises
+/// as that endpoint's body; the endpoint reads it with [`InboundRequest::from_json`], which also
+/// takes `"referral": true`.
 ///
 /// [`SimHandle::inbound`]: super::SimHandle::inbound
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InboundRequest {
     /// The customer's number: `+49…` or digits.
     pub from: String,
     /// The business number's `phone_number_id`; default the first configured number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type")]
     pub kind: InboundType,
     /// The text's body, the button's text or the reply's title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// The button's payload or the reply's id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<String>,
     /// The ad the customer came from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub referral: Option<Referral>,
     /// The message's wamid; default a fresh one. The same id again is a redelivery.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The customer's profile name; default "Customer".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The wamid of the business's message being answered (`context.id`), as Meta adds to
     /// button replies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
     /// How many times the same body is posted (1–10), as Meta redelivers.
-    #[serde(default = "one")]
     pub repeat: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 impl InboundRequest {
@@ -959,6 +956,27 @@ mod tests {
         assert_eq!((full.repeat, full.context.as_deref()), (3, Some("wamid.B")));
         let with_true = InboundRequest::from_json(br#"{"from":"+4915123456789","referral":true}"#);
         assert_eq!(with_true.unwrap().referral, Some(Referral::default()));
+    }
+
+    /// What the CLI serialises is what the endpoint reads.
+    #[test]
+    fn a_serialised_request_reads_back_the_same() {
+        let request = InboundRequest {
+            to: Some("106540352242922".into()),
+            kind: InboundType::Interactive,
+            payload: Some("size_42".into()),
+            referral: Some(Referral::default()),
+            id: Some("wamid.A".into()),
+            name: Some("Anna".into()),
+            context: Some("wamid.B".into()),
+            repeat: 3,
+            ..InboundRequest::text("+4915123456789", "Size 42")
+        };
+        let body = serde_json::to_vec(&request).unwrap();
+        assert_eq!(InboundRequest::from_json(&body), Ok(request));
+        let plain = InboundRequest::text("+4915123456789", "Hi");
+        let body = serde_json::to_vec(&plain).unwrap();
+        assert_eq!(InboundRequest::from_json(&body), Ok(plain));
     }
 
     /// Bad requests are named by field and never quote what was sent: a phone number may be in it.

@@ -49,7 +49,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-pub use command::{SimulateArgs, run};
+pub use command::{InboundArgs, SimulateArgs, SimulateCommand, run};
 pub use config::{
     DEFAULT_ACCOUNT_ID, DEFAULT_PHONE_NUMBER_ID, SimConfig, SimNumber, SimTemplate, TemplateStatus,
     load_list,

@@ -1,7 +1,8 @@
 //! The simulator's shared state: the configuration indexed for lookups, one lock per business
 //! number for its limits, lock-free counters, and the sharded set of callback data seen (for
 //! duplicates). No lock is held across an await, and no lock is shared by all numbers on the
-//! send path, so requests for different numbers never wait on each other.
+//! send path, so requests for different numbers never wait on each other — save the windows'
+//! read lock, which a send takes only once an inbound message has opened a window.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

@@ -7,6 +7,7 @@ mod engine;
 mod follow_ups;
 mod rabbit_node;
 mod serve;
+mod sim_inbound;
 mod simulator;
 mod smpp_contract;
 mod sms;
