@@ -44,6 +44,9 @@ pub struct WindowRules {
     /// Every message inside a free entry point is free.
     #[serde(default = "yes")]
     pub free_entry_point: bool,
+    /// Where the rules come from, for the people who read the card.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 fn default_free_in_window() -> Vec<Category> {
@@ -60,6 +63,7 @@ impl Default for WindowRules {
             free_in_window: default_free_in_window(),
             service_free: true,
             free_entry_point: true,
+            note: None,
         }
     }
 }
@@ -414,19 +418,51 @@ mod tests {
     };
 
     #[test]
-    fn the_window_makes_service_messages_and_utility_templates_free() {
+    fn the_shipped_card_charges_in_window_utility_since_2026_10_and_keeps_free_entry_points() {
         let card = RateCard::builtin();
+        let de = n("+4915112345678");
+        let t = WhatsAppMessage::Template;
+        assert_eq!(
+            card.whatsapp_micros(t, Category::Utility, &de, OPEN),
+            55_000
+        );
+        assert_eq!(
+            card.whatsapp_micros(t, Category::Marketing, &de, FREE_ENTRY),
+            0
+        );
+        // No market prices service messages in Meta's sample: a session is estimated at 0.
+        let s = WhatsAppMessage::Session;
+        assert_eq!(card.whatsapp_micros(s, Category::Marketing, &de, OPEN), 0);
+    }
+
+    #[test]
+    fn the_window_makes_service_messages_and_utility_templates_free() {
+        // The rules before 2026-10-01 (the defaults of a card without `window`).
+        let card =
+            RateCard::parse(&DEFAULT_RATE_CARD.replace("\"window\"", "\"old_window\"")).unwrap();
         let de = n("+4915112345678");
         let closed = WindowState::CLOSED;
         let t = WhatsAppMessage::Template;
-        assert_eq!(card.whatsapp_micros(t, Category::Marketing, &de, closed), 136_500);
-        assert_eq!(card.whatsapp_micros(t, Category::Marketing, &de, OPEN), 136_500);
-        assert_eq!(card.whatsapp_micros(t, Category::Utility, &de, closed), 55_000);
+        assert_eq!(
+            card.whatsapp_micros(t, Category::Marketing, &de, closed),
+            136_500
+        );
+        assert_eq!(
+            card.whatsapp_micros(t, Category::Marketing, &de, OPEN),
+            136_500
+        );
+        assert_eq!(
+            card.whatsapp_micros(t, Category::Utility, &de, closed),
+            55_000
+        );
         assert_eq!(card.whatsapp_micros(t, Category::Utility, &de, OPEN), 0);
         let s = WhatsAppMessage::Session;
         assert_eq!(card.whatsapp_micros(s, Category::Marketing, &de, OPEN), 0);
         // Inside a free entry point everything is free, even marketing outside the 24 h.
-        assert_eq!(card.whatsapp_micros(t, Category::Marketing, &de, FREE_ENTRY), 0);
+        assert_eq!(
+            card.whatsapp_micros(t, Category::Marketing, &de, FREE_ENTRY),
+            0
+        );
         assert!(card.is_free(false, Category::Marketing, &de, FREE_ENTRY));
         assert!(!card.is_free(false, Category::Marketing, &de, OPEN));
     }
@@ -443,10 +479,19 @@ mod tests {
         .unwrap();
         let de = n("+4915112345678");
         let s = WhatsAppMessage::Session;
-        assert_eq!(card.whatsapp_micros(s, Category::Marketing, &de, OPEN), 4_000);
+        assert_eq!(
+            card.whatsapp_micros(s, Category::Marketing, &de, OPEN),
+            4_000
+        );
         let t = WhatsAppMessage::Template;
-        assert_eq!(card.whatsapp_micros(t, Category::Utility, &de, OPEN), 55_000);
-        assert_eq!(card.whatsapp_micros(t, Category::Utility, &de, FREE_ENTRY), 0);
+        assert_eq!(
+            card.whatsapp_micros(t, Category::Utility, &de, OPEN),
+            55_000
+        );
+        assert_eq!(
+            card.whatsapp_micros(t, Category::Utility, &de, FREE_ENTRY),
+            0
+        );
         // A market without a service price: the session is free there.
         assert_eq!(
             card.whatsapp_micros(s, Category::Marketing, &n("+12025550123"), OPEN),
