@@ -7,6 +7,7 @@
 //! who did not order get the 10 % follow-up; then a summary per channel.
 
 mod customers;
+mod optin;
 mod summary;
 
 use std::net::SocketAddr;
@@ -66,6 +67,10 @@ const CAMPAIGN: &str = "sneaker-flash-sale";
 const APP_SECRET: &str = "demo-app-secret";
 /// Percent of those who got the follow-up and order after it.
 const ORDER_AFTER_FOLLOW_UP_PERCENT: u64 = 12;
+/// The business number's display number (the poster's `wa.me` link).
+const DISPLAY_NUMBER: &str = "+49 30 901820";
+/// Customers who opt in by keyword in the click-to-chat scene.
+const OPT_IN_WALK_INS: usize = 40;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -236,6 +241,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          At scale: `herald worker` on RabbitMQ + Postgres (see README).",
         total_start.elapsed().as_secs_f64()
     );
+    // 10. Click-to-chat: walk-in customers scan the store's poster and write the keyword.
+    let scene = optin::play(&*store, &engine, &sim, SENDER, DISPLAY_NUMBER, OPT_IN_WALK_INS).await?;
+    println!(
+        "\nClick-to-chat opt-in (poster link {}):\n  \
+         {} walk-in customers wrote SNEAKERS ({} webhooks: Meta redelivers) → {} WhatsApp \
+         consents with proof (message id, time, text, poster), {} confirmations — once each, \
+         inside the 24 h window they opened, free",
+        scene.link, scene.wrote, scene.webhooks, scene.consents, scene.confirmations
+    );
     stop.cancel();
     let _ = serve.await;
     sim.shutdown().await;
@@ -312,7 +326,7 @@ async fn seed(
             id: SenderId::parse(SENDER)?,
             account_id: ACCOUNT.into(),
             portfolio_id: PORTFOLIO.into(),
-            display_number: "+49 30 901820".into(),
+            display_number: DISPLAY_NUMBER.into(),
             rate_per_sec: args.rate,
             tier_limit: Some(100_000),
             status: "CONNECTED".into(),
