@@ -18,6 +18,7 @@ pub mod domain;
 pub mod engine;
 pub mod graph;
 pub mod http;
+pub mod optin;
 pub mod pacing;
 pub mod policy;
 pub mod signal;
