@@ -90,7 +90,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let total_start = Instant::now();
     let customers: Vec<(String, Persona)> = (0..args.recipients).map(customer).collect();
 
-    // 1. The embedded store and `herald serve`'s webhook receiver, in this process.
+    // 1. The embedded store and `herald serve`'s webhook receiver, in this process, on
+    //    herald's clock (moved 24 h forward later).
+    let clock = Clock::system();
     let tmp = tempfile::tempdir()?;
     let db_path = args
         .database
@@ -108,6 +110,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 app_secret: APP_SECRET.into(),
                 verify_token: None,
                 opt_out: OptOutWords::default(),
+                clock: clock.clone(),
             },
             admin_token: None,
             shutdown_delay: Duration::ZERO,
@@ -124,8 +127,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // 3. Seed: the number, its approved templates, consents with proof, some opt-outs.
     seed(&store, &args, &customers).await?;
 
-    // 4. The engine, with the SMS route, on a clock the demo moves 24 h forward later.
-    let clock = Clock::system();
+    // 4. The engine, with the SMS route, on the clock the demo moves 24 h forward later.
     let mut setup = EngineSetup::new(RateCard::builtin());
     setup.config.clock = clock.clone();
     setup.sms_route = Some(
@@ -242,7 +244,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         total_start.elapsed().as_secs_f64()
     );
     // 10. Click-to-chat: walk-in customers scan the store's poster and write the keyword.
-    let scene = optin::play(&*store, &engine, &sim, SENDER, DISPLAY_NUMBER, OPT_IN_WALK_INS).await?;
+    let scene = optin::play(
+        &*store,
+        &engine,
+        &sim,
+        SENDER,
+        DISPLAY_NUMBER,
+        OPT_IN_WALK_INS,
+    )
+    .await?;
     println!(
         "\nClick-to-chat opt-in (poster link {}):\n  \
          {} walk-in customers wrote SNEAKERS ({} webhooks: Meta redelivers) → {} WhatsApp \

@@ -51,7 +51,11 @@ pub async fn play(
     let numbers: Vec<String> = (0..walk_ins).map(|i| format!("+4915900{i:06}")).collect();
     for (i, number) in numbers.iter().enumerate() {
         // Customers type it their way; every fifth webhook Meta delivers twice.
-        let text = if i % 3 == 0 { "sneakers" } else { " Sneakers! " };
+        let text = if i % 3 == 0 {
+            "sneakers"
+        } else {
+            " Sneakers! "
+        };
         let repeat = if i % 5 == 0 { 2 } else { 1 };
         let posted = sim
             .inbound(InboundRequest {

@@ -131,6 +131,7 @@ impl ServeArgs {
                 app_secret,
                 verify_token: non_empty(&self.verify_token),
                 opt_out,
+                clock: crate::domain::Clock::system(),
             },
             admin_token: non_empty(&self.admin_token),
             shutdown_delay: self.shutdown_delay,

@@ -47,6 +47,9 @@ pub struct WebhookConfig {
     /// handshake is refused (notifications still work once subscribed).
     pub verify_token: Option<String>,
     pub opt_out: OptOutWords,
+    /// Herald's clock: when an inbound message arrived (its window's latest start) and when
+    /// its confirmation is due.
+    pub clock: crate::domain::Clock,
 }
 
 impl fmt::Debug for WebhookConfig {
@@ -56,6 +59,7 @@ impl fmt::Debug for WebhookConfig {
             .field("app_secret", &"<set>")
             .field("verify_token", &self.verify_token.as_ref().map(|_| "<set>"))
             .field("opt_out", &self.opt_out)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -122,7 +126,8 @@ async fn receive(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body: B
         }
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let notification = match notifications::parse(&body, &s.config.opt_out) {
+    let received = s.config.clock.now();
+    let notification = match notifications::parse_at(&body, &s.config.opt_out, received) {
         Ok(n) => n,
         Err(e) => {
             metrics::webhook_event(kind::BODY, result::INVALID);
@@ -134,7 +139,12 @@ async fn receive(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body: B
     };
     log_notes(&notification.notes);
     let settled = notification.settled.clone();
-    match tokio::time::timeout(APPLY_TIMEOUT, apply(s.store.as_ref(), notification)).await {
+    match tokio::time::timeout(
+        APPLY_TIMEOUT,
+        apply(s.store.as_ref(), notification, received),
+    )
+    .await
+    {
         Ok(Ok(applied)) => {
             for ((k, r), n) in settled.into_iter().chain(applied) {
                 metrics::webhook_events(k, r, n);
@@ -166,6 +176,7 @@ async fn receive(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body: B
 async fn apply(
     store: &dyn Store,
     n: Notification,
+    received: chrono::DateTime<chrono::Utc>,
 ) -> StoreResult<BTreeMap<(&'static str, &'static str), u64>> {
     let mut counted = BTreeMap::new();
     if !n.deliveries.is_empty() {
@@ -193,7 +204,7 @@ async fn apply(
         }
     }
     if !n.inbound.is_empty() {
-        inbound(store, &n.inbound, &mut counted).await?;
+        inbound(store, &n.inbound, received, &mut counted).await?;
     }
     for r in &n.revocations {
         // Meta's webhooks speak for WhatsApp: a STOP there revokes WhatsApp, not SMS.
@@ -243,6 +254,7 @@ async fn apply(
 async fn inbound(
     store: &dyn Store,
     inbound: &[Inbound],
+    received: chrono::DateTime<chrono::Utc>,
     counted: &mut BTreeMap<(&'static str, &'static str), u64>,
 ) -> StoreResult<()> {
     let keywords = store.keywords().await?;
@@ -257,7 +269,6 @@ async fn inbound(
         }
         messages.push(message);
     }
-    let received = chrono::Utc::now();
     let new = store.record_inbound(&messages, received).await?;
     for (m, is_new) in messages.iter().zip(&new) {
         let result = if *is_new { "stored" } else { "duplicate" };

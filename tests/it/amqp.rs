@@ -344,6 +344,7 @@ impl App {
                     app_secret: WEBHOOK_SECRET.into(),
                     verify_token: None,
                     opt_out: herald::http::OptOutWords::default(),
+                    clock: herald::domain::Clock::system(),
                 },
                 admin_token: None,
                 shutdown_delay: Duration::ZERO,

@@ -35,11 +35,16 @@ pub struct Receiver {
 impl Receiver {
     pub async fn start(store: Arc<dyn Store>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::start_on(listener, store).await
+        Self::start_on(listener, store, &herald::domain::Clock::system()).await
     }
 
-    /// On a listener bound before the store existed (the simulator posts to its address).
-    pub async fn start_on(listener: TcpListener, store: Arc<dyn Store>) -> Receiver {
+    /// On a listener bound before the store existed (the simulator posts to its address), on
+    /// herald's `clock`.
+    pub async fn start_on(
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+        clock: &herald::domain::Clock,
+    ) -> Receiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let config = ServeConfig {
@@ -47,6 +52,7 @@ impl Receiver {
                 app_secret: SECRET.into(),
                 verify_token: None,
                 opt_out: OptOutWords::default(),
+                clock: clock.clone(),
             },
             admin_token: None,
             shutdown_delay: Duration::ZERO,
@@ -292,7 +298,7 @@ async fn talking_env(clock: &herald::domain::Clock) -> (Env, Receiver) {
         ..EnvOptions::default()
     })
     .await;
-    let receiver = Receiver::start_on(listener, Arc::clone(&env.store)).await;
+    let receiver = Receiver::start_on(listener, Arc::clone(&env.store), clock).await;
     (env, receiver)
 }
 

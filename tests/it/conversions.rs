@@ -423,6 +423,7 @@ impl Serve {
                 app_secret: "secret".into(),
                 verify_token: None,
                 opt_out: herald::http::OptOutWords::default(),
+                clock: herald::domain::Clock::system(),
             },
             admin_token: admin_token.map(String::from),
             shutdown_delay: Duration::ZERO,

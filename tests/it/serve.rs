@@ -76,6 +76,7 @@ fn config() -> ServeConfig {
             app_secret: SECRET.into(),
             verify_token: Some(VERIFY_TOKEN.into()),
             opt_out: OptOutWords::default(),
+            clock: herald::domain::Clock::system(),
         },
         admin_token: None,
         shutdown_delay: Duration::ZERO,
