@@ -606,6 +606,48 @@ mod tests {
         assert!(files_in(dir.path()).is_empty());
     }
 
+    /// Longest link any QR code holds at level M, were it all in byte mode (version 40); the
+    /// encoder may pack more, but never refuses less.
+    const QR_BYTE_CAPACITY_M: usize = 2331;
+
+    /// One to 200 printable characters, half of them ASCII (so URL delimiters like `&`, `#`,
+    /// `+`, `%` and spaces come up often) and half from anywhere in Unicode.
+    const PRINTABLE_TEXT: &str = "(?:[ -~]|\\PC){1,200}";
+
+    proptest::proptest! {
+        #[test]
+        fn the_text_query_value_decodes_back_to_the_text(text in PRINTABLE_TEXT) {
+            proptest::prop_assume!(!text.trim().is_empty());
+            let link = wa_me_link("+49 30 901820", &text).unwrap();
+            let url = url::Url::parse(&link).unwrap();
+            proptest::prop_assert_eq!(url.host_str(), Some("wa.me"));
+            proptest::prop_assert_eq!(url.path(), "/4930901820");
+            let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            proptest::prop_assert_eq!(pairs, vec![("text".to_owned(), text)]);
+        }
+    }
+
+    proptest::proptest! {
+        // Each case draws and reads a QR code of up to version 40: few cases keep it fast.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn the_png_reads_back_as_the_link_or_is_refused_as_too_long(text in PRINTABLE_TEXT) {
+            proptest::prop_assume!(!text.trim().is_empty());
+            let link = wa_me_link("+49 30 901820", &text).unwrap();
+            match qr_png(&link) {
+                Ok(png) => {
+                    let (side, pixels) = decode_png(&png);
+                    proptest::prop_assert_eq!(read_qr(side, &pixels).1, link);
+                }
+                Err(LinkError::TooLongForQr { bytes }) => {
+                    proptest::prop_assert!(bytes > QR_BYTE_CAPACITY_M, "{bytes} bytes refused");
+                }
+                Err(other) => proptest::prop_assert!(false, "{other}"),
+            }
+        }
+    }
+
     /// The names of the files in `dir`, sorted.
     fn files_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
