@@ -29,8 +29,8 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Smallest side of a QR image in pixels: scans from a screen at 100 % zoom and prints
-/// sharply at about 2 cm.
+/// Smallest side of a QR image in pixels, so that even a small code (a short link needs only
+/// 25 to 33 modules) is big enough to scan from a screen at 100 % zoom.
 const MIN_QR_SIDE_PX: u32 = 256;
 
 /// Fewest pixels per module: below that, viewers that scale the image blur module edges and
@@ -93,7 +93,7 @@ pub enum LinkError {
         source: std::io::Error,
     },
     #[error("the QR code could not be encoded ({0}); this is a bug in herald, please report it")]
-    QrEncode(QrError),
+    QrEncode(#[source] QrError),
     #[error(
         "the QR code could not be written as PNG ({0}); this is a bug in herald, please report it"
     )]
@@ -105,9 +105,9 @@ pub enum LinkError {
 ///
 /// `business_number` is the business's display number in any common form (`+49 30 901820`,
 /// `+49-30-901820`, `4930901820`); only its digits go into the link. `text` goes in as given
-/// (not trimmed), percent-encoded with the `percent-encoding` crate (the one `url` uses) for
-/// RFC 3986's unreserved set: `url`'s own query serialiser follows HTML forms instead, writing
-/// a space as `+`, which some WhatsApp clients would show as a literal plus.
+/// (not trimmed), percent-encoded with the `percent-encoding` crate (the one `url` is built on)
+/// for RFC 3986's unreserved set. `url`'s own query serialiser is not used: it follows HTML
+/// form encoding, which writes a space as `+` and escapes `~`.
 pub fn wa_me_link(business_number: &str, text: &str) -> Result<String, LinkError> {
     let digits = number_digits(business_number)?;
     check_text(text)?;
