@@ -2,6 +2,9 @@
 //! business with the opt-in keyword already typed, so the customer's first message is the
 //! opt-in; and the link's QR codes, SVG for print and PNG for screens and mail.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use qrcode::render::{Canvas, Pixel, svg};
 use qrcode::types::{Color, QrError};
@@ -26,8 +29,8 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Smallest side of a QR image in pixels: scans from a screen at 100 % zoom and prints
-/// sharply at about 2 cm.
+/// Smallest side of a QR image in pixels, so that even a small code (a short link needs only
+/// 25 to 33 modules) is big enough to scan from a screen at 100 % zoom.
 const MIN_QR_SIDE_PX: u32 = 256;
 
 /// Fewest pixels per module: below that, viewers that scale the image blur module edges and
@@ -74,8 +77,23 @@ pub enum LinkError {
          the prefilled text (each non-ASCII character takes 6 to 12 bytes once percent-encoded)"
     )]
     TooLongForQr { bytes: usize },
+    #[error(
+        "the file name stem {stem:?} is empty or has a path separator: give a plain name such \
+         as spring-sale; the directory is a separate argument"
+    )]
+    Stem { stem: String },
+    #[error("the output directory {} does not exist: create it first", dir.display())]
+    NoSuchDir { dir: PathBuf },
+    #[error(
+        "could not write {}: {source}; check that the directory is writable and has space",
+        path.display()
+    )]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the QR code could not be encoded ({0}); this is a bug in herald, please report it")]
-    QrEncode(QrError),
+    QrEncode(#[source] QrError),
     #[error(
         "the QR code could not be written as PNG ({0}); this is a bug in herald, please report it"
     )]
@@ -87,9 +105,9 @@ pub enum LinkError {
 ///
 /// `business_number` is the business's display number in any common form (`+49 30 901820`,
 /// `+49-30-901820`, `4930901820`); only its digits go into the link. `text` goes in as given
-/// (not trimmed), percent-encoded with the `percent-encoding` crate (the one `url` uses) for
-/// RFC 3986's unreserved set: `url`'s own query serialiser follows HTML forms instead, writing
-/// a space as `+`, which some WhatsApp clients would show as a literal plus.
+/// (not trimmed), percent-encoded with the `percent-encoding` crate (the one `url` is built on)
+/// for RFC 3986's unreserved set. `url`'s own query serialiser is not used: it follows HTML
+/// form encoding, which writes a space as `+` and escapes `~`.
 pub fn wa_me_link(business_number: &str, text: &str) -> Result<String, LinkError> {
     let digits = number_digits(business_number)?;
     check_text(text)?;
@@ -141,6 +159,52 @@ pub fn qr_png(link: &str) -> Result<Vec<u8>, LinkError> {
     writer.write_image_data(&image.pixels)?;
     writer.finish()?;
     Ok(png)
+}
+
+/// Writes the link's QR code as `<stem>.png` and `<stem>.svg` into `dir`, which must exist,
+/// and returns their paths, PNG first. Both images are drawn before either file is written;
+/// each file is written under a temporary name in `dir` and renamed over `<stem>.*`, so a
+/// reader (a web server, a print job) sees the old file or the new one, never half of one.
+pub fn write_qr_files(link: &str, dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf), LinkError> {
+    // Both separators on every platform: a stem is a name, never a path, wherever it runs.
+    if stem.trim().is_empty() || stem.contains(['/', '\\']) {
+        return Err(LinkError::Stem {
+            stem: stem.to_owned(),
+        });
+    }
+    if !dir.is_dir() {
+        return Err(LinkError::NoSuchDir {
+            dir: dir.to_owned(),
+        });
+    }
+    let png = qr_png(link)?;
+    let svg = qr_svg(link)?;
+    let png_path = dir.join(format!("{stem}.png"));
+    let svg_path = dir.join(format!("{stem}.svg"));
+    write_atomically(dir, &png_path, &png)?;
+    write_atomically(dir, &svg_path, svg.as_bytes())?;
+    Ok((png_path, svg_path))
+}
+
+/// Writes `bytes` to a temporary file in `dir`, flushes it to disk and renames it to `path`,
+/// so a crash leaves either the old file or the whole new one.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), LinkError> {
+    let write = || -> std::io::Result<()> {
+        let mut builder = tempfile::Builder::new();
+        // tempfile creates its files owner-only (0600); these are meant to be served and
+        // shared, so they get the mode a plain File::create would give (0666 less the umask).
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let mut file = builder.tempfile_in(dir)?;
+        file.write_all(bytes)?;
+        file.as_file().sync_all()?;
+        file.persist(path)?;
+        Ok(())
+    };
+    write().map_err(|source| LinkError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn qr_code(link: &str) -> Result<QrCode, LinkError> {
@@ -459,6 +523,139 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn both_files_are_written_under_the_stem_and_nothing_else_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = write_qr_files(LINK, dir.path(), "spring-sale").unwrap();
+        assert_eq!(png, dir.path().join("spring-sale.png"));
+        assert_eq!(svg, dir.path().join("spring-sale.svg"));
+        assert_eq!(std::fs::read(&png).unwrap(), qr_png(LINK).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&svg).unwrap(),
+            qr_svg(LINK).unwrap()
+        );
+        assert_eq!(files_in(dir.path()), ["spring-sale.png", "spring-sale.svg"]);
+    }
+
+    #[test]
+    fn writing_again_replaces_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = wa_me_link("4930901820", "STOP").unwrap();
+        write_qr_files(&other, dir.path(), "qr").unwrap();
+        let (png, _) = write_qr_files(LINK, dir.path(), "qr").unwrap();
+        let (side, pixels) = decode_png(&std::fs::read(png).unwrap());
+        assert_eq!(read_qr(side, &pixels).1, LINK);
+        assert_eq!(files_in(dir.path()), ["qr.png", "qr.svg"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_files_get_the_mode_a_plain_create_gives() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (png, svg) = write_qr_files(LINK, dir.path(), "qr").unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let mode = |path: &Path| format!("{:o}", path.metadata().unwrap().permissions().mode());
+        assert_eq!(mode(&png), mode(&plain));
+        assert_eq!(mode(&svg), mode(&plain));
+    }
+
+    #[test]
+    fn a_stem_that_is_empty_or_a_path_is_refused_and_nothing_is_written() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("out");
+        std::fs::create_dir(&dir).unwrap();
+        for stem in ["", "  ", "a/b", "/qr", "..\\qr", "../qr"] {
+            match write_qr_files(LINK, &dir, stem) {
+                Err(LinkError::Stem { stem: got }) => assert_eq!(got, stem),
+                other => panic!("{stem:?}: {other:?}"),
+            }
+        }
+        assert!(files_in(&dir).is_empty());
+        assert_eq!(files_in(parent.path()), ["out"]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_refused_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("qr-codes");
+        match write_qr_files(LINK, &missing, "qr") {
+            Err(LinkError::NoSuchDir { dir }) => assert_eq!(dir, missing),
+            other => panic!("{other:?}"),
+        }
+        assert!(!missing.exists());
+        let a_file = dir.path().join("a-file");
+        std::fs::write(&a_file, "").unwrap();
+        assert!(matches!(
+            write_qr_files(LINK, &a_file, "qr"),
+            Err(LinkError::NoSuchDir { .. })
+        ));
+    }
+
+    #[test]
+    fn a_link_too_long_for_a_qr_code_writes_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = wa_me_link("4930901820", &"ü".repeat(1000)).unwrap();
+        assert!(matches!(
+            write_qr_files(&link, dir.path(), "qr"),
+            Err(LinkError::TooLongForQr { .. })
+        ));
+        assert!(files_in(dir.path()).is_empty());
+    }
+
+    /// Longest link any QR code holds at level M, were it all in byte mode (version 40); the
+    /// encoder may pack more, but never refuses less.
+    const QR_BYTE_CAPACITY_M: usize = 2331;
+
+    /// One to 200 printable characters, half of them ASCII (so URL delimiters like `&`, `#`,
+    /// `+`, `%` and spaces come up often) and half from anywhere in Unicode.
+    const PRINTABLE_TEXT: &str = "(?:[ -~]|\\PC){1,200}";
+
+    proptest::proptest! {
+        #[test]
+        fn the_text_query_value_decodes_back_to_the_text(text in PRINTABLE_TEXT) {
+            proptest::prop_assume!(!text.trim().is_empty());
+            let link = wa_me_link("+49 30 901820", &text).unwrap();
+            let url = url::Url::parse(&link).unwrap();
+            proptest::prop_assert_eq!(url.host_str(), Some("wa.me"));
+            proptest::prop_assert_eq!(url.path(), "/4930901820");
+            let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            proptest::prop_assert_eq!(pairs, vec![("text".to_owned(), text)]);
+        }
+    }
+
+    proptest::proptest! {
+        // Each case draws and reads a QR code of up to version 40: few cases keep it fast.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn the_png_reads_back_as_the_link_or_is_refused_as_too_long(text in PRINTABLE_TEXT) {
+            proptest::prop_assume!(!text.trim().is_empty());
+            let link = wa_me_link("+49 30 901820", &text).unwrap();
+            match qr_png(&link) {
+                Ok(png) => {
+                    let (side, pixels) = decode_png(&png);
+                    proptest::prop_assert_eq!(read_qr(side, &pixels).1, link);
+                }
+                Err(LinkError::TooLongForQr { bytes }) => {
+                    proptest::prop_assert!(bytes > QR_BYTE_CAPACITY_M, "{bytes} bytes refused");
+                }
+                Err(other) => proptest::prop_assert!(false, "{other}"),
+            }
+        }
+    }
+
+    /// The names of the files in `dir`, sorted.
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
     }
 
     /// The pixels of an 8-bit grayscale square PNG, and its side.
