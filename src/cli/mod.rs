@@ -16,6 +16,7 @@ mod contacts;
 mod conversions;
 mod fallbacks;
 mod follow_ups;
+mod optin;
 mod parse;
 mod send;
 mod senders;
@@ -84,6 +85,9 @@ pub enum Command {
     /// Conversion events (orders): import them from a CSV, show a campaign's.
     #[command(subcommand)]
     Conversions(conversions::ConversionsCmd),
+    /// Click-to-chat opt-in: the wa.me link and QR code, and the keywords that record consent.
+    #[command(subcommand)]
+    Optin(optin::OptInCmd),
 }
 
 /// Entry point of the binary.
@@ -144,6 +148,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Report(args) => campaign::report(&g, args).await,
         Command::Contacts(cmd) => contacts::contacts(&g, cmd).await,
         Command::Conversions(cmd) => conversions::conversions(&g, cmd).await,
+        Command::Optin(cmd) => optin::optin(&g, cmd).await,
     }
 }
 

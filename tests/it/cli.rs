@@ -246,3 +246,188 @@ fn the_estimate_counts_consent_on_each_recipients_channel() {
         "{out}"
     );
 }
+
+/// The pixels of an 8-bit grayscale PNG and its side, decoded with a library herald did not
+/// write its encoder against.
+fn read_qr_png(path: &std::path::Path) -> String {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let side = info.width as usize;
+    let mut image =
+        rqrr::PreparedImage::prepare_from_greyscale(side, side, |x, y| pixels[y * side + x]);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code");
+    grids[0].decode().expect("the QR code decodes").1
+}
+
+#[test]
+fn an_optin_link_is_printed_and_its_qr_code_decodes_back_to_it() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "senders",
+        "add",
+        "--id",
+        "106540352242922",
+        "--account",
+        "102290129340398",
+        "--display",
+        "+49 30 901820",
+    ]);
+    let qr_dir = cli.dir.path().join("qr");
+    std::fs::create_dir(&qr_dir).unwrap();
+    let out = cli.ok(&[
+        "optin",
+        "link",
+        "--sender",
+        "106540352242922",
+        "--keyword",
+        "Sneaker Drop",
+        "--category",
+        "marketing",
+        "--source",
+        "poster-store-berlin",
+        "--business",
+        "ACME Sneakers",
+        "--qr-dir",
+        qr_dir.to_str().unwrap(),
+    ]);
+    let url = out.lines().last().unwrap().trim();
+    assert_eq!(url, "https://wa.me/4930901820?text=SNEAKER%20DROP");
+    let parsed = url::Url::parse(url).unwrap();
+    let text: Vec<_> = parsed.query_pairs().collect();
+    assert_eq!(text[0].1, "SNEAKER DROP");
+    assert_eq!(read_qr_png(&qr_dir.join("optin-sneaker-drop.png")), url);
+    let svg = std::fs::read_to_string(qr_dir.join("optin-sneaker-drop.svg")).unwrap();
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg"),
+        "{svg:.80}"
+    );
+    // The link registered the keyword; the same link again changes nothing.
+    let listed = cli.ok(&["optin", "keywords", "list"]);
+    assert!(
+        listed.contains("SNEAKER DROP\tmarketing\tposter-store-berlin\tACME Sneakers"),
+        "{listed}"
+    );
+    cli.ok(&[
+        "optin",
+        "link",
+        "--sender",
+        "106540352242922",
+        "--keyword",
+        "sneaker drop",
+        "--category",
+        "marketing",
+        "--source",
+        "poster-store-berlin",
+        "--business",
+        "ACME Sneakers",
+        "--qr-dir",
+        qr_dir.to_str().unwrap(),
+    ]);
+    // Another source for the same keyword is a mistake, not a silent change.
+    let err = cli.usage_error(&[
+        "optin",
+        "link",
+        "--sender",
+        "106540352242922",
+        "--keyword",
+        "SNEAKER DROP",
+        "--category",
+        "marketing",
+        "--source",
+        "instagram",
+        "--qr-dir",
+        qr_dir.to_str().unwrap(),
+    ]);
+    assert!(err.contains("poster-store-berlin"), "{err}");
+    let removed = cli.ok(&[
+        "optin",
+        "keywords",
+        "remove",
+        "sneaker drop",
+        "--sender",
+        "106540352242922",
+    ]);
+    assert!(removed.contains("removed"), "{removed}");
+    assert!(
+        cli.ok(&["optin", "keywords", "list"])
+            .contains("no opt-in keywords")
+    );
+}
+
+#[test]
+fn bad_optin_keywords_are_usage_errors() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "senders",
+        "add",
+        "--id",
+        "106540352242922",
+        "--account",
+        "102290129340398",
+        "--display",
+        "+49 30 901820",
+    ]);
+    let add = |keyword: &str, extra: &[&str]| {
+        let mut args = vec![
+            "optin",
+            "keywords",
+            "add",
+            keyword,
+            "--sender",
+            "106540352242922",
+            "--category",
+            "marketing",
+            "--source",
+            "poster",
+            "--business",
+            "ACME",
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli.usage_error(&refs)
+    };
+    let err = run(add("Stop", &[]));
+    assert!(err.contains("opt-out word"), "{err}");
+    let err = run(add("sale?now", &[]));
+    assert!(err.contains("letters, digits"), "{err}");
+    let err = run(add(
+        "JOIN",
+        &["--confirmation", "Welcome! Reply STOP to end."],
+    ));
+    assert!(err.contains("name the business"), "{err}");
+    let err = run(add("JOIN", &["--confirmation", "ACME: welcome!"]));
+    assert!(err.contains("opt out"), "{err}");
+    let err = cli.usage_error(&[
+        "optin",
+        "keywords",
+        "add",
+        "JOIN",
+        "--sender",
+        "999",
+        "--category",
+        "marketing",
+        "--source",
+        "poster",
+    ]);
+    assert!(err.contains("unknown sender"), "{err}");
+    let err = cli.usage_error(&[
+        "optin",
+        "keywords",
+        "remove",
+        "JOIN",
+        "--sender",
+        "106540352242922",
+    ]);
+    assert!(err.contains("no keyword JOIN"), "{err}");
+    // Nothing was registered by the refused commands.
+    assert!(
+        cli.ok(&["optin", "keywords", "list"])
+            .contains("no opt-in keywords")
+    );
+}
