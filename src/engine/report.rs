@@ -167,6 +167,18 @@ impl JobReport {
                 "left for a later run", self.remaining
             );
         }
+        let window_closed = self.total("skipped:window_closed");
+        if window_closed > 0 {
+            let _ = writeln!(
+                out,
+                "  {window_closed} without an open customer-service window: a session message goes only to customers who wrote to this number in the last 24 h{}",
+                if sent == 0 {
+                    " — none had; add a `template` to reach the others"
+                } else {
+                    ""
+                }
+            );
+        }
         if self.retries > 0 {
             let _ = writeln!(out, "  retries: {}", self.retries);
         }

@@ -512,3 +512,47 @@ async fn a_follow_up_is_the_free_text_for_a_customer_whose_window_is_open() {
         "two first messages, one template follow-up, one text"
     );
 }
+
+#[tokio::test]
+async fn herald_send_of_a_session_job_without_open_windows_skips_everyone_and_says_why() {
+    let env = Env::start(EnvOptions::default()).await;
+    let to = numbers(3);
+    env.consent_all(&to).await;
+    let file = env.dir.path().join("session.json");
+    let body = json!({
+        "version": 1, "job_id": "answers-1", "campaign_id": "answers", "sender": SENDER,
+        "session": { "type": "text", "text": "Your size is back: https://acme.example/s" },
+        "recipients": to.iter().map(|n| json!({ "to": n })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&file, body.to_string()).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["send", "--quiet"])
+        .arg(&file)
+        .env("HERALD_DATABASE_URL", &env.db_url)
+        .env("HERALD_GRAPH_URL", env.sim.url())
+        .env("RUST_LOG", "warn")
+        .env_remove("HERALD_RATE_CARD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("skipped:window_closed"), "{stdout}");
+    assert!(
+        stdout.contains("3 without an open customer-service window"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("add a `template`"), "{stdout}");
+    for n in &to {
+        assert!(
+            !stdout.contains(n.trim_start_matches('+')),
+            "a number in the output: {stdout}"
+        );
+    }
+    assert_eq!(env.sim.stats().accepted, 0);
+}
