@@ -30,7 +30,9 @@ impl CliError {
 impl From<store::StoreError> for CliError {
     fn from(e: store::StoreError) -> Self {
         match e {
-            store::StoreError::UnsupportedUrl(_) => Self::Usage(e.to_string()),
+            store::StoreError::UnsupportedUrl(_) | store::StoreError::NoHashKey => {
+                Self::Usage(e.to_string())
+            }
             other => Self::Runtime(anyhow::Error::new(other)),
         }
     }

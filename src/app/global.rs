@@ -54,10 +54,19 @@ pub struct GlobalOpts {
         global = true
     )]
     pub http_timeout: f64,
+    /// Key of the keyed hash (HMAC-SHA-256) that replaces erased numbers (secret: never logged).
+    /// Without it `herald contacts erase` refuses; set it once and never change it, or erased
+    /// numbers are no longer recognised.
+    #[arg(long, env = "HERALD_HASH_KEY", hide_env_values = true, global = true)]
+    pub hash_key: Option<String>,
 }
 
 impl GlobalOpts {
     pub async fn open_store(&self) -> Result<Arc<dyn Store>, CliError> {
+        if let Some(secret) = self.hash_key.as_deref().filter(|k| !k.trim().is_empty()) {
+            let key = store::HashKey::new(secret).map_err(CliError::Usage)?;
+            store::configure_hash_key(key).map_err(CliError::Usage)?;
+        }
         store::open(&self.database_url).await.map_err(|e| match e {
             store::StoreError::UnsupportedUrl(_) => CliError::Usage(e.to_string()),
             other => CliError::runtime(format!(

@@ -9,8 +9,10 @@ use crate::app::{CliError, GlobalOpts};
 pub enum ContactsCmd {
     /// Print everything stored about a number as JSON (GDPR access request).
     Export { phone: String },
-    /// Erase a number: consents and conversions deleted, ledger rows anonymised, kept
-    /// suppressed by hash.
+    /// Erase a number (needs HERALD_HASH_KEY): consents, revocations, messages, windows,
+    /// conversions, tier rows and timers deleted; ledger rows keep their outcome under a keyed
+    /// hash without the message id; the number stays suppressed (by keyed hash) until a new
+    /// consent dated after the erasure.
     Erase {
         phone: String,
         /// Confirm the erasure.
@@ -39,8 +41,18 @@ pub async fn contacts(g: &GlobalOpts, cmd: ContactsCmd) -> Result<(), CliError> 
                 )));
             }
             let store = g.open_store().await?;
-            let n = store.erase_contact(&p).await?;
-            println!("{p} erased ({n} row(s) touched); the number stays suppressed by hash");
+            let report = store.erase_contact(&p).await?;
+            if report.is_empty() {
+                println!("{p}: nothing held any more (erased before, or never known)");
+            } else {
+                println!("{p} erased:");
+                for (what, n) in &report {
+                    println!("  {what:<18} {n}");
+                }
+            }
+            println!(
+                "it stays suppressed by its keyed hash: nothing is sent to it until a new consent, dated after now, is recorded"
+            );
             Ok(())
         }
     }

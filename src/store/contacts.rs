@@ -3,10 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::StoreResult;
 use super::db::{Arg, Row};
 use super::shared;
 use super::sql::SqlStore;
+use super::{StoreError, StoreResult};
 use crate::domain::PhoneNumber;
 
 fn time_json(r: &Row, column: &str) -> StoreResult<Value> {
@@ -114,6 +114,7 @@ fn to_json(rows: &[Row], f: fn(&Row) -> StoreResult<Value>) -> StoreResult<Vec<V
 
 pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreResult<Value> {
     let hash = shared::phone_hash(phone);
+    let keyed = shared::erased_hash(phone);
     let by_phone = [Arg::Text(phone.as_str())];
     // One snapshot for the whole export, so it is consistent with itself.
     let mut conn = db.snapshot().await?;
@@ -134,8 +135,12 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
     let suppressions = conn
         .fetch_all(
             "SELECT phone, reason, created_at FROM suppressions
-             WHERE phone_hash = $1 ORDER BY created_at, id",
-            &[Arg::Text(&hash)],
+             WHERE phone_hash IN ($1, $2) OR phone = $3 ORDER BY created_at, id",
+            &[
+                Arg::Text(&hash),
+                Arg::Text(&keyed),
+                Arg::Text(phone.as_str()),
+            ],
         )
         .await?;
     let tier = conn
@@ -149,8 +154,12 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
             "SELECT key, campaign, job, sender, recipient, template, language, category, state,
                     reason, wamid, attempts, delivery, delivery_error, billed_category,
                     created_at, updated_at
-             FROM ledger WHERE recipient = $1 OR recipient = $2 ORDER BY created_at, key",
-            &[Arg::Text(phone.as_str()), Arg::Text(&hash)],
+             FROM ledger WHERE recipient IN ($1, $2, $3) ORDER BY created_at, key",
+            &[
+                Arg::Text(phone.as_str()),
+                Arg::Text(&hash),
+                Arg::Text(&keyed),
+            ],
         )
         .await?;
     // A conversion is the number's through its ledger row, or by the number itself when no
@@ -161,9 +170,13 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
                     amount_micros, currency, received_at
              FROM conversions
              WHERE phone = $1
-                OR recipient_key IN (SELECT key FROM ledger WHERE recipient = $1 OR recipient = $2)
+                OR recipient_key IN (SELECT key FROM ledger WHERE recipient IN ($1, $2, $3))
              ORDER BY at, event_id",
-            &[Arg::Text(phone.as_str()), Arg::Text(&hash)],
+            &[
+                Arg::Text(phone.as_str()),
+                Arg::Text(&hash),
+                Arg::Text(&keyed),
+            ],
         )
         .await?;
     let inbound = conn
@@ -183,7 +196,7 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
     conn.commit().await?;
     Ok(json!({
         "phone": phone.as_str(),
-        "phone_hash": hash,
+        "phone_hash": if keyed.is_empty() { hash } else { keyed },
         "consents": to_json(&consents, consent_json)?,
         "revocations": to_json(&revocations, revocation_json)?,
         "suppressions": to_json(&suppressions, suppression_json)?,
@@ -195,44 +208,115 @@ pub(super) async fn export_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreR
     }))
 }
 
-pub(super) async fn erase_contact(db: &SqlStore, phone: &PhoneNumber) -> StoreResult<u64> {
-    let hash = shared::phone_hash(phone);
-    let (phone, hash) = (Arg::Text(phone.as_str()), Arg::Text(&hash));
+/// What an erasure removed or anonymised, per kind of row.
+pub type ErasureReport = Vec<(&'static str, u64)>;
+
+pub(super) async fn erase_contact(
+    db: &SqlStore,
+    phone: &PhoneNumber,
+) -> StoreResult<ErasureReport> {
+    let key = shared::hash_key().ok_or(StoreError::NoHashKey)?;
+    let keyed = shared::keyed_hash(key, phone);
+    let legacy = shared::phone_hash(phone);
+    // Fired or not, a timer's payload names the number it sends to.
+    let in_payload = format!("%\"{}\"%", phone.as_str());
+    let (phone, keyed, legacy) = (
+        Arg::Text(phone.as_str()),
+        Arg::Text(&keyed),
+        Arg::Text(&legacy),
+    );
     let mut tx = db.write_tx().await?;
-    let mut touched = 0;
-    for (sql, args) in [
-        ("DELETE FROM consents WHERE phone = $1", &[phone][..]),
-        ("DELETE FROM revocations WHERE phone = $1", &[phone]),
-        ("DELETE FROM tier_reach WHERE phone = $1", &[phone]),
-        ("DELETE FROM inbound_messages WHERE phone = $1", &[phone]),
-        ("DELETE FROM service_windows WHERE phone = $1", &[phone]),
+    let mut report = ErasureReport::new();
+    // Suppressions other than an earlier erasure keep their reason, now under the keyed hash.
+    let kept = tx
+        .fetch_all(
+            "SELECT DISTINCT reason FROM suppressions
+             WHERE (phone = $1 OR phone_hash IN ($2, $3)) AND reason <> 'erased'",
+            &[phone, legacy, keyed],
+        )
+        .await?;
+    let kept: Vec<String> = kept
+        .iter()
+        .map(|r| r.text("reason"))
+        .collect::<StoreResult<_>>()?;
+    for (what, sql, args) in [
+        (
+            "consents",
+            "DELETE FROM consents WHERE phone = $1",
+            &[phone][..],
+        ),
+        (
+            "revocations",
+            "DELETE FROM revocations WHERE phone = $1",
+            &[phone],
+        ),
+        (
+            "tier rows",
+            "DELETE FROM tier_reach WHERE phone = $1",
+            &[phone],
+        ),
+        (
+            "inbound messages",
+            "DELETE FROM inbound_messages WHERE phone = $1",
+            &[phone],
+        ),
+        (
+            "service windows",
+            "DELETE FROM service_windows WHERE phone = $1",
+            &[phone],
+        ),
         // Before the ledger rows lose the number that leads to them.
         (
+            "conversions",
             "DELETE FROM conversions
              WHERE phone = $1
                 OR recipient_key IN (SELECT key FROM ledger
-                                     WHERE recipient = $1 OR recipient = $2)",
-            &[phone, hash],
+                                     WHERE recipient IN ($1, $2, $3))",
+            &[phone, legacy, keyed],
         ),
         (
-            "UPDATE ledger SET recipient = $2, updated_at = now() WHERE recipient = $1",
-            &[phone, hash],
+            "timers",
+            "DELETE FROM timers WHERE CAST(payload AS TEXT) LIKE $1",
+            &[Arg::Text(&in_payload)],
         ),
-        // The suppression already kept by hash: drop only the number from it.
+        // The outcome stays (idempotency: never sent twice), the number and the message id
+        // (a wamid encodes the number; an SMS id leads to the SMSC's records) go.
         (
-            "UPDATE suppressions SET phone = NULL WHERE phone = $1",
-            &[phone],
+            "ledger rows",
+            "UPDATE ledger SET recipient = $2, wamid = NULL, updated_at = now()
+             WHERE recipient IN ($1, $3) OR (recipient = $2 AND wamid IS NOT NULL)",
+            &[phone, keyed, legacy],
         ),
-        // Never message an erased number again by mistake (a re-import, an old CSV).
         (
-            "INSERT INTO suppressions (phone, phone_hash, reason, created_at)
-             VALUES (NULL, $1, 'erased', now())
-             ON CONFLICT (phone_hash, reason) DO NOTHING",
-            &[hash],
+            "suppressions",
+            "DELETE FROM suppressions
+             WHERE phone = $1 OR phone_hash = $2 OR (phone_hash = $3 AND reason <> 'erased')",
+            &[phone, legacy, keyed],
         ),
     ] {
-        touched += tx.execute(sql, args).await?;
+        let n = tx.execute(sql, args).await?;
+        if n > 0 {
+            report.push((what, n));
+        }
     }
+    for reason in &kept {
+        tx.execute(
+            "INSERT INTO suppressions (phone, phone_hash, reason, created_at)
+             VALUES (NULL, $1, $2, now())
+             ON CONFLICT (phone_hash, reason) DO NOTHING",
+            &[keyed, Arg::Text(reason)],
+        )
+        .await?;
+    }
+    // Never message an erased number again on a consent from before (a re-import, an old
+    // CSV); a new consent with its proof, dated after this, makes it sendable again.
+    tx.execute(
+        "INSERT INTO suppressions (phone, phone_hash, reason, created_at)
+         VALUES (NULL, $1, 'erased', now())
+         ON CONFLICT (phone_hash, reason) DO UPDATE SET created_at = excluded.created_at",
+        &[keyed],
+    )
+    .await?;
     tx.commit().await?;
-    Ok(touched)
+    Ok(report)
 }

@@ -24,6 +24,8 @@ use crate::domain::{
     Outcome, PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
 
+pub use contacts::ErasureReport;
+pub use shared::{HashKey, configure_hash_key};
 pub use sql::SqlStore;
 
 pub use crate::domain::{Conversion, ConversionSummary, ConversionTally};
@@ -68,6 +70,12 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// Erasure needs `HERALD_HASH_KEY`: a plain hash of a number can be reversed by trying
+    /// every number.
+    #[error(
+        "HERALD_HASH_KEY is not set: erasure replaces the number by a keyed hash (HMAC-SHA-256) and refuses to fall back to a plain one, which anyone can reverse by trying every number; set it (e.g. `openssl rand -hex 32`), keep it secret and never change it"
+    )]
+    NoHashKey,
 }
 
 impl StoreError {
@@ -524,10 +532,14 @@ pub trait Store: Send + Sync + 'static {
     /// `null` = every channel), suppressions, ledger rows, conversions, inbound messages and
     /// customer-service windows.
     async fn export_contact(&self, phone: &PhoneNumber) -> StoreResult<serde_json::Value>;
-    /// Erases a number: consents, tier rows, conversions, inbound messages and windows deleted, ledger rows keep their
-    /// outcome with the number replaced by a one-way hash, a suppression kept by hash so it is
-    /// never messaged again by mistake. Returns rows touched.
-    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64>;
+    /// Erases a number (GDPR Art. 17): consents, revocations, tier rows, conversions, inbound
+    /// messages, windows and timers naming it deleted; ledger rows keep their outcome (a key is
+    /// never sent twice) with the number replaced by its keyed hash (`HERALD_HASH_KEY`) and the
+    /// message id removed; suppressions kept under the keyed hash only, so the number is never
+    /// messaged again on a consent from before the erasure — a new one, dated after, makes it
+    /// sendable. Refuses without a hash key ([`StoreError::NoHashKey`]). Idempotent; returns
+    /// what it removed or anonymised, per kind of row.
+    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<ErasureReport>;
 
     // --- the conversation side -------------------------------------------------------------
     /// Records inbound messages in one transaction, each once per Meta message id, and opens

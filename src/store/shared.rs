@@ -69,10 +69,71 @@ pub(crate) fn first_outcome_per_key(outcomes: &[OutcomeRecord]) -> Vec<&OutcomeR
         .collect()
 }
 
-/// One-way identifier of a number: hex sha256 of its E.164 string. Suppressions are looked up
-/// by it so they outlive the erasure of the number.
+/// The unkeyed identifier of a number (hex sha256 of its E.164 string) that suppressions and
+/// erased ledger rows carried before `HERALD_HASH_KEY`: still matched so those keep working,
+/// never written for an erasure (anyone can recompute it by enumerating numbers).
 pub(crate) fn phone_hash(phone: &PhoneNumber) -> String {
     hex::encode(Sha256::digest(phone.as_str().as_bytes()))
+}
+
+/// The secret of the keyed hash (`HERALD_HASH_KEY`) that replaces an erased number: HMAC-SHA-256
+/// cannot be reversed by enumerating numbers without it. One per process (all stores of a
+/// process share it), set once at start-up; it must stay the same for the life of the data, or
+/// erased numbers are no longer recognised.
+#[derive(Clone)]
+pub struct HashKey(std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashKey(<set>)")
+    }
+}
+
+/// Shortest key accepted: 16 bytes (128 bits).
+pub const MIN_HASH_KEY_BYTES: usize = 16;
+
+impl HashKey {
+    pub fn new(secret: &str) -> Result<Self, String> {
+        let bytes = secret.trim().as_bytes();
+        if bytes.len() < MIN_HASH_KEY_BYTES {
+            return Err(format!(
+                "HERALD_HASH_KEY must be at least {MIN_HASH_KEY_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+            ));
+        }
+        Ok(Self(bytes.into()))
+    }
+}
+
+static HASH_KEY: std::sync::OnceLock<HashKey> = std::sync::OnceLock::new();
+
+/// Sets the process's hash key. A second call with another key is refused: numbers erased
+/// under one key would not be recognised under the other.
+pub fn configure_hash_key(key: HashKey) -> Result<(), String> {
+    let set = HASH_KEY.get_or_init(|| key.clone());
+    if set.0 == key.0 {
+        Ok(())
+    } else {
+        Err("HERALD_HASH_KEY is already set to another key in this process".into())
+    }
+}
+
+/// The process's hash key, if configured.
+pub(crate) fn hash_key() -> Option<&'static HashKey> {
+    HASH_KEY.get()
+}
+
+/// The keyed identifier of a number: hex HMAC-SHA-256 of its E.164 string.
+pub(crate) fn keyed_hash(key: &HashKey, phone: &PhoneNumber) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
+    mac.update(phone.as_str().as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// What an erased number leaves to recognise it by: its keyed hash when a key is configured,
+/// an empty string (matching nothing) otherwise.
+pub(crate) fn erased_hash(phone: &PhoneNumber) -> String {
+    hash_key().map_or_else(String::new, |k| keyed_hash(k, phone))
 }
 
 /// Rank of a delivery status; a webhook applies only if it ranks higher than what is stored.
@@ -154,7 +215,15 @@ pub(crate) fn consent_state<T: PartialOrd>(
     suppressed: bool,
     granted_at: Option<T>,
     revoked_at: Option<T>,
+    erased_at: Option<T>,
 ) -> ConsentState {
+    // An erased number is sendable again only on a consent given after its erasure (an old
+    // consent re-imported from a file must not bring it back).
+    if let Some(erased) = &erased_at
+        && granted_at.as_ref().is_none_or(|g| g <= erased)
+    {
+        return ConsentState::OptedOut;
+    }
     match (suppressed, granted_at, revoked_at) {
         (true, _, _) => ConsentState::OptedOut,
         (false, Some(g), Some(r)) if g > r => ConsentState::Granted,
@@ -274,26 +343,68 @@ mod tests {
     #[test]
     fn a_grant_counts_only_when_later_than_the_last_revocation() {
         assert_eq!(
-            consent_state(false, Some(2), Some(1)),
+            consent_state(false, Some(2), Some(1), None),
             ConsentState::Granted
         );
         assert_eq!(
-            consent_state(false, Some(1), Some(1)),
+            consent_state(false, Some(1), Some(1), None),
             ConsentState::OptedOut
         );
         assert_eq!(
-            consent_state(false, Some(1), Some(2)),
+            consent_state(false, Some(1), Some(2), None),
             ConsentState::OptedOut
         );
         assert_eq!(
-            consent_state(false, None::<i64>, Some(2)),
+            consent_state(false, None::<i64>, Some(2), None),
             ConsentState::OptedOut
         );
         assert_eq!(
-            consent_state(false, None::<i64>, None),
+            consent_state(false, None::<i64>, None, None),
             ConsentState::Missing
         );
-        assert_eq!(consent_state(true, Some(2), None), ConsentState::OptedOut);
+        assert_eq!(
+            consent_state(true, Some(2), None, None),
+            ConsentState::OptedOut
+        );
+    }
+
+    #[test]
+    fn an_erased_number_needs_a_consent_given_after_its_erasure() {
+        assert_eq!(
+            consent_state(false, Some(5), None, Some(3)),
+            ConsentState::Granted
+        );
+        assert_eq!(
+            consent_state(false, Some(3), None, Some(3)),
+            ConsentState::OptedOut
+        );
+        assert_eq!(
+            consent_state(false, Some(1), None, Some(3)),
+            ConsentState::OptedOut
+        );
+        assert_eq!(
+            consent_state(false, None::<i64>, None, Some(3)),
+            ConsentState::OptedOut
+        );
+        assert_eq!(
+            consent_state(false, Some(5), Some(6), Some(3)),
+            ConsentState::OptedOut
+        );
+    }
+
+    #[test]
+    fn the_keyed_hash_depends_on_the_key() {
+        let n = PhoneNumber::from_trusted("+4915112345678");
+        let a = keyed_hash(&HashKey::new("0123456789abcdef-a").unwrap(), &n);
+        let b = keyed_hash(&HashKey::new("0123456789abcdef-b").unwrap(), &n);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_ne!(a, phone_hash(&n));
+        assert!(HashKey::new("short").is_err());
+        assert_eq!(
+            format!("{:?}", HashKey::new("0123456789abcdef").unwrap()),
+            "HashKey(<set>)"
+        );
     }
 
     #[test]

@@ -365,8 +365,14 @@ impl Store for SqlStore {
         contacts::export_contact(self, phone).await
     }
 
-    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<u64> {
-        contacts::erase_contact(self, phone).await
+    async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<contacts::ErasureReport> {
+        let report = contacts::erase_contact(self, phone).await?;
+        if let Self::Sqlite(s) = self {
+            // The deleted pages are zeroed (secure_delete); the write-ahead log still holds
+            // the old ones until a checkpoint copies them back and truncates it.
+            s.checkpoint().await?;
+        }
+        Ok(report)
     }
 
     async fn record_inbound(

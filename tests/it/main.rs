@@ -5,6 +5,7 @@ mod conversions;
 mod deploy;
 mod engine;
 mod follow_ups;
+mod gdpr;
 mod rabbit_node;
 mod serve;
 mod sim_inbound;

@@ -920,6 +920,7 @@ async fn an_unknown_key_is_resolved_by_its_webhook(store: Arc<dyn Store>) {
 // --- personal data -------------------------------------------------------------------------
 
 async fn a_contact_is_exported_then_erased(store: Arc<dyn Store>) {
+    support::configure_hash_key();
     let p = PhoneNumber::from_trusted("+4915112345678");
     let other = phone(9);
     store
@@ -952,16 +953,28 @@ async fn a_contact_is_exported_then_erased(store: Arc<dyn Store>) {
     assert_eq!(export["ledger"].as_array().unwrap().len(), 1);
     assert_eq!(export["ledger"][0]["wamid"], "wamid.a");
 
-    let touched = store.erase_contact(&p).await.unwrap();
-    assert!(touched >= 5, "touched {touched}");
+    let report = store.erase_contact(&p).await.unwrap();
+    let removed: std::collections::BTreeMap<&str, u64> = report.into_iter().collect();
+    assert_eq!(removed.get("consents"), Some(&1), "{removed:?}");
+    assert_eq!(removed.get("revocations"), Some(&1), "{removed:?}");
+    assert_eq!(removed.get("ledger rows"), Some(&1), "{removed:?}");
+    assert_eq!(removed.get("tier rows"), Some(&1), "{removed:?}");
     let row = store.ledger_entry(&key("a")).await.unwrap().unwrap();
     assert_eq!(row.state, "sent", "the outcome is kept");
     assert_eq!(
         row.recipient.len(),
         64,
-        "the number is replaced by its hash"
+        "the number is replaced by its keyed hash"
     );
     assert!(!row.recipient.contains("4915112345678"));
+    assert_ne!(
+        row.recipient,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            p.as_str().as_bytes()
+        )),
+        "not the plain hash anyone can recompute"
+    );
+    assert_eq!(row.wamid, None, "a wamid encodes the number");
     let after = store.export_contact(&p).await.unwrap();
     assert!(after["consents"].as_array().unwrap().is_empty());
     assert!(after["revocations"].as_array().unwrap().is_empty());
@@ -969,9 +982,10 @@ async fn a_contact_is_exported_then_erased(store: Arc<dyn Store>) {
     assert!(!after.to_string().contains("checkout"));
     let suppressions = after["suppressions"].as_array().unwrap();
     assert!(suppressions.iter().all(|s| s["erased"] == true));
-    // Granting again by mistake (an old CSV) never makes the number sendable.
+    // Granting again by mistake (an old CSV: consent from before the erasure) never makes
+    // the number sendable.
     store
-        .grant_consents(&[consent(&p, Category::Marketing, TimeDelta::zero())])
+        .grant_consents(&[consent(&p, Category::Marketing, TimeDelta::hours(2))])
         .await
         .unwrap();
     let states = store
@@ -984,8 +998,43 @@ async fn a_contact_is_exported_then_erased(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(states, vec![ConsentState::OptedOut, ConsentState::Granted]);
     assert_eq!(store.tier_usage("pf", DAY).await.unwrap(), 1);
-    // Erasing twice is harmless.
-    store.erase_contact(&p).await.unwrap();
+    // Erasing twice is harmless and finds little left (the consent granted by mistake).
+    let again = store.erase_contact(&p).await.unwrap();
+    assert!(
+        !again.iter().any(|(what, _)| *what == "ledger rows"),
+        "{again:?}"
+    );
+    // A new consent with its proof, given after the erasure, makes an erased number sendable
+    // again — unless something else blocks it: `p`'s complaint still does.
+    store.erase_contact(&other).await.unwrap();
+    store
+        .grant_consents(&[
+            consent(&p, Category::Marketing, TimeDelta::seconds(-2)),
+            consent(&other, Category::Marketing, TimeDelta::seconds(-2)),
+        ])
+        .await
+        .unwrap();
+    let states = store
+        .consent_states(
+            Category::Marketing,
+            ChannelKind::WhatsApp,
+            &[p.clone(), other.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(states, vec![ConsentState::OptedOut, ConsentState::Granted]);
+    // The complaint outlives the erasure, under the keyed hash.
+    let exported = store.export_contact(&p).await.unwrap();
+    let reasons: Vec<&str> = exported["suppressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"complaint") && reasons.contains(&"erased"),
+        "{reasons:?}"
+    );
 }
 
 // --- senders, templates, campaigns ---------------------------------------------------------

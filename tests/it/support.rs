@@ -285,3 +285,12 @@ pub fn engine(store: &Arc<dyn Store>, graph: &GraphConfig, config: EngineConfig)
         GraphClient::new(graph).expect("Graph client"),
     )
 }
+
+/// The hash key every test of this process erases with (`HERALD_HASH_KEY`; one per process).
+pub const TEST_HASH_KEY: &str = "test-hash-key-0123456789abcdef";
+
+/// Configures [`TEST_HASH_KEY`] for the stores of this process (idempotent).
+pub fn configure_hash_key() {
+    herald::store::configure_hash_key(herald::store::HashKey::new(TEST_HASH_KEY).unwrap())
+        .expect("one hash key per test process");
+}

@@ -60,20 +60,25 @@ impl PostgresStore {
         }
         let rows = sqlx::query(
             "SELECT
-                EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = u.hash) AS suppressed,
+                EXISTS (SELECT 1 FROM suppressions s
+                         WHERE s.phone_hash IN (u.hash, u.keyed)
+                           AND s.reason <> 'erased') AS suppressed,
+                (SELECT max(s.created_at) FROM suppressions s
+                  WHERE s.phone_hash IN (u.hash, u.keyed) AND s.reason = 'erased') AS erased_at,
                 (SELECT c.granted_at FROM consents c
                   WHERE c.phone = u.phone AND c.category = $1 AND c.channel = $2) AS granted_at,
                 (SELECT max(r.revoked_at) FROM revocations r
                   WHERE r.phone = u.phone
                     AND (r.category = $1 OR r.category IS NULL)
                     AND (r.channel = $2 OR r.channel IS NULL)) AS revoked_at
-             FROM UNNEST($3::text[], $4::text[]) WITH ORDINALITY AS u(phone, hash, i)
+             FROM UNNEST($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(phone, hash, keyed, i)
              ORDER BY u.i",
         )
         .bind(category.as_str())
         .bind(channel.as_str())
         .bind(phones.iter().map(PhoneNumber::as_str).collect::<Vec<_>>())
         .bind(phones.iter().map(shared::phone_hash).collect::<Vec<_>>())
+        .bind(phones.iter().map(shared::erased_hash).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -82,6 +87,7 @@ impl PostgresStore {
                     r.try_get::<bool, _>("suppressed")?,
                     r.try_get::<Option<DateTime<Utc>>, _>("granted_at")?,
                     r.try_get::<Option<DateTime<Utc>>, _>("revoked_at")?,
+                    r.try_get::<Option<DateTime<Utc>>, _>("erased_at")?,
                 ))
             })
             .collect()

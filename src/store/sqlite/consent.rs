@@ -51,14 +51,18 @@ impl SqliteStore {
         if phones.is_empty() {
             return Ok(Vec::new());
         }
-        let batch: Vec<(&str, String)> = phones
+        let batch: Vec<(&str, String, String)> = phones
             .iter()
-            .map(|p| (p.as_str(), shared::phone_hash(p)))
+            .map(|p| (p.as_str(), shared::phone_hash(p), shared::erased_hash(p)))
             .collect();
         let rows = sqlx::query(
             "SELECT
-                EXISTS (SELECT 1 FROM suppressions s WHERE s.phone_hash = p.value->>1)
-                    AS suppressed,
+                EXISTS (SELECT 1 FROM suppressions s
+                         WHERE s.phone_hash IN (p.value->>1, p.value->>2)
+                           AND s.reason <> 'erased') AS suppressed,
+                (SELECT MAX(s.created_at) FROM suppressions s
+                  WHERE s.phone_hash IN (p.value->>1, p.value->>2) AND s.reason = 'erased')
+                    AS erased_at,
                 (SELECT c.granted_at FROM consents c
                   WHERE c.phone = p.value->>0 AND c.category = ?1 AND c.channel = ?2)
                     AS granted_at,
@@ -80,6 +84,7 @@ impl SqliteStore {
                     r.try_get::<bool, _>("suppressed")?,
                     r.try_get::<Option<i64>, _>("granted_at")?,
                     r.try_get::<Option<i64>, _>("revoked_at")?,
+                    r.try_get::<Option<i64>, _>("erased_at")?,
                 ))
             })
             .collect()

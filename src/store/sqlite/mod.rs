@@ -45,6 +45,15 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Copies the write-ahead log into the database and truncates it, so pages an erasure
+    /// overwrote leave no older copy behind.
+    pub(in crate::store) async fn checkpoint(&self) -> StoreResult<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// Opens the database at `url` (`sqlite://herald.db?mode=rwc` or `sqlite::memory:`),
     /// creating the file if missing unless the URL sets another `mode=`. Does not migrate; call
     /// [`Store::migrate`].
@@ -66,7 +75,10 @@ impl SqliteStore {
             // hosts that must rule that out too can set `synchronous=FULL` on the file.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted rows are overwritten with zeros, not left in free pages: an erased
+            // number must not stay readable in the file (GDPR Art. 17).
+            .pragma("secure_delete", "ON");
         let in_memory = is_in_memory(url);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
