@@ -11,7 +11,7 @@ use chrono::Utc;
 use herald::domain::inbound::OptInKeyword;
 use herald::domain::{Category, ChannelKind, Consent, Conversion, PhoneNumber, SenderId};
 use herald::policy::optin::default_confirmation;
-use herald::store::{ConsentState, Store};
+use herald::store::ConsentState;
 use serde_json::json;
 
 use super::conversation::Receiver;
@@ -235,7 +235,12 @@ async fn on_postgres_no_table_holds_an_erased_number() {
         .unwrap();
     store.suppress(&anna, "complaint").await.unwrap();
     store
-        .reserve_tier("pf", Some(10), Duration::from_secs(86_400), &[anna.clone()])
+        .reserve_tier(
+            "pf",
+            Some(10),
+            Duration::from_secs(86_400),
+            std::slice::from_ref(&anna),
+        )
         .await
         .unwrap();
     store
