@@ -1,10 +1,13 @@
 //! A small admin API beside the webhooks, for dashboards and runbooks that cannot run the CLI:
 //! `GET /api/campaigns/{id}` (state and keys counted per outcome) and
 //! `POST /api/campaigns/{id}/pause|resume|cancel`, with the same rules as
-//! `herald campaign …` (cancellation is final). Guarded by `HERALD_ADMIN_TOKEN` as a bearer
-//! token: when it is set every route needs it; when it is not, reads stay open (they hold no
-//! personal data) and the POST routes answer 403, so an unconfigured pod cannot be used to stop
-//! a campaign. `POST /api/conversions` (`conversions.rs`) is part of it, behind the same token.
+//! `herald campaign …` (cancellation is final); `GET /api/contacts/{phone}` (GDPR access: what
+//! `herald contacts export` prints, the number itself masked) and `DELETE
+//! /api/contacts/{phone}` (erasure, as `herald contacts erase`). Guarded by `HERALD_ADMIN_TOKEN`
+//! as a bearer token, compared in constant time. **Default deny**: without a token configured
+//! every route answers 403 naming the variable, so an unconfigured pod exposes nothing and
+//! stops nothing. `POST /api/conversions` (`conversions.rs`) is part of it, behind the same
+//! token.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use serde_json::json;
 use tracing::{error, info};
 
 use super::signature::secrets_match;
-use crate::domain::CampaignId;
+use crate::domain::{CampaignId, PhoneNumber};
 use crate::store::{Campaign, CampaignCounts, CampaignState, Store, StoreError};
 
 /// Longest reason accepted for a pause or cancel; it is shown in `campaign status`.
@@ -37,6 +40,7 @@ pub fn routes(store: Arc<dyn Store>, token: Option<String>) -> Router {
     Router::new()
         .route("/api/campaigns/{id}", get(show))
         .route("/api/campaigns/{id}/{action}", post(control))
+        .route("/api/contacts/{phone}", get(export).delete(erase))
         .merge(super::conversions::routes())
         .with_state(Arc::new(AdminState { store, token }))
 }
@@ -124,21 +128,14 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Whether the request may read (`write == false`) or change a campaign.
-pub(super) fn authorise(
-    state: &AdminState,
-    headers: &HeaderMap,
-    write: bool,
-) -> Result<(), ApiError> {
+/// Whether the request may use the admin API: a configured token, presented as
+/// `Authorization: Bearer …`. Without a configured token every route is refused (403).
+pub(super) fn authorise(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.token else {
-        return if write {
-            Err(ApiError(
-                StatusCode::FORBIDDEN,
-                "campaign control over HTTP is disabled: set HERALD_ADMIN_TOKEN".into(),
-            ))
-        } else {
-            Ok(())
-        };
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: set HERALD_ADMIN_TOKEN (a long random secret) and send it as a bearer token".into(),
+        ));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -169,7 +166,7 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignView>, ApiError> {
-    authorise(&s, &headers, false)?;
+    authorise(&s, &headers)?;
     let id = campaign_id(&id)?;
     let Some(campaign) = s.store.campaign(&id).await? else {
         return Err(ApiError(
@@ -186,7 +183,7 @@ async fn control(
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<CampaignView>, ApiError> {
-    authorise(&s, &headers, true)?;
+    authorise(&s, &headers)?;
     let target = match action.as_str() {
         "pause" => CampaignState::Paused,
         "resume" => CampaignState::Active,
@@ -241,4 +238,64 @@ async fn control(
     info!(campaign = %id, state = target.as_str(), reason = reason.as_deref().unwrap_or(""),
         "campaign state changed through the admin API");
     view(s.store.as_ref(), updated).await
+}
+
+fn contact(raw: &str) -> Result<PhoneNumber, ApiError> {
+    PhoneNumber::parse(raw).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("'{}': {e}", crate::domain::mask(raw)),
+        )
+    })
+}
+
+/// Every string that is the number, masked: the answer travels through proxies and logs.
+fn masked(mut v: serde_json::Value, phone: &PhoneNumber) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value, full: &str, shown: &str) {
+        match v {
+            serde_json::Value::String(s) if s == full => *s = shown.to_owned(),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, full, shown)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|i| walk(i, full, shown)),
+            _ => {}
+        }
+    }
+    walk(&mut v, phone.as_str(), &phone.to_string());
+    v
+}
+
+/// `GET /api/contacts/{phone}`: everything held on the number (GDPR Art. 15).
+async fn export(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&s, &headers)?;
+    let phone = contact(&raw)?;
+    let data = s.store.export_contact(&phone).await?;
+    Ok(Json(masked(data, &phone)))
+}
+
+/// `DELETE /api/contacts/{phone}`: erase the number (GDPR Art. 17).
+async fn erase(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&s, &headers)?;
+    let phone = contact(&raw)?;
+    let report = match s.store.erase_contact(&phone).await {
+        Ok(r) => r,
+        Err(StoreError::NoHashKey) => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                StoreError::NoHashKey.to_string(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    info!(phone = %phone, "contact erased through the admin API");
+    let removed: BTreeMap<&str, u64> = report.into_iter().collect();
+    Ok(Json(
+        json!({ "phone": phone.to_string(), "erased": removed }),
+    ))
 }

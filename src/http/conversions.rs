@@ -64,7 +64,7 @@ async fn receive(
             "the conversions API is disabled: set HERALD_ADMIN_TOKEN".into(),
         ));
     }
-    authorise(&s, &headers, true)?;
+    authorise(&s, &headers)?;
     let events = parse(&body).map_err(|(n, e)| {
         metrics::conversions_rejected(PATH, n);
         warn!(events = n, reason = %e, "conversion events refused");

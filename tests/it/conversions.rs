@@ -326,6 +326,7 @@ async fn a_conversion_after_the_follow_up_went_out_is_credited_to_it(store: Arc<
 }
 
 async fn a_contacts_conversions_are_exported_and_erased_with_it(store: Arc<dyn Store>) {
+    super::support::configure_hash_key();
     seed_ledger(&store).await;
     let events = [
         event("o-anna-1", json!({ "key": "k-anna" }), "1"),

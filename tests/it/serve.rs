@@ -564,10 +564,13 @@ async fn status_webhooks_from_the_simulator_mark_the_ledger_delivered() {
 #[tokio::test]
 async fn the_admin_api_shows_a_campaign_with_counts_per_outcome() {
     let (store, _dir) = seeded_store().await;
-    let serve = Serve::start(store, config()).await;
+    let mut cfg = config();
+    cfg.admin_token = Some(ADMIN_TOKEN.into());
+    let serve = Serve::start(store, cfg).await;
     let r = serve
         .client
         .get(format!("{}/api/campaigns/{CAMPAIGN}", serve.base))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -581,6 +584,7 @@ async fn the_admin_api_shows_a_campaign_with_counts_per_outcome() {
     let missing = serve
         .client
         .get(format!("{}/api/campaigns/nope", serve.base))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -589,17 +593,25 @@ async fn the_admin_api_shows_a_campaign_with_counts_per_outcome() {
 }
 
 #[tokio::test]
-async fn campaign_control_is_forbidden_without_an_admin_token() {
+async fn without_an_admin_token_every_admin_route_is_refused() {
     let (store, _dir) = seeded_store().await;
     let serve = Serve::start(Arc::clone(&store), config()).await;
-    let r = serve
-        .client
-        .post(format!("{}/api/campaigns/{CAMPAIGN}/pause", serve.base))
-        .bearer_auth("anything")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    let url = |path: &str| format!("{}{path}", serve.base);
+    let requests = [
+        serve.client.get(url(&format!("/api/campaigns/{CAMPAIGN}"))),
+        serve
+            .client
+            .post(url(&format!("/api/campaigns/{CAMPAIGN}/pause"))),
+        serve.client.post(url("/api/conversions")).body("{}"),
+        serve.client.get(url(&format!("/api/contacts/{ANNA}"))),
+        serve.client.delete(url(&format!("/api/contacts/{ANNA}"))),
+    ];
+    for req in requests {
+        let r = req.bearer_auth("anything").send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let body = r.text().await.unwrap();
+        assert!(body.contains("HERALD_ADMIN_TOKEN"), "{body}");
+    }
     let c = store
         .campaign(&CampaignId::parse(CAMPAIGN).unwrap())
         .await
@@ -667,6 +679,69 @@ async fn campaigns_are_paused_resumed_and_cancelled_with_the_admin_token() {
         "cancellation is final"
     );
     assert_eq!(call("explode", Some(ADMIN_TOKEN), None).await.status(), 404);
+    serve.stop().await;
+}
+
+#[tokio::test]
+async fn a_contact_is_exported_masked_and_erased_over_the_admin_api() {
+    super::support::configure_hash_key();
+    let (store, _dir) = seeded_store().await;
+    let mut cfg = config();
+    cfg.admin_token = Some(ADMIN_TOKEN.into());
+    let serve = Serve::start(Arc::clone(&store), cfg).await;
+    let url = format!("{}/api/contacts/{}", serve.base, ANNA);
+    assert_eq!(serve.client.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        serve
+            .client
+            .get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = serve
+        .client
+        .get(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("4915123456789"),
+        "no full number in an answer: {body}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["consents"].as_array().unwrap().len(), 2);
+    assert_eq!(v["ledger"][0]["wamid"], WAMID_ANNA);
+    let r = serve
+        .client
+        .delete(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("4915123456789"), "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["erased"]["consents"], 2);
+    assert_eq!(
+        consent(store.as_ref(), ANNA, Category::Marketing).await,
+        ConsentState::OptedOut
+    );
+    let bad = serve
+        .client
+        .get(format!("{}/api/contacts/not-a-number", serve.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     serve.stop().await;
 }
 

@@ -1780,6 +1780,7 @@ fn inbound(wamid: &str, who: u32, sender: &str, at_secs: i64, referral: bool) ->
 }
 
 async fn inbound_messages_are_stored_once_and_windows_only_grow(store: Arc<dyn Store>) {
+    support::configure_hash_key();
     let s = SenderId::parse("106540352242922").unwrap();
     let batch = [
         inbound("wamid.a", 1, "106540352242922", 0, false),
