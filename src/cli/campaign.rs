@@ -189,9 +189,44 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
                     funnel::table(&funnel, &card.currency)
                 );
             }
+            let estimated: u64 = funnel.values().filter_map(|f| f.cost_micros).sum();
+            let billed = store.billed_summary(&id).await?;
+            print!("{}", billed_table(&billed, estimated, &card.currency));
             Ok(())
         }
     }
+}
+
+/// Estimated against billed: what the rate card said before sending, and what Meta's status
+/// webhooks bill (per channel, category and market, priced with the card).
+fn billed_table(
+    billed: &[crate::store::BilledLine],
+    estimated_micros: u64,
+    currency: &str,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let total: u64 = billed.iter().map(|l| l.micros).sum();
+    let messages: u64 = billed.iter().map(|l| l.messages).sum();
+    let _ = writeln!(
+        out,
+        "cost: estimated {} · billed {} ({messages} billable message(s) in Meta's status webhooks so far)",
+        format_micros(estimated_micros, currency),
+        format_micros(total, currency)
+    );
+    for l in billed {
+        let _ = writeln!(
+            out,
+            "  billed {:<9} {:<14} {:<6} {:>8} × {} = {}",
+            l.channel,
+            l.category,
+            l.market,
+            l.messages,
+            format_micros(l.micros / l.messages.max(1), &l.currency),
+            format_micros(l.micros, &l.currency)
+        );
+    }
+    out
 }
 
 /// `budget 250.0000 USD · committed 12.3400 USD · left 237.6600 USD`, or the spend alone.

@@ -111,6 +111,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 verify_token: None,
                 opt_out: OptOutWords::default(),
                 clock: clock.clone(),
+                rate_card: Arc::new(RateCard::builtin()),
             },
             admin_token: None,
             shutdown_delay: Duration::ZERO,

@@ -132,6 +132,7 @@ impl ServeArgs {
                 verify_token: non_empty(&self.verify_token),
                 opt_out,
                 clock: crate::domain::Clock::system(),
+                rate_card: std::sync::Arc::new(self.engine.rate_card.load()?),
             },
             admin_token: non_empty(&self.admin_token),
             shutdown_delay: self.shutdown_delay,

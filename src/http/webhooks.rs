@@ -23,9 +23,13 @@ use tracing::{debug, error, info, warn};
 use super::notifications::{self, Inbound, Note, Notification};
 use super::signature::{self, SIGNATURE_HEADER};
 use crate::domain::ChannelKind;
+use crate::domain::{IdempotencyKey, PhoneNumber};
 use crate::engine::{Confirmation, FALLBACK_TIMER, schedule_confirmations, sms_key};
+use crate::policy::billing::billed_price;
+use crate::policy::cost::RateCard;
 use crate::policy::opt_out::OptOutWords;
 use crate::policy::optin;
+use crate::store::{BilledMessage, DeliveryUpdate};
 use crate::store::{Store, StoreResult};
 use crate::telemetry::log_limit;
 use crate::telemetry::metrics::{self, webhook_kind as kind, webhook_result as result};
@@ -50,6 +54,8 @@ pub struct WebhookConfig {
     /// Herald's clock: when an inbound message arrived (its window's latest start) and when
     /// its confirmation is due.
     pub clock: crate::domain::Clock,
+    /// Prices what Meta bills (status webhooks' `pricing`).
+    pub rate_card: Arc<RateCard>,
 }
 
 impl fmt::Debug for WebhookConfig {
@@ -60,6 +66,7 @@ impl fmt::Debug for WebhookConfig {
             .field("verify_token", &self.verify_token.as_ref().map(|_| "<set>"))
             .field("opt_out", &self.opt_out)
             .field("clock", &self.clock)
+            .field("rate_card", &self.rate_card.name)
             .finish()
     }
 }
@@ -141,7 +148,12 @@ async fn receive(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body: B
     let settled = notification.settled.clone();
     match tokio::time::timeout(
         APPLY_TIMEOUT,
-        apply(s.store.as_ref(), notification, received),
+        apply(
+            s.store.as_ref(),
+            &s.config.rate_card,
+            notification,
+            received,
+        ),
     )
     .await
     {
@@ -175,6 +187,7 @@ async fn receive(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body: B
 /// Applies one POST's decisions; returns the events it counted, by (kind, result).
 async fn apply(
     store: &dyn Store,
+    card: &RateCard,
     n: Notification,
     received: chrono::DateTime<chrono::Utc>,
 ) -> StoreResult<BTreeMap<(&'static str, &'static str), u64>> {
@@ -191,6 +204,7 @@ async fn apply(
         counted.insert((kind::STATUS, result::APPLIED), changed);
         counted.insert((kind::STATUS, result::DUPLICATE), statuses - changed);
         debug!(statuses, changed, "delivery statuses applied");
+        bill(store, card, &n.deliveries, received).await?;
         // A failed WhatsApp message whose job has a fallback: its timer is due now (the
         // firing process reads the failure's code from the ledger). Deliveries need nothing
         // here: a firing timer finds them in the ledger and sends no SMS.
@@ -244,6 +258,58 @@ async fn apply(
         }
     }
     Ok(counted)
+}
+
+/// Prices and records what Meta bills: each status carrying billable `pricing`, once per
+/// message (Meta prices `sent` and `delivered`, and redelivers), with the rate card for the
+/// recipient's market; counts the new ones in `herald_billed_cost_micros_total`.
+async fn bill(
+    store: &dyn Store,
+    card: &RateCard,
+    deliveries: &[DeliveryUpdate],
+    at: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<()> {
+    let billed: BTreeMap<&str, &str> = deliveries
+        .iter()
+        .filter_map(|d| Some((d.key.as_ref()?.as_str(), d.billed_category.as_deref()?)))
+        .collect();
+    if billed.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<IdempotencyKey> = billed
+        .keys()
+        .map(|k| IdempotencyKey::from_trusted(*k))
+        .collect();
+    let mut messages = Vec::with_capacity(keys.len());
+    for row in store.ledger_entries(&keys).await? {
+        let Some(category) = billed.get(row.key.as_str()) else {
+            continue;
+        };
+        // An erased number's row no longer says its market: not priced.
+        let Ok(to) = PhoneNumber::parse(&row.recipient) else {
+            continue;
+        };
+        let Some((market, micros)) = billed_price(card, category, &to) else {
+            continue;
+        };
+        messages.push(BilledMessage {
+            key: row.key.to_string(),
+            campaign: row.campaign.to_string(),
+            channel: row.channel.as_str().to_owned(),
+            category: (*category).to_owned(),
+            market,
+            micros,
+            currency: card.currency.clone(),
+            at,
+        });
+    }
+    let new = store.record_billing(&messages).await?;
+    for (m, is_new) in messages.iter().zip(new) {
+        if is_new {
+            metrics::billed_cost(&m.currency, &m.category, &m.market, m.micros);
+        }
+    }
+    Ok(())
 }
 
 /// Stores the customers' messages (each once per message id; a new one opens or extends the

@@ -10,6 +10,7 @@
 pub mod adaptive;
 pub mod attribution;
 pub mod backoff;
+pub mod billing;
 pub mod classify;
 pub mod cost;
 pub mod fallback;

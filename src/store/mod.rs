@@ -24,6 +24,7 @@ use crate::domain::{
     Outcome, PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
 
+pub use billing::{BilledLine, BilledMessage};
 pub use contacts::ErasureReport;
 pub use shared::{HashKey, configure_hash_key};
 pub use sql::SqlStore;
@@ -36,6 +37,7 @@ pub use crate::domain::{
     Sender, Template,
 };
 
+mod billing;
 mod campaigns;
 mod consent;
 mod contacts;
@@ -540,6 +542,13 @@ pub trait Store: Send + Sync + 'static {
     /// sendable. Refuses without a hash key ([`StoreError::NoHashKey`]). Idempotent; returns
     /// what it removed or anonymised, per kind of row.
     async fn erase_contact(&self, phone: &PhoneNumber) -> StoreResult<ErasureReport>;
+
+    // --- billing -------------------------------------------------------------------------
+    /// Records billable messages (from status webhooks' `pricing`), each once per key;
+    /// returns, in order, whether each was new.
+    async fn record_billing(&self, messages: &[BilledMessage]) -> StoreResult<Vec<bool>>;
+    /// A campaign's billed cost per channel, category, market and currency.
+    async fn billed_summary(&self, campaign: &CampaignId) -> StoreResult<Vec<BilledLine>>;
 
     // --- the conversation side -------------------------------------------------------------
     /// Records inbound messages in one transaction, each once per Meta message id, and opens

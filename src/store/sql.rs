@@ -16,7 +16,7 @@ use super::{
     SlotLease, Store, StoreResult, Template, TimerCounts, UnknownReview,
 };
 use super::{Conversion, ConversionSummary, ConversionTally};
-use super::{campaigns, consent, contacts, conversions, inbound, ledger, senders, timers};
+use super::{billing, campaigns, consent, contacts, conversions, inbound, ledger, senders, timers};
 use crate::domain::{
     CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
     PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
@@ -373,6 +373,14 @@ impl Store for SqlStore {
             s.checkpoint().await?;
         }
         Ok(report)
+    }
+
+    async fn record_billing(&self, messages: &[super::BilledMessage]) -> StoreResult<Vec<bool>> {
+        billing::record_billing(self, messages).await
+    }
+
+    async fn billed_summary(&self, campaign: &CampaignId) -> StoreResult<Vec<super::BilledLine>> {
+        billing::billed_summary(self, campaign).await
     }
 
     async fn record_inbound(

@@ -48,6 +48,7 @@ pub const CONVERSIONS: &str = "herald_conversions_total";
 pub const MESSAGE_STATUSES: &str = "herald_message_statuses_total";
 pub const INBOUND_MESSAGES: &str = "herald_inbound_messages_total";
 pub const OPTINS: &str = "herald_optins_total";
+pub const BILLED_COST: &str = "herald_billed_cost_micros_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -85,6 +86,7 @@ pub const ALL: &[&str] = &[
     MESSAGE_STATUSES,
     INBOUND_MESSAGES,
     OPTINS,
+    BILLED_COST,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -189,6 +191,10 @@ fn describe() {
         "Follow-ups by outcome (scheduled, sent, failed, unknown, skipped) and skip reason"
     );
     describe_counter!(CONVERSIONS, "Conversion events by path in and result");
+    describe_counter!(
+        BILLED_COST,
+        "What Meta bills, by its status webhooks' pricing (billable messages, once each), priced with the rate card, in millionths of its currency, by currency, Meta's category and market"
+    );
     describe_counter!(
         INBOUND_MESSAGES,
         "Messages customers wrote, by type and result (stored, duplicate: a redelivered webhook)"
@@ -448,6 +454,12 @@ pub fn conversions(path: &'static str, tally: &ConversionTally) {
             counter!(CONVERSIONS, "path" => path, "result" => result).increment(n);
         }
     }
+}
+
+/// A message Meta billed, priced with the rate card.
+pub fn billed_cost(currency: &str, category: &str, market: &str, micros: u64) {
+    counter!(BILLED_COST, "currency" => currency.to_owned(), "category" => category.to_owned(), "market" => market.to_owned())
+        .increment(micros);
 }
 
 /// Inbound messages of Meta's `type` (`unsupported` for unknown ones) by result.

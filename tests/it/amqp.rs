@@ -345,6 +345,7 @@ impl App {
                     verify_token: None,
                     opt_out: herald::http::OptOutWords::default(),
                     clock: herald::domain::Clock::system(),
+                    rate_card: std::sync::Arc::new(herald::policy::cost::RateCard::builtin()),
                 },
                 admin_token: None,
                 shutdown_delay: Duration::ZERO,

@@ -53,6 +53,7 @@ impl Receiver {
                 verify_token: None,
                 opt_out: OptOutWords::default(),
                 clock: clock.clone(),
+                rate_card: Arc::new(herald::policy::cost::RateCard::builtin()),
             },
             admin_token: None,
             shutdown_delay: Duration::ZERO,

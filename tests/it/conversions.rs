@@ -425,6 +425,7 @@ impl Serve {
                 verify_token: None,
                 opt_out: herald::http::OptOutWords::default(),
                 clock: herald::domain::Clock::system(),
+                rate_card: std::sync::Arc::new(herald::policy::cost::RateCard::builtin()),
             },
             admin_token: admin_token.map(String::from),
             shutdown_delay: Duration::ZERO,

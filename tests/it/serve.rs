@@ -77,6 +77,7 @@ fn config() -> ServeConfig {
             verify_token: Some(VERIFY_TOKEN.into()),
             opt_out: OptOutWords::default(),
             clock: herald::domain::Clock::system(),
+            rate_card: std::sync::Arc::new(herald::policy::cost::RateCard::builtin()),
         },
         admin_token: None,
         shutdown_delay: Duration::ZERO,
@@ -1111,6 +1112,7 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::MESSAGE_STATUSES,
     m::INBOUND_MESSAGES,
     m::OPTINS,
+    m::BILLED_COST,
 ];
 
 #[test]

@@ -1,0 +1,96 @@
+//! What Meta bills, per message (from status webhooks' `pricing`), and per campaign. The same
+//! statements on both dialects.
+
+use super::StoreResult;
+use super::db::Arg;
+use super::sql::SqlStore;
+use crate::domain::CampaignId;
+
+/// One billable message, priced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BilledMessage {
+    pub key: String,
+    pub campaign: String,
+    pub channel: String,
+    /// Meta's pricing category (`marketing`, `utility`, `authentication`, `service`, …).
+    pub category: String,
+    pub market: String,
+    pub micros: u64,
+    pub currency: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A campaign's billed cost for one (channel, category, market, currency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BilledLine {
+    pub channel: String,
+    pub category: String,
+    pub market: String,
+    pub currency: String,
+    pub messages: u64,
+    pub micros: u64,
+}
+
+/// Records each message once (the first webhook that bills it); returns, in order, whether
+/// each was new — Meta puts `pricing` on `sent` and `delivered`, and redelivers.
+pub(super) async fn record_billing(
+    db: &SqlStore,
+    messages: &[BilledMessage],
+) -> StoreResult<Vec<bool>> {
+    let mut new = Vec::with_capacity(messages.len());
+    if messages.is_empty() {
+        return Ok(new);
+    }
+    let mut tx = db.write_tx().await?;
+    for m in messages {
+        let rows = tx
+            .fetch_all(
+                "INSERT INTO billing
+                    (key, campaign, channel, category, market, micros, currency, billed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (key) DO NOTHING
+                 RETURNING key",
+                &[
+                    Arg::Text(&m.key),
+                    Arg::Text(&m.campaign),
+                    Arg::Text(&m.channel),
+                    Arg::Text(&m.category),
+                    Arg::Text(&m.market),
+                    Arg::Int(i64::try_from(m.micros).unwrap_or(i64::MAX)),
+                    Arg::Text(&m.currency),
+                    Arg::Time(m.at),
+                ],
+            )
+            .await?;
+        new.push(!rows.is_empty());
+    }
+    tx.commit().await?;
+    Ok(new)
+}
+
+pub(super) async fn billed_summary(
+    db: &SqlStore,
+    campaign: &CampaignId,
+) -> StoreResult<Vec<BilledLine>> {
+    db.read_all(
+        "SELECT channel, category, market, currency, count(*) AS n,
+                CAST(sum(micros) AS BIGINT) AS micros
+         FROM billing WHERE campaign = $1
+         GROUP BY channel, category, market, currency
+         ORDER BY channel, category, market, currency",
+        &[Arg::Text(campaign.as_str())],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(BilledLine {
+            channel: r.text("channel")?,
+            category: r.text("category")?,
+            market: r.text("market")?,
+            currency: r.text("currency")?,
+            messages: u64::try_from(r.int("n")?).unwrap_or(0),
+            micros: u64::try_from(r.int("micros")?).unwrap_or(0),
+        })
+    })
+    .collect()
+}
