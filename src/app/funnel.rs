@@ -107,6 +107,17 @@ pub async fn campaign_funnel(
             *col.cost_micros.get_or_insert(0) += micros;
         }
     }
+    // Sends whose rows the retention purge deleted are priced from the prefix they left: the
+    // card finds a market by the calling code, which the prefix holds.
+    for p in store.purged_sent(campaign).await? {
+        let to = PhoneNumber::from_trusted(format!("+{}", p.prefix));
+        let micros = match p.channel {
+            ChannelKind::Sms => card.sms_micros(&to, sms_text),
+            _ => card.micros(p.category, &to),
+        };
+        let col = out.entry(p.channel).or_default();
+        *col.cost_micros.get_or_insert(0) += micros * p.n;
+    }
     Ok(out)
 }
 

@@ -237,9 +237,9 @@ impl fmt::Display for RetentionPolicy {
 /// humantime's form.
 pub fn format_period(d: Duration) -> String {
     let s = d.as_secs();
-    if d.subsec_nanos() == 0 && s > 0 && s % DAY == 0 {
+    if d.subsec_nanos() == 0 && s > 0 && s.is_multiple_of(DAY) {
         format!("{}d", s / DAY)
-    } else if d.subsec_nanos() == 0 && s > 0 && s % 3600 == 0 {
+    } else if d.subsec_nanos() == 0 && s > 0 && s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
     } else {
         humantime::format_duration(d).to_string()

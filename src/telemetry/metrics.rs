@@ -48,6 +48,7 @@ pub const CONVERSIONS: &str = "herald_conversions_total";
 pub const MESSAGE_STATUSES: &str = "herald_message_statuses_total";
 pub const INBOUND_MESSAGES: &str = "herald_inbound_messages_total";
 pub const OPTINS: &str = "herald_optins_total";
+pub const PURGED_ROWS: &str = "herald_purged_rows_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -85,6 +86,7 @@ pub const ALL: &[&str] = &[
     MESSAGE_STATUSES,
     INBOUND_MESSAGES,
     OPTINS,
+    PURGED_ROWS,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -196,6 +198,10 @@ fn describe() {
     describe_counter!(
         OPTINS,
         "Click-to-chat opt-ins by keyword message: recorded (consent with proof, confirmation scheduled) or duplicate"
+    );
+    describe_counter!(
+        PURGED_ROWS,
+        "Personal rows deleted by the retention purge, by data class (HERALD_RETENTION)"
     );
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
@@ -461,6 +467,13 @@ pub fn inbound_messages(kind: &'static str, result: &'static str, n: u64) {
 pub fn optins(result: &'static str, n: u64) {
     if n > 0 {
         counter!(OPTINS, "result" => result).increment(n);
+    }
+}
+
+/// Rows the retention purge deleted of one data class (`policy::retention`: a fixed set).
+pub fn purged_rows(class: &'static str, n: u64) {
+    if n > 0 {
+        counter!(PURGED_ROWS, "class" => class).increment(n);
     }
 }
 

@@ -1036,6 +1036,8 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::MESSAGE_STATUSES,
     m::INBOUND_MESSAGES,
     m::OPTINS,
+    // The retention purge of workers and serve.
+    m::PURGED_ROWS,
 ];
 
 #[test]
