@@ -2504,6 +2504,51 @@ async fn concurrent_tier_reservations_never_overspend() {
     support::drop_postgres_database(&url).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_purges_delete_and_count_each_row_once() {
+    let Some(url) = support::postgres_url().await else {
+        return;
+    };
+    let a = herald::store::open(&url).await.unwrap();
+    let b = herald::store::open(&url).await.unwrap();
+    let names: Vec<String> = (0..600).map(|i| format!("k{i:04}")).collect();
+    let list: Vec<&str> = names.iter().map(String::as_str).collect();
+    a.claim("w1", MINUTE, &claims(&list)).await.unwrap();
+    let outcomes: Vec<OutcomeRecord> = list
+        .iter()
+        .map(|k| outcome(k, sent(&format!("wamid.{k}"))))
+        .collect();
+    a.record_outcomes(&outcomes).await.unwrap();
+    let before = a.campaign_counts(&campaign("bf")).await.unwrap();
+    // Two workers purge at once, twice each: every row goes once and is counted once.
+    let policy = RetentionPolicy::default();
+    let later = days_later(401);
+    let run = |store: Arc<dyn Store>| {
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..2 {
+                n += store
+                    .purge(&policy, later, false)
+                    .await
+                    .unwrap()
+                    .get(DataClass::Ledger);
+            }
+            n
+        })
+    };
+    let (na, nb) = tokio::join!(run(Arc::clone(&a)), run(Arc::clone(&b)));
+    assert_eq!(na.unwrap() + nb.unwrap(), 600);
+    assert_eq!(a.campaign_counts(&campaign("bf")).await.unwrap(), before);
+    assert!(
+        a.ledger_page(&campaign("bf"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    support::drop_postgres_database(&url).await;
+}
+
 // Hot-path timings live in `benches/store_ops.rs` (`cargo bench --bench store_ops`).
 
 #[tokio::test]
