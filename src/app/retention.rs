@@ -145,6 +145,43 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn workers_purge_on_their_interval_on_heralds_clock_until_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        let reached = [crate::domain::PhoneNumber::from_trusted("+4915112345678")];
+        store.reserve_tier("pf", None, day, &reached).await.unwrap();
+        let clock = Clock::system();
+        let stop = CancellationToken::new();
+        let task = spawn_purges(
+            Arc::clone(&store),
+            RetentionPolicy::default(),
+            clock.clone(),
+            Duration::from_millis(10),
+            stop.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            store.tier_usage("pf", day * 1000).await.unwrap(),
+            1,
+            "not 2 days old yet"
+        );
+        // Three days later on herald's clock the tier row is past its period.
+        clock.advance(day * 3);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.tier_usage("pf", day * 1000).await.unwrap() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never purged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops when told")
+            .unwrap();
+    }
+
     #[test]
     fn a_bad_retention_is_a_usage_error_even_when_not_purging() {
         let e = opts(&["--no-purge", "--retention", "inbox=3d"])
