@@ -133,6 +133,20 @@ mod tests {
     }
 
     #[test]
+    fn the_help_lists_the_defaults_of_the_table() {
+        use clap::CommandFactory;
+        let cmd = P::command();
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "retention")
+            .unwrap();
+        let help = arg.get_help().unwrap().to_string();
+        for part in RetentionPolicy::default().to_string().split(',') {
+            assert!(help.contains(part), "{part} missing from: {help}");
+        }
+    }
+
+    #[test]
     fn purging_is_hourly_unless_turned_off() {
         let (_, every) = opts(&[]).schedule().unwrap().unwrap();
         assert_eq!(every, Duration::from_secs(3600));

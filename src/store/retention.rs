@@ -43,6 +43,13 @@ macro_rules! step {
     };
 }
 
+/// Ledger rows past `$1` with their final outcome: keys still claimed or being sent stay.
+macro_rules! final_ledger_rows {
+    () => {
+        "updated_at < $1 AND state NOT IN ('pending', 'sending')"
+    };
+}
+
 /// The steps in the order they run.
 ///
 /// Consents: a consent goes once a revocation of it (its category or all, its channel or all)
@@ -111,11 +118,13 @@ fn steps() -> [Step; 9] {
             ("id"),
             "created_at < $1"
         ),
-        // Keys still being claimed or sent are never purged; the delete is `LEDGER_DELETE`.
+        // The delete also keeps the counts: `LEDGER_DELETE`.
         Step {
             class: DataClass::Ledger,
-            count: "SELECT count(*) AS n FROM ledger
-                    WHERE updated_at < $1 AND state NOT IN ('pending', 'sending')",
+            count: concat!(
+                "SELECT count(*) AS n FROM ledger WHERE ",
+                final_ledger_rows!()
+            ),
             delete: LEDGER_DELETE,
         },
     ]
@@ -124,15 +133,17 @@ fn steps() -> [Step; 9] {
 /// Deletes a batch of final ledger rows and returns what `campaign_totals` keeps of each: the
 /// role as `campaign_funnel` reads it from the key, and the number's first digits (a hashed,
 /// erased number keeps none).
-const LEDGER_DELETE: &str = "DELETE FROM ledger WHERE key IN (
-        SELECT key FROM ledger
-        WHERE updated_at < $1 AND state NOT IN ('pending', 'sending') LIMIT $2)
+const LEDGER_DELETE: &str = concat!(
+    "DELETE FROM ledger WHERE key IN (SELECT key FROM ledger WHERE ",
+    final_ledger_rows!(),
+    " LIMIT $2)
      RETURNING campaign,
         CASE WHEN key LIKE '%#follow-up' THEN 'follow_up'
              WHEN key LIKE '%#sms' THEN 'fallback' ELSE 'first' END AS role,
         channel, category, state, COALESCE(reason, '') AS reason,
         COALESCE(delivery, '') AS delivery,
-        CASE WHEN recipient LIKE '+%' THEN substr(recipient, 2, 4) ELSE '' END AS prefix";
+        CASE WHEN recipient LIKE '+%' THEN substr(recipient, 2, 4) ELSE '' END AS prefix"
+);
 
 const TOTALS_ADD: &str = "INSERT INTO campaign_totals
         (campaign, role, channel, category, state, reason, delivery, prefix, n)
