@@ -107,6 +107,17 @@ pub async fn campaign_funnel(
             *col.cost_micros.get_or_insert(0) += micros;
         }
     }
+    // Sends whose rows the retention purge deleted are priced from the prefix they left: the
+    // card finds a market by the calling code, which the prefix holds.
+    for p in store.purged_sent(campaign).await? {
+        let to = PhoneNumber::from_trusted(format!("+{}", p.prefix));
+        let micros = match p.channel {
+            ChannelKind::Sms => card.sms_micros(&to, sms_text),
+            _ => card.micros(p.category, &to),
+        };
+        let col = out.entry(p.channel).or_default();
+        *col.cost_micros.get_or_insert(0) += micros * p.n;
+    }
     Ok(out)
 }
 
@@ -172,6 +183,69 @@ mod tests {
             delivery: delivery.into(),
             n,
         }
+    }
+
+    #[tokio::test]
+    async fn a_campaigns_funnel_and_its_cost_are_the_same_after_its_rows_are_purged() {
+        use crate::domain::{Category, JobId, Outcome, SenderId};
+        use crate::policy::retention::RetentionPolicy;
+        use crate::store::{Claim, OutcomeRecord};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("h.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        let campaign = CampaignId::parse("bf").unwrap();
+        let rows = [
+            ("de", "+4915112345678", ChannelKind::WhatsApp),
+            ("nl", "+31612345678", ChannelKind::WhatsApp),
+            ("de#sms", "+4915112345678", ChannelKind::Sms),
+        ];
+        let claims: Vec<Claim> = rows
+            .iter()
+            .map(|(key, to, channel)| Claim {
+                key: IdempotencyKey::parse(key).unwrap(),
+                campaign: campaign.clone(),
+                job: JobId::parse("j").unwrap(),
+                sender: SenderId::parse("1").unwrap(),
+                recipient: (*to).into(),
+                template: "flash_sale".into(),
+                language: "de".into(),
+                category: Category::Marketing,
+                channel: *channel,
+            })
+            .collect();
+        store
+            .claim("w", std::time::Duration::from_secs(60), &claims)
+            .await
+            .unwrap();
+        let outcomes: Vec<OutcomeRecord> = rows
+            .iter()
+            .map(|(key, _, _)| OutcomeRecord {
+                key: IdempotencyKey::parse(key).unwrap(),
+                outcome: Outcome::Sent {
+                    wamid: format!("wamid.{key}"),
+                },
+                attempts: 1,
+            })
+            .collect();
+        store.record_outcomes(&outcomes).await.unwrap();
+        let card = RateCard::builtin();
+        let before = campaign_funnel(&*store, &campaign, Some((&card, "Sale")))
+            .await
+            .unwrap();
+        assert!(before[&ChannelKind::WhatsApp].cost_micros.unwrap() > 0);
+        assert!(before[&ChannelKind::Sms].cost_micros.unwrap() > 0);
+
+        let later = chrono::Utc::now() + chrono::Duration::days(401);
+        let purged = store
+            .purge(&RetentionPolicy::default(), later, false)
+            .await
+            .unwrap();
+        assert_eq!(purged.total(), 3);
+        let after = campaign_funnel(&*store, &campaign, Some((&card, "Sale")))
+            .await
+            .unwrap();
+        assert_eq!(after, before);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! command line's error type and exit codes (`error`), the global settings (`global`: store,
 //! Graph API), one clap struct per shared setting (`settings`: rate card, pacing, in-flight
 //! bound, drain), the engine builder every sending command uses (`engine`), the store probe of
-//! the long-running processes (`probe`) and the terminal progress bar (`progress`). `cli` sits
-//! on top and wires commands to adapters; `amqp`, `http` and `demo` import from here, never
-//! from `cli`.
+//! the long-running processes (`probe`), the retention purge they run (`retention`) and the
+//! terminal progress bar (`progress`). `cli` sits on top and wires commands to adapters;
+//! `amqp`, `http` and `demo` import from here, never from `cli`.
 
 mod engine;
 mod error;
@@ -12,6 +12,7 @@ pub mod funnel;
 mod global;
 mod probe;
 mod progress;
+mod retention;
 mod settings;
 pub mod sms;
 
@@ -20,4 +21,5 @@ pub use error::CliError;
 pub use global::GlobalOpts;
 pub use probe::probe_store_and_campaigns;
 pub use progress::progress_bar;
+pub use retention::{PurgeOpts, RetentionOpts, purge_once, spawn_purges};
 pub use settings::{DrainOpts, InflightOpts, MAX_DRAIN_SECONDS, PacingOpts, RateCardOpts, SmsOpts};

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::amqp::{AmqpOpts, TICK, Topology, WorkerConfig, WorkerState, run_worker};
-use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts};
+use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts, PurgeOpts, spawn_purges};
 use crate::http::{EndpointOpts, Readiness, install_metrics, serve_metrics, spawn_health_server};
 use crate::policy::backoff::retry_delay;
 use crate::store::Store;
@@ -90,6 +90,9 @@ pub struct WorkerArgs {
     /// (deferred) until they are resolved, at most an hour.
     #[arg(long, env = "HERALD_RESEND_UNKNOWN_AFTER", default_value = "10m")]
     pub resend_unknown_after: String,
+    /// The retention purge every worker runs (safe in several at once).
+    #[command(flatten)]
+    pub purge: PurgeOpts,
 }
 
 /// A duration like `10m` or `90s`, or `off`.
@@ -123,6 +126,7 @@ impl WorkerArgs {
             return Err(CliError::Usage("--prefetch must be at least 1".into()));
         }
         self.drain.check()?;
+        self.purge.schedule()?;
         self.engine.check()
     }
 
@@ -157,10 +161,23 @@ async fn worker(g: &GlobalOpts, args: WorkerArgs, state: Arc<WorkerState>) -> Re
         return Ok(());
     };
     state.set_database(true);
-    let engine = setup.build(store, graph);
-    run_worker(args.config(), Arc::new(engine), shutdown, Some(state))
-        .await
-        .map_err(|e| CliError::Runtime(anyhow::Error::new(e)))
+    let engine = Arc::new(setup.build(store, graph));
+    let purges = args.purge.schedule()?.map(|(policy, every)| {
+        let clock = engine.config().clock.clone();
+        spawn_purges(
+            Arc::clone(engine.store()),
+            policy,
+            clock,
+            every,
+            shutdown.clone(),
+        )
+    });
+    let result = run_worker(args.config(), engine, shutdown, Some(state)).await;
+    if let Some(purges) = purges {
+        // A batch cut short rolls back; the finished ones are kept.
+        purges.abort();
+    }
+    result.map_err(|e| CliError::Runtime(anyhow::Error::new(e)))
 }
 
 /// Opens the store, retrying while the database is unreachable (a worker started with or

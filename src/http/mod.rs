@@ -33,7 +33,7 @@ pub use server::{ServeConfig, ServerHandle, router, run};
 pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify};
 pub use webhooks::WebhookConfig;
 
-use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts};
+use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts, PurgeOpts, spawn_purges};
 
 /// Longest shutdown delay accepted: load balancers notice a failing readiness in seconds.
 const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(120);
@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// How the timers' messages are sent (pacing, rate card, SMS route).
     #[command(flatten)]
     pub engine: EngineOpts,
+    /// The retention purge `serve` runs like every worker (`--no-purge` to leave it to them).
+    #[command(flatten)]
+    pub purge: PurgeOpts,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -100,6 +103,7 @@ impl fmt::Debug for ServeArgs {
             .field("shutdown_delay", &self.shutdown_delay)
             .field("drain", &self.drain)
             .field("no_timers", &self.no_timers)
+            .field("purge", &self.purge)
             .finish()
     }
 }
@@ -161,6 +165,7 @@ pub async fn serve_metrics(
 /// Runs `herald serve` until SIGTERM or Ctrl-C and the drain end.
 pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliError> {
     let config = args.config()?;
+    let purge = args.purge.schedule()?;
     if config.webhooks.verify_token.is_none() {
         warn!("HERALD_VERIFY_TOKEN is not set: Meta's subscription handshake will be refused");
     }
@@ -195,8 +200,16 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         let engine = Arc::new(setup.build(Arc::clone(&store), g.graph_client()?));
         Some(tokio::spawn(engine.run_timers(shutdown.clone())))
     };
+    let purges = purge.map(|(policy, every)| {
+        let clock = config.webhooks.clock.clone();
+        spawn_purges(Arc::clone(&store), policy, clock, every, shutdown.clone())
+    });
     let served = run(listener, Arc::clone(&store), config, shutdown).await;
     stop_metrics.cancel();
+    if let Some(purges) = purges {
+        // A batch cut short rolls back; the finished ones are kept.
+        purges.abort();
+    }
     if let Some(timers) = timers {
         // Stopped by the same signal: a round in progress hands its timers back.
         let _ = timers.await;

@@ -5,7 +5,7 @@
 //! ([`segments`]) and which replies are opt-outs ([`opt_out`]), whether the customer-service window is open
 //! ([`window`]), and which inbound message is an opt-in ([`optin`]). Each is a plain function over
 //! plain types, tested without a network. Which message a conversion is credited to:
-//! [`attribution`].
+//! [`attribution`]. How long personal data is kept: [`retention`].
 
 pub mod adaptive;
 pub mod attribution;
@@ -19,5 +19,6 @@ pub mod gate;
 pub mod next_step;
 pub mod opt_out;
 pub mod optin;
+pub mod retention;
 pub mod segments;
 pub mod window;

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use super::db::{Arg, KEYS_PER_STATEMENT, Row, key_args, key_placeholders};
 use super::senders::parse_category;
 use super::sql::SqlStore;
-use super::{CampaignCounts, FunnelCell, LedgerRow, StoreError, StoreResult, shared};
+use super::{CampaignCounts, FunnelCell, LedgerRow, PurgedSent, StoreError, StoreResult, shared};
 use crate::domain::{CampaignId, IdempotencyKey, JobId, SenderId, SmsReceiptUpdate};
 
 /// The columns [`ledger_row`] reads.
@@ -112,8 +112,13 @@ pub(super) async fn campaign_counts(
 ) -> StoreResult<CampaignCounts> {
     let by_state = db
         .read_all(
-            "SELECT state, COALESCE(reason, '') AS reason, count(*) AS n FROM ledger
-             WHERE campaign = $1 GROUP BY 1, 2 ORDER BY 1, 2",
+            // The rows still there, and what purged ones left in `campaign_totals`.
+            "SELECT state, reason, CAST(SUM(n) AS BIGINT) AS n FROM (
+                 SELECT state, COALESCE(reason, '') AS reason, count(*) AS n FROM ledger
+                 WHERE campaign = $1 GROUP BY 1, 2
+                 UNION ALL
+                 SELECT state, reason, n FROM campaign_totals WHERE campaign = $1
+             ) t GROUP BY 1, 2 ORDER BY 1, 2",
             &[Arg::Text(campaign.as_str())],
         )
         .await?
@@ -133,14 +138,20 @@ pub(super) async fn campaign_funnel(
     db: &SqlStore,
     campaign: &CampaignId,
 ) -> StoreResult<Vec<FunnelCell>> {
-    // The role is in the key: herald derives `key#sms` and `key#follow-up` itself.
+    // The role is in the key: herald derives `key#sms` and `key#follow-up` itself. Purged
+    // rows count through the totals their purge left.
     db.read_all(
-        "SELECT CASE WHEN key LIKE '%#follow-up' THEN 'follow_up'
-                     WHEN key LIKE '%#sms' THEN 'fallback' ELSE 'first' END AS role,
-                channel, state, COALESCE(reason, '') AS reason,
-                COALESCE(delivery, '') AS delivery, count(*) AS n
-         FROM ledger WHERE campaign = $1
-         GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+        "SELECT role, channel, state, reason, delivery, CAST(SUM(n) AS BIGINT) AS n FROM (
+             SELECT CASE WHEN key LIKE '%#follow-up' THEN 'follow_up'
+                         WHEN key LIKE '%#sms' THEN 'fallback' ELSE 'first' END AS role,
+                    channel, state, COALESCE(reason, '') AS reason,
+                    COALESCE(delivery, '') AS delivery, count(*) AS n
+             FROM ledger WHERE campaign = $1
+             GROUP BY 1, 2, 3, 4, 5
+             UNION ALL
+             SELECT role, channel, state, reason, delivery, n FROM campaign_totals
+             WHERE campaign = $1
+         ) t GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
         &[Arg::Text(campaign.as_str())],
     )
     .await?
@@ -155,6 +166,29 @@ pub(super) async fn campaign_funnel(
             state: r.text("state")?,
             reason: r.text("reason")?,
             delivery: r.text("delivery")?,
+            n: u64::try_from(r.int("n")?).unwrap_or(0),
+        })
+    })
+    .collect()
+}
+
+pub(super) async fn purged_sent(
+    db: &SqlStore,
+    campaign: &CampaignId,
+) -> StoreResult<Vec<PurgedSent>> {
+    db.read_all(
+        "SELECT channel, category, prefix, CAST(SUM(n) AS BIGINT) AS n FROM campaign_totals
+         WHERE campaign = $1 AND state = 'sent'
+         GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        &[Arg::Text(campaign.as_str())],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(PurgedSent {
+            channel: r.text("channel")?.parse().map_err(StoreError::Corrupt)?,
+            category: parse_category(&r.text("category")?)?,
+            prefix: r.text("prefix")?,
             n: u64::try_from(r.int("n")?).unwrap_or(0),
         })
     })

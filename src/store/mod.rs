@@ -5,14 +5,14 @@
 //! (`tests/it/store_conformance.rs`).
 //!
 //! Layout: statements that are the same on both dialects are written once, by concern
-//! (`senders`, `consent`, `campaigns`, `ledger`, `timers`, `contacts`), through the small query
+//! (`senders`, `consent`, `campaigns`, `ledger`, `timers`, `contacts`, `retention`), through the small query
 //! layer in `db.rs`; `postgres/` and `sqlite/` hold only what really differs (connecting,
 //! claiming and recording keys, webhooks, consent batches, tier reservations, claiming
 //! timers), split the same way. `shared.rs` holds the pure rules both apply.
 //!
 //! Every method that touches recipients works on a batch: the hot path never runs a statement
 //! per recipient.
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::domain::{
     CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
     Outcome, PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
+use crate::policy::retention::{DataClass, RetentionPolicy};
 
 pub use billing::{BilledLine, BilledMessage};
 pub use contacts::ErasureReport;
@@ -46,6 +47,7 @@ mod db;
 mod inbound;
 mod ledger;
 pub mod postgres;
+mod retention;
 mod senders;
 mod shared;
 mod sql;
@@ -254,6 +256,39 @@ pub struct TimerCounts {
     pub due: u64,
 }
 
+/// Rows a retention purge deleted (or, dry, would delete) per data class
+/// ([`Store::purge`]); a class kept forever counts 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    pub rows: BTreeMap<DataClass, u64>,
+}
+
+impl PurgeCounts {
+    pub fn add(&mut self, class: DataClass, n: u64) {
+        *self.rows.entry(class).or_default() += n;
+    }
+
+    pub fn get(&self, class: DataClass) -> u64 {
+        self.rows.get(&class).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.rows.values().sum()
+    }
+}
+
+/// Sent messages whose ledger rows a purge deleted, as `campaign_totals` keeps them: enough
+/// to price them again ([`Store::purged_sent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgedSent {
+    pub channel: ChannelKind,
+    pub category: Category,
+    /// The recipient's first digits (country calling code and a little more), without `+`;
+    /// empty for an erased number.
+    pub prefix: String,
+    pub n: u64,
+}
+
 /// herald's persistence. Implementations must make every method safe to call again with the
 /// same arguments (retries after a lost connection) and safe under concurrent callers in
 /// several processes (Postgres).
@@ -392,9 +427,15 @@ pub trait Store: Send + Sync + 'static {
     /// The rows of `keys` that are in the ledger, in no particular order (a key without a row
     /// has none; a key given twice, one). A few statements for any number of keys.
     async fn ledger_entries(&self, keys: &[IdempotencyKey]) -> StoreResult<Vec<LedgerRow>>;
+    /// The campaign's keys counted by state and reason, purged ones included (from the
+    /// totals their purge left).
     async fn campaign_counts(&self, campaign: &CampaignId) -> StoreResult<CampaignCounts>;
-    /// The campaign's keys counted by role, channel, state, reason and delivery status.
+    /// The campaign's keys counted by role, channel, state, reason and delivery status,
+    /// purged ones included.
     async fn campaign_funnel(&self, campaign: &CampaignId) -> StoreResult<Vec<FunnelCell>>;
+    /// The campaign's `sent` keys whose rows were purged, by channel, category and number
+    /// prefix (what pricing needs; the rows themselves are gone).
+    async fn purged_sent(&self, campaign: &CampaignId) -> StoreResult<Vec<PurgedSent>>;
     /// Applies status webhooks: monotonic (read > delivered > sent; failed is final), an
     /// `unknown` key with a wamid becomes `sent`. Returns how many rows changed. Also keeps,
     /// per sender, the newest status time seen (the evidence [`Store::review_unknowns`] needs).
@@ -549,6 +590,19 @@ pub trait Store: Send + Sync + 'static {
     async fn record_billing(&self, messages: &[BilledMessage]) -> StoreResult<Vec<bool>>;
     /// A campaign's billed cost per channel, category, market and currency.
     async fn billed_summary(&self, campaign: &CampaignId) -> StoreResult<Vec<BilledLine>>;
+
+    /// The retention purge: deletes, in bounded batches, the rows of each class older than
+    /// its period in `policy` at `now` (`policy::retention`), never a row still in use
+    /// (`pending`/`sending` keys, unfired timers, open windows, consents not revoked); the
+    /// counts of deleted ledger rows are added to the campaign totals in the same transaction.
+    /// `dry_run` counts what would go and deletes nothing. Safe to run in several processes at
+    /// once: each row is deleted (and counted) once.
+    async fn purge(
+        &self,
+        policy: &RetentionPolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> StoreResult<PurgeCounts>;
 
     // --- the conversation side -------------------------------------------------------------
     /// Records inbound messages in one transaction, each once per Meta message id, and opens

@@ -12,15 +12,19 @@ use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, DueTimer, FunnelCell, LedgerRow, NewTimer, OutcomeRecord, Sender,
-    SlotLease, Store, StoreResult, Template, TimerCounts, UnknownReview,
+    ConsentState, DeliveryUpdate, DueTimer, FunnelCell, LedgerRow, NewTimer, OutcomeRecord,
+    PurgeCounts, PurgedSent, Sender, SlotLease, Store, StoreResult, Template, TimerCounts,
+    UnknownReview,
 };
 use super::{Conversion, ConversionSummary, ConversionTally};
-use super::{billing, campaigns, consent, contacts, conversions, inbound, ledger, senders, timers};
+use super::{
+    billing, campaigns, consent, contacts, conversions, inbound, ledger, retention, senders, timers,
+};
 use crate::domain::{
     CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
     PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
+use crate::policy::retention::RetentionPolicy;
 
 /// A store on one of the two SQL backends.
 #[derive(Debug, Clone)]
@@ -216,6 +220,10 @@ impl Store for SqlStore {
         ledger::campaign_funnel(self, campaign).await
     }
 
+    async fn purged_sent(&self, campaign: &CampaignId) -> StoreResult<Vec<PurgedSent>> {
+        ledger::purged_sent(self, campaign).await
+    }
+
     async fn apply_deliveries(&self, updates: &[DeliveryUpdate]) -> StoreResult<u64> {
         dispatch!(self.apply_deliveries(updates))
     }
@@ -381,6 +389,15 @@ impl Store for SqlStore {
 
     async fn billed_summary(&self, campaign: &CampaignId) -> StoreResult<Vec<super::BilledLine>> {
         billing::billed_summary(self, campaign).await
+    }
+
+    async fn purge(
+        &self,
+        policy: &RetentionPolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> StoreResult<PurgeCounts> {
+        retention::purge(self, policy, now, dry_run).await
     }
 
     async fn record_inbound(

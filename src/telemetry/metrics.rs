@@ -49,6 +49,7 @@ pub const MESSAGE_STATUSES: &str = "herald_message_statuses_total";
 pub const INBOUND_MESSAGES: &str = "herald_inbound_messages_total";
 pub const OPTINS: &str = "herald_optins_total";
 pub const BILLED_COST: &str = "herald_billed_cost_micros_total";
+pub const PURGED_ROWS: &str = "herald_purged_rows_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -87,6 +88,7 @@ pub const ALL: &[&str] = &[
     INBOUND_MESSAGES,
     OPTINS,
     BILLED_COST,
+    PURGED_ROWS,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -202,6 +204,10 @@ fn describe() {
     describe_counter!(
         OPTINS,
         "Click-to-chat opt-ins by keyword message: recorded (consent with proof, confirmation scheduled) or duplicate"
+    );
+    describe_counter!(
+        PURGED_ROWS,
+        "Personal rows deleted by the retention purge, by data class (HERALD_RETENTION)"
     );
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
@@ -473,6 +479,13 @@ pub fn inbound_messages(kind: &'static str, result: &'static str, n: u64) {
 pub fn optins(result: &'static str, n: u64) {
     if n > 0 {
         counter!(OPTINS, "result" => result).increment(n);
+    }
+}
+
+/// Rows the retention purge deleted of one data class (`policy::retention`: a fixed set).
+pub fn purged_rows(class: &'static str, n: u64) {
+    if n > 0 {
+        counter!(PURGED_ROWS, "class" => class).increment(n);
     }
 }
 

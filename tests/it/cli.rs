@@ -431,3 +431,102 @@ fn bad_optin_keywords_are_usage_errors() {
             .contains("no opt-in keywords")
     );
 }
+
+/// The number in `class`'s row of `herald purge`'s table.
+fn purged(out: &str, class: &str) -> u64 {
+    let row = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(class))
+        .unwrap_or_else(|| panic!("no {class} row in:\n{out}"));
+    row.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+#[test]
+fn herald_purge_dry_run_counts_per_class_and_deletes_nothing() {
+    let cli = Cli::new();
+    let phone = "+4915112345678";
+    let csv = cli.dir.path().join("consents.csv");
+    std::fs::write(
+        &csv,
+        format!("phone,category,granted_at,source,proof\n{phone},marketing,2026-01-02T10:00:00Z,checkout,box v3\n"),
+    )
+    .unwrap();
+    cli.ok(&["consent", "import", csv.to_str().unwrap()]);
+    cli.ok(&["consent", "revoke", phone]);
+
+    // The defaults keep a revoked consent's proof for three years after the revocation.
+    let out = cli.ok(&["purge", "--dry-run", "--retention", ""]);
+    assert!(out.contains("dry run: nothing deleted"), "{out}");
+    for (class, kept) in [
+        ("ledger", "400d"),
+        ("inbound", "30d"),
+        ("conversions", "400d"),
+        ("consents", "1096d"),
+        ("tier", "2d"),
+        ("timers", "30d"),
+        ("suppressions", "never"),
+    ] {
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(class))
+            .unwrap_or_else(|| panic!("no {class} row in:\n{out}"));
+        assert!(row.contains(kept), "{row}");
+        assert_eq!(purged(&out, class), 0, "{row}");
+    }
+    assert!(out.contains("0 row(s) would be deleted"), "{out}");
+
+    // Kept for a millisecond, the consent and its revocation are due: counted, not deleted.
+    let out = cli.ok(&["purge", "--dry-run", "--retention", "consents=1ms"]);
+    assert_eq!(purged(&out, "consents"), 2, "{out}");
+    assert_eq!(
+        exported(&cli, phone)["revocations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let out = cli.ok(&["purge", "--retention", "consents=1ms"]);
+    assert_eq!(purged(&out, "consents"), 2, "{out}");
+    assert!(out.contains("2 row(s) deleted"), "{out}");
+    let left = exported(&cli, phone);
+    assert_eq!(left["consents"], serde_json::json!([]));
+    assert_eq!(left["revocations"], serde_json::json!([]));
+}
+
+#[test]
+fn a_bad_herald_retention_is_a_usage_error_naming_the_class() {
+    let cli = Cli::new();
+    let err = cli.usage_error(&["purge", "--dry-run", "--retention", "ledger=400d,inbox=30d"]);
+    assert!(
+        err.contains("HERALD_RETENTION") && err.contains("unknown data class 'inbox'"),
+        "{err}"
+    );
+    let err = cli.usage_error(&["purge", "--retention", "inbound=a month"]);
+    assert!(
+        err.contains("inbound: 'a month' is not a duration"),
+        "{err}"
+    );
+    let err = cli.usage_error(&["purge", "--retention", "tier=1h"]);
+    assert!(err.contains("tier: 1h is shorter"), "{err}");
+    // Refused from the environment too, and by the long-running processes before they start.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["worker"])
+        .env("HERALD_RETENTION", "timers=forever")
+        .env(
+            "HERALD_DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                cli.dir.path().join("w.db").display()
+            ),
+        )
+        .env("HERALD_HTTP_ADDR", "127.0.0.1:0")
+        .env("HERALD_METRICS_ADDR", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("timers: 'forever'"),
+        "{out:?}"
+    );
+}

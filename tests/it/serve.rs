@@ -1113,6 +1113,8 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::INBOUND_MESSAGES,
     m::OPTINS,
     m::BILLED_COST,
+    // The retention purge of workers and serve.
+    m::PURGED_ROWS,
 ];
 
 #[test]

@@ -12,8 +12,9 @@ use herald::domain::{
     CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
     SkipReason,
 };
+use herald::policy::retention::{DataClass, RetentionPolicy};
 use herald::store::{
-    Budget, CampaignState, Claim, ClaimStatus, Consent, ConsentState, DeliveryUpdate,
+    Budget, CampaignState, Claim, ClaimStatus, Consent, ConsentState, Conversion, DeliveryUpdate,
     OutcomeRecord, Sender, Store, StoreError, Template,
 };
 
@@ -1763,6 +1764,8 @@ conformance!(
     concurrent_claimers_take_each_due_timer_once,
     inbound_messages_are_stored_once_and_windows_only_grow,
     optin_keywords_are_added_replaced_listed_and_removed,
+    the_purge_deletes_rows_past_their_period_and_keeps_newer_ones_and_those_in_use,
+    purging_a_campaigns_ledger_keeps_its_counts_funnel_and_priced_sends,
 );
 
 // --- the conversation side --------------------------------------------------------------------
@@ -1906,6 +1909,310 @@ async fn optin_keywords_are_added_replaced_listed_and_removed(store: Arc<dyn Sto
             .unwrap()
     );
     assert_eq!(store.keywords().await.unwrap().len(), 1);
+}
+
+// --- retention ---------------------------------------------------------------------------------
+
+/// Herald's clock `days` from now: the purge runs on it, while the rows were written on the real
+/// clock, so they are `days` old to it.
+fn days_later(days: i64) -> chrono::DateTime<Utc> {
+    Utc::now() + TimeDelta::days(days)
+}
+
+fn days_ago(days: i64) -> TimeDelta {
+    TimeDelta::days(days)
+}
+
+async fn marketing(store: &Arc<dyn Store>, p: &PhoneNumber) -> ConsentState {
+    store
+        .consent_states(
+            Category::Marketing,
+            ChannelKind::WhatsApp,
+            std::slice::from_ref(p),
+        )
+        .await
+        .unwrap()[0]
+}
+
+async fn the_purge_deletes_rows_past_their_period_and_keeps_newer_ones_and_those_in_use(
+    store: Arc<dyn Store>,
+) {
+    let policy = RetentionPolicy::default();
+    // Ledger: two final keys, one being sent, one waiting.
+    store
+        .claim(
+            "w1",
+            MINUTE,
+            &claims(&["done", "skip", "flying", "waiting"]),
+        )
+        .await
+        .unwrap();
+    store.mark_sending("w1", &keys(&["flying"])).await.unwrap();
+    store
+        .record_outcomes(&[
+            outcome("done", sent("wamid.done")),
+            outcome(
+                "skip",
+                Outcome::Skipped {
+                    reason: SkipReason::NoConsent,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    // Timers: one fired, one claimed and not fired, one never claimed.
+    let payload = serde_json::json!({});
+    for k in ["fired", "claimed", "scheduled"] {
+        store
+            .schedule_timer("follow_up", k, at(0), &payload)
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim_due_timers("w1", MINUTE, at(0), 2)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        store
+            .complete_timer("follow_up", &claimed[0].key, "w1")
+            .await
+            .unwrap()
+    );
+    // Inbound: one message (and window) from now, one from a year on.
+    let s = SenderId::parse("106540352242922").unwrap();
+    let now = Utc::now();
+    let year = now + TimeDelta::days(380);
+    let mut old = inbound("wamid.old", 1, "106540352242922", 0, false);
+    old.at = now;
+    store.record_inbound(&[old], now).await.unwrap();
+    let mut new = inbound("wamid.new", 2, "106540352242922", 0, false);
+    new.at = year;
+    store.record_inbound(&[new], year).await.unwrap();
+    // Tier, a conversion and a suppression, all written now.
+    store
+        .reserve_tier("pf", None, DAY, &[phone(1)])
+        .await
+        .unwrap();
+    store
+        .record_conversions(&[Conversion {
+            event_id: "order-1".into(),
+            campaign: campaign("bf"),
+            to: Some(phone(9)),
+            key: None,
+            event: "order".into(),
+            at: now,
+            value: None,
+        }])
+        .await
+        .unwrap();
+    store.suppress(&phone(6), "complaint").await.unwrap();
+    // Consents, 401 days on (cutoff: 1096 days before that). phone 1: revoked 800 days ago,
+    // gone with its revocation; 2: never revoked, kept; 3: revoked 100 days ago, kept; 4: a
+    // revocation without a consent, gone; 5: re-consented after an old opt-out of everything:
+    // the consent is kept, the old revocation goes.
+    store
+        .grant_consents(&[
+            consent(&phone(1), Category::Marketing, days_ago(900)),
+            consent(&phone(2), Category::Marketing, days_ago(900)),
+            consent(&phone(3), Category::Marketing, days_ago(900)),
+            consent(&phone(5), Category::Marketing, days_ago(700)),
+        ])
+        .await
+        .unwrap();
+    for (i, ago, category, channel) in [
+        (
+            1,
+            800,
+            Some(Category::Marketing),
+            Some(ChannelKind::WhatsApp),
+        ),
+        (3, 100, Some(Category::Marketing), None),
+        (4, 800, None, None),
+        (5, 800, None, None),
+    ] {
+        store
+            .revoke_consent(&phone(i), category, channel, now - days_ago(ago), "STOP")
+            .await
+            .unwrap();
+    }
+
+    let later = days_later(401);
+    let expected = [
+        (DataClass::Ledger, 2),
+        (DataClass::Inbound, 2),
+        (DataClass::Conversions, 1),
+        // phone 1's consent and revocation, and the revocations of 4 and 5.
+        (DataClass::Consents, 4),
+        (DataClass::Tier, 1),
+        (DataClass::Timers, 1),
+        (DataClass::Suppressions, 0),
+    ];
+    let dry = store.purge(&policy, later, true).await.unwrap();
+    for (class, n) in expected {
+        assert_eq!(dry.get(class), n, "dry run, {class}");
+    }
+    // A dry run deletes nothing.
+    assert_eq!(
+        store
+            .ledger_entries(&keys(&["done", "skip"]))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(marketing(&store, &phone(1)).await, ConsentState::OptedOut);
+
+    let done = store.purge(&policy, later, false).await.unwrap();
+    assert_eq!(done, dry, "the purge deletes what the dry run counted");
+    let left: HashSet<String> = store
+        .ledger_entries(&keys(&["done", "skip", "flying", "waiting"]))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        left,
+        HashSet::from(["flying".to_owned(), "waiting".to_owned()]),
+        "keys in flight are never purged"
+    );
+    assert_eq!(
+        store.pending_timers().await.unwrap(),
+        [("follow_up".to_owned(), 2)],
+        "unfired timers stay"
+    );
+    let windows = store
+        .service_windows(&s, &[phone(1), phone(2)])
+        .await
+        .unwrap();
+    assert!(windows[0].is_none() && windows[1].is_some(), "{windows:?}");
+    assert_eq!(
+        store.export_contact(&phone(2)).await.unwrap()["inbound_messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.tier_usage("pf", DAY * 1000).await.unwrap(), 0);
+    let summary = store.conversion_summary(&campaign("bf")).await.unwrap();
+    assert!(summary.iter().all(|s| s.conversions == 0), "{summary:?}");
+    // The suppression stays, and a purged revoked consent never comes back to life.
+    assert_eq!(marketing(&store, &phone(6)).await, ConsentState::OptedOut);
+    assert_eq!(marketing(&store, &phone(1)).await, ConsentState::Missing);
+    assert_eq!(marketing(&store, &phone(2)).await, ConsentState::Granted);
+    assert_eq!(marketing(&store, &phone(3)).await, ConsentState::OptedOut);
+    assert_eq!(marketing(&store, &phone(5)).await, ConsentState::Granted);
+    let three = store.export_contact(&phone(3)).await.unwrap();
+    assert_eq!(three["consents"].as_array().unwrap().len(), 1, "proof kept");
+    assert_eq!(three["revocations"].as_array().unwrap().len(), 1);
+    for i in [1, 4, 5] {
+        let e = store.export_contact(&phone(i)).await.unwrap();
+        assert_eq!(e["revocations"], serde_json::json!([]), "phone {i}");
+    }
+
+    // Nothing is left to purge, and rows younger than their period were never touched.
+    let again = store.purge(&policy, later, false).await.unwrap();
+    assert_eq!(again.total(), 0, "{again:?}");
+    let fresh = store.purge(&policy, Utc::now(), false).await.unwrap();
+    assert_eq!(fresh.total(), 0, "{fresh:?}");
+}
+
+async fn purging_a_campaigns_ledger_keeps_its_counts_funnel_and_priced_sends(
+    store: Arc<dyn Store>,
+) {
+    let mut sms = claim_in("bf", "c#sms");
+    sms.channel = ChannelKind::Sms;
+    let mut all = claims(&["a", "b", "c", "d", "e", "a#follow-up", "open"]);
+    all.push(sms);
+    store.claim("w1", MINUTE, &all).await.unwrap();
+    store
+        .record_outcomes(&[
+            outcome("a", sent("wamid.a")),
+            outcome("b", sent("wamid.b")),
+            outcome("c", Outcome::Failed { code: 131_026 }),
+            outcome("c#sms", sent("sms.c")),
+            outcome(
+                "d",
+                Outcome::Skipped {
+                    reason: SkipReason::OptedOut,
+                },
+            ),
+            outcome("e", Outcome::Unknown),
+            outcome("a#follow-up", sent("wamid.af")),
+        ])
+        .await
+        .unwrap();
+    store
+        .apply_deliveries(&[
+            delivery("wamid.a", Some("a"), "read"),
+            delivery("wamid.b", Some("b"), "delivered"),
+        ])
+        .await
+        .unwrap();
+    // Another campaign's keys are not its totals.
+    store
+        .claim("w1", MINUTE, &[claim_in("other", "x")])
+        .await
+        .unwrap();
+    store
+        .record_outcomes(&[outcome("x", sent("wamid.x"))])
+        .await
+        .unwrap();
+    let bf = campaign("bf");
+    let counts = store.campaign_counts(&bf).await.unwrap();
+    let funnel = store.campaign_funnel(&bf).await.unwrap();
+    assert_eq!(counts.total(), 8);
+    assert!(store.purged_sent(&bf).await.unwrap().is_empty());
+
+    let purged = store
+        .purge(&RetentionPolicy::default(), days_later(401), false)
+        .await
+        .unwrap();
+    assert_eq!(purged.get(DataClass::Ledger), 8, "every final key of both");
+    let page = store.ledger_page(&bf, None, 100).await.unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["open"],
+        "only the pending key is left"
+    );
+    assert_eq!(store.campaign_counts(&bf).await.unwrap(), counts);
+    assert_eq!(store.campaign_funnel(&bf).await.unwrap(), funnel);
+    assert_eq!(
+        store
+            .campaign_counts(&campaign("other"))
+            .await
+            .unwrap()
+            .total(),
+        1
+    );
+    // What pricing needs survives: channel, category and the number's first digits.
+    let priced = store.purged_sent(&bf).await.unwrap();
+    let n = |channel| {
+        priced
+            .iter()
+            .filter(|p| p.channel == channel && p.prefix == "4915")
+            .map(|p| p.n)
+            .sum::<u64>()
+    };
+    assert_eq!((n(ChannelKind::WhatsApp), n(ChannelKind::Sms)), (3, 1));
+    assert!(priced.iter().all(|p| p.category == Category::Marketing));
+
+    // The last key's outcome after the purge adds to the totals, and a second purge of it
+    // too: the counts go on growing from where they were.
+    store
+        .record_outcomes(&[outcome("open", sent("wamid.open"))])
+        .await
+        .unwrap();
+    store
+        .purge(&RetentionPolicy::default(), days_later(401), false)
+        .await
+        .unwrap();
+    let after = store.campaign_counts(&bf).await.unwrap();
+    assert_eq!((after.total(), after.state("sent")), (8, 5));
+    assert!(store.ledger_page(&bf, None, 100).await.unwrap().is_empty());
+    // Purged keys stay out of the report but a campaign's counts never go down.
+    assert_eq!(after.state("skipped"), counts.state("skipped"));
 }
 
 // --- both backends, reopened -----------------------------------------------------------------
@@ -2244,6 +2551,51 @@ async fn concurrent_tier_reservations_never_overspend() {
         "the tier is used up, never overspent"
     );
     assert_eq!(a.tier_usage("pf", DAY).await.unwrap(), u64::from(limit));
+    support::drop_postgres_database(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_purges_delete_and_count_each_row_once() {
+    let Some(url) = support::postgres_url().await else {
+        return;
+    };
+    let a = herald::store::open(&url).await.unwrap();
+    let b = herald::store::open(&url).await.unwrap();
+    let names: Vec<String> = (0..600).map(|i| format!("k{i:04}")).collect();
+    let list: Vec<&str> = names.iter().map(String::as_str).collect();
+    a.claim("w1", MINUTE, &claims(&list)).await.unwrap();
+    let outcomes: Vec<OutcomeRecord> = list
+        .iter()
+        .map(|k| outcome(k, sent(&format!("wamid.{k}"))))
+        .collect();
+    a.record_outcomes(&outcomes).await.unwrap();
+    let before = a.campaign_counts(&campaign("bf")).await.unwrap();
+    // Two workers purge at once, twice each: every row goes once and is counted once.
+    let policy = RetentionPolicy::default();
+    let later = days_later(401);
+    let run = |store: Arc<dyn Store>| {
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..2 {
+                n += store
+                    .purge(&policy, later, false)
+                    .await
+                    .unwrap()
+                    .get(DataClass::Ledger);
+            }
+            n
+        })
+    };
+    let (na, nb) = tokio::join!(run(Arc::clone(&a)), run(Arc::clone(&b)));
+    assert_eq!(na.unwrap() + nb.unwrap(), 600);
+    assert_eq!(a.campaign_counts(&campaign("bf")).await.unwrap(), before);
+    assert!(
+        a.ledger_page(&campaign("bf"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     support::drop_postgres_database(&url).await;
 }
 
