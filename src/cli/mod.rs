@@ -18,6 +18,7 @@ mod fallbacks;
 mod follow_ups;
 mod optin;
 mod parse;
+mod ratecard;
 mod send;
 mod senders;
 mod worker;
@@ -88,6 +89,9 @@ pub enum Command {
     /// Click-to-chat opt-in: the wa.me link and QR code, and the keywords that record consent.
     #[command(subcommand)]
     Optin(optin::OptInCmd),
+    /// Rate cards: check one before trusting budgets to it.
+    #[command(subcommand)]
+    Ratecard(ratecard::RateCardCmd),
 }
 
 /// Entry point of the binary.
@@ -149,6 +153,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Contacts(cmd) => contacts::contacts(&g, cmd).await,
         Command::Conversions(cmd) => conversions::conversions(&g, cmd).await,
         Command::Optin(cmd) => optin::optin(&g, cmd).await,
+        Command::Ratecard(cmd) => ratecard::ratecard(cmd),
     }
 }
 

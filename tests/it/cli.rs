@@ -431,3 +431,72 @@ fn bad_optin_keywords_are_usage_errors() {
             .contains("no opt-in keywords")
     );
 }
+
+#[test]
+fn ratecard_check_passes_the_shipped_card_and_names_the_first_problem_of_a_broken_one() {
+    let cli = Cli::new();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/data/rate-card.json");
+    let out = cli.ok(&["ratecard", "check", shipped]);
+    assert!(out.contains("2 version(s)"), "{out}");
+    assert!(out.contains("  2025-07-01: 33 markets"), "{out}");
+    assert!(out.contains("  2026-10-01: 33 markets"), "{out}");
+
+    let market = |id: &str, codes: &str| {
+        format!(
+            r#"{{"market":"{id}","calling_codes":[{codes}],"marketing":0.1,"utility":0.01,"authentication":0.01}}"#
+        )
+    };
+    // Every country code but +998 (Uzbekistan) has a market here.
+    let world = std::fs::read_to_string(shipped).unwrap();
+    let file = cli.dir.path().join("card.json");
+    let broken = [
+        (
+            world.replace(r#""998", "#, "").replace(r#", "998""#, ""),
+            "country code +998 has no market",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","markets":[{},{}]}}"#,
+                market("A", r#""49""#),
+                market("B", r#""31","49""#)
+            ),
+            "calling code 49 is in market A and market B",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","markets":[{}]}}"#,
+                market("A", r#""4a""#)
+            ),
+            "calling code '4a'",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","markets":[{}],
+                    "tiers":{{"utility":[{{"from":0,"discount_percent":0}},{{"from":0,"discount_percent":5}}]}}}}"#,
+                market("A", r#""1""#)
+            ),
+            "utility tiers not ascending",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","versions":[
+                    {{"effective_from":"2026-10-01","markets":[{}]}},{{"effective_from":"2025-07-01"}}]}}"#,
+                market("A", r#""1""#)
+            ),
+            "versions must be in order",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","markets":[{}]}}"#,
+                market("A", r#""1""#).replace("0.1,", "-0.1,")
+            ),
+            "marketing price -0.1 out of range",
+        ),
+        ("{".to_owned(), "rate card is not valid"),
+    ];
+    for (body, problem) in broken {
+        std::fs::write(&file, &body).unwrap();
+        let err = cli.usage_error(&["ratecard", "check", file.to_str().unwrap()]);
+        assert!(err.contains(problem), "{problem}: {err}");
+    }
+}
