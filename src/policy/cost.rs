@@ -549,9 +549,19 @@ impl RateCard {
         month_to_date: u64,
         count: u64,
     ) -> Option<u64> {
-        let m = self.market_of(to)?;
-        let list = m.list_micros(category)?;
-        let tiers = self.tiers(category, m);
+        self.market_volume_micros(category, self.market_of(to)?, month_to_date, count)
+    }
+
+    /// [`volume_micros`](Self::volume_micros) for a market of this card.
+    pub fn market_volume_micros(
+        &self,
+        category: Category,
+        market: &Market,
+        month_to_date: u64,
+        count: u64,
+    ) -> Option<u64> {
+        let list = market.list_micros(category)?;
+        let tiers = self.tiers(category, market);
         let end = month_to_date.saturating_add(count);
         let mut total = 0u64;
         let mut n = month_to_date;
@@ -681,7 +691,7 @@ impl RateCard {
             }
         };
         format!(
-            "{}: {} markets, {codes} calling codes, {} unpriced market×category, refusals {}; tiers: {}, {}; window free: [{}], service {}",
+            "{}: {} markets, {codes} calling codes, {} unpriced market×category, {} refusing a category; tiers: {}, {}; window free: [{}], service {}",
             self.effective_from
                 .map_or("always".to_owned(), |t| t.format("%Y-%m-%d").to_string()),
             self.markets.len(),

@@ -500,3 +500,68 @@ fn ratecard_check_passes_the_shipped_card_and_names_the_first_problem_of_a_broke
         assert!(err.contains(problem), "{problem}: {err}");
     }
 }
+
+#[test]
+fn the_estimate_counts_us_marketing_as_unsupported_and_shows_the_tier_effect() {
+    let cli = Cli::new();
+    let grant = |to: &str, category: &str| {
+        cli.ok(&[
+            "consent",
+            "grant",
+            to,
+            "--category",
+            category,
+            "--source",
+            "checkout",
+            "--proof",
+            "box v3",
+        ]);
+    };
+    let job = cli.dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j-us", "campaign_id": "c-us", "sender": "106540352242922",
+            "template": {"name": "flash_sale", "language": "en", "category": "marketing"},
+            "recipients": [{"to": "+12025550123"}, {"to": "+4915112345678"}]}"#,
+    )
+    .unwrap();
+    grant("+12025550123", "marketing");
+    grant("+4915112345678", "marketing");
+    let out = cli.ok(&["estimate", job.to_str().unwrap()]);
+    assert!(
+        out.contains("1 sendable (1 by WhatsApp, 0 by SMS)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 marketing template(s) to markets Meta does not deliver them to"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  whatsapp  marketing      DE                1 × 0.1365 USD = 0.1365 USD"),
+        "{out}"
+    );
+
+    // Utility to India, the month's 100,000th and 100,001st: the second is 5 % off.
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j-in", "campaign_id": "c-in", "sender": "106540352242922",
+            "template": {"name": "order_update", "language": "en", "category": "utility"},
+            "recipients": [{"to": "+919876543210"}, {"to": "+919876543211"}]}"#,
+    )
+    .unwrap();
+    grant("+919876543210", "utility");
+    grant("+919876543211", "utility");
+    let out = cli.ok(&[
+        "estimate",
+        job.to_str().unwrap(),
+        "--month-to-date",
+        "99999",
+    ]);
+    assert!(
+        out.contains("2 × 0.0014 USD = 0.0028 USD − volume tiers 0.00007 USD = 0.00273 USD"),
+        "{out}"
+    );
+    assert!(out.contains("estimated cost: 0.00273 USD"), "{out}");
+    let out = cli.ok(&["estimate", job.to_str().unwrap()]);
+    assert!(out.contains("estimated cost: 0.0028 USD"), "{out}");
+}
