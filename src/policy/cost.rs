@@ -31,9 +31,9 @@ pub const UNPRICED_MARKET: &str = "unpriced";
 struct RateCardFile {
     name: String,
     currency: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    note: Option<String>,
+    /// For the people who read the card; herald does not use it.
+    #[serde(default, rename = "note")]
+    _note: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     effective_from: Option<String>,
     #[serde(default)]
@@ -53,9 +53,9 @@ struct RateCardFile {
 struct VersionFile {
     #[serde(default)]
     effective_from: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    note: Option<String>,
+    /// For the people who read the card; herald does not use it.
+    #[serde(default, rename = "note")]
+    _note: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     markets: Option<Vec<MarketFile>>,
     #[serde(default)]
@@ -155,9 +155,9 @@ struct TiersFile {
     utility: Vec<TierFile>,
     #[serde(default)]
     authentication: Vec<TierFile>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    note: Option<String>,
+    /// For the people who read the card; herald does not use it.
+    #[serde(default, rename = "note")]
+    _note: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,7 +377,7 @@ impl RateCard {
             }
             vec![VersionFile {
                 effective_from: file.effective_from,
-                note: None,
+                _note: None,
                 markets: file.markets,
                 window: file.window,
                 tiers: file.tiers,
