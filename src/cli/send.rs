@@ -237,6 +237,8 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
     let (mut by_whatsapp, mut by_sms) = (0u64, 0u64);
     let (mut sessions, mut window_closed, mut free) = (0u64, 0u64, 0u64);
     let (mut unsupported, mut unpriced) = (0u64, 0u64);
+    // Unpriced templates sent anyway (no budget): they take tier room all the same.
+    let mut unpriced_templates = 0u64;
     // Templates per market index: priced after the loop, through the volume tiers.
     let mut templates: std::collections::BTreeMap<usize, u64> = Default::default();
     // What the SMS fallback would add if every WhatsApp recipient fell back.
@@ -254,11 +256,16 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         };
         let market = card.market(&r.to).to_owned();
         if r.channel == ChannelKind::Sms {
-            by_sms += 1;
             match card.sms_part_micros(&r.to) {
                 Some(_) => lines.add("sms", &market, card.sms_micros(&r.to, &text())),
-                None => unpriced += 1,
+                None => {
+                    unpriced += 1;
+                    if budgeted {
+                        continue;
+                    }
+                }
             }
+            by_sms += 1;
             continue;
         }
         let state = window::state(w.as_ref(), now);
@@ -289,7 +296,15 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
                 Some(i) if card.markets()[i].list_micros(category).is_some() => {
                     *templates.entry(i).or_default() += 1;
                 }
-                _ => unpriced += 1,
+                _ => {
+                    unpriced += 1;
+                    if budgeted {
+                        // Skipped unpriced_market: not sent, no tier room, no fallback.
+                        by_whatsapp -= 1;
+                        continue;
+                    }
+                    unpriced_templates += 1;
+                }
             }
         }
         if job.fallback.is_some() {
@@ -307,8 +322,10 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         tier_savings += (list * n).saturating_sub(tiered);
         lines.add_many("whatsapp", &m.id, n, list, tiered);
     }
-    let template_count: u64 = templates.values().sum();
-    let sendable = job.recipients.len() as u64 - no_consent - window_closed - unsupported;
+    let template_count: u64 = templates.values().sum::<u64>() + unpriced_templates;
+    let skipped_unpriced = if budgeted { unpriced } else { 0 };
+    let sendable =
+        job.recipients.len() as u64 - no_consent - window_closed - unsupported - skipped_unpriced;
     let cur = &card.currency;
     println!(
         "job {} ({} / {} / {category})",

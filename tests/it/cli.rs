@@ -565,3 +565,56 @@ fn the_estimate_counts_us_marketing_as_unsupported_and_shows_the_tier_effect() {
     let out = cli.ok(&["estimate", job.to_str().unwrap()]);
     assert!(out.contains("estimated cost: 0.0028 USD"), "{out}");
 }
+
+#[test]
+fn the_estimate_skips_unpriced_markets_only_for_a_campaign_with_a_budget() {
+    let cli = Cli::new();
+    let card = cli.dir.path().join("card.json");
+    std::fs::write(
+        &card,
+        r#"{"name":"de only","currency":"USD","markets":[{"market":"DE","calling_codes":["49"],
+            "marketing":0.1365,"utility":0.055,"authentication":0.055}]}"#,
+    )
+    .unwrap();
+    let job = cli.dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j-fr", "campaign_id": "c-fr", "sender": "106540352242922",
+            "template": {"name": "flash_sale", "language": "de", "category": "marketing"},
+            "recipients": [{"to": "+33612345678"}, {"to": "+4915112345678"}]}"#,
+    )
+    .unwrap();
+    for to in ["+33612345678", "+4915112345678"] {
+        cli.ok(&[
+            "consent",
+            "grant",
+            to,
+            "--category",
+            "marketing",
+            "--source",
+            "checkout",
+            "--proof",
+            "box v3",
+        ]);
+    }
+    let estimate = || {
+        cli.ok(&[
+            "estimate",
+            job.to_str().unwrap(),
+            "--rate-card",
+            card.to_str().unwrap(),
+        ])
+    };
+    let out = estimate();
+    assert!(out.contains("2 sendable"), "{out}");
+    assert!(
+        out.contains(
+            "1 message(s) to markets the rate card does not price: sent and counted unpriced"
+        ),
+        "{out}"
+    );
+    cli.ok(&["campaign", "budget", "c-fr", "--amount", "10"]);
+    let out = estimate();
+    assert!(out.contains("1 sendable (1 by WhatsApp"), "{out}");
+    assert!(out.contains("skipped unpriced_market"), "{out}");
+}
