@@ -19,6 +19,7 @@ mod follow_ups;
 mod optin;
 mod parse;
 mod purge;
+mod ratecard;
 mod send;
 mod senders;
 mod worker;
@@ -91,6 +92,9 @@ pub enum Command {
     Optin(optin::OptInCmd),
     /// Retention: delete personal data older than HERALD_RETENTION allows (`--dry-run` counts).
     Purge(purge::PurgeArgs),
+    /// Rate cards: check one before trusting budgets to it.
+    #[command(subcommand)]
+    Ratecard(ratecard::RateCardCmd),
 }
 
 /// Entry point of the binary.
@@ -153,6 +157,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Conversions(cmd) => conversions::conversions(&g, cmd).await,
         Command::Optin(cmd) => optin::optin(&g, cmd).await,
         Command::Purge(args) => purge::purge(&g, args).await,
+        Command::Ratecard(cmd) => ratecard::ratecard(cmd),
     }
 }
 

@@ -11,9 +11,9 @@ use clap::Args;
 use crate::app::{
     CliError, EngineOpts, GlobalOpts, PacingOpts, RateCardOpts, SmsOpts, progress_bar,
 };
-use crate::domain::{ChannelKind, ConsentState, Job};
+use crate::domain::{Category, ChannelKind, ConsentState, Job};
 use crate::engine::{JobRun, Progress, RunControl};
-use crate::policy::cost::{CostTally, WhatsAppMessage, format_micros};
+use crate::policy::cost::{WhatsAppMessage, format_micros};
 use crate::policy::gate::DeferReason;
 use crate::policy::segments::{self, Encoding};
 use crate::policy::window::{self, Choice};
@@ -42,6 +42,11 @@ pub struct EstimateArgs {
     pub pacing: PacingOpts,
     #[command(flatten)]
     pub sms: SmsOpts,
+    /// Templates of the job's category the portfolio already sent this calendar month to each
+    /// market the job reaches: where the job starts in the volume tiers (utility,
+    /// authentication).
+    #[arg(long, default_value_t = 0)]
+    pub month_to_date: u64,
 }
 
 pub(crate) fn read_job(path: &PathBuf) -> Result<Job, CliError> {
@@ -220,10 +225,22 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
             }
         }
     }
-    let mut tally = CostTally::default();
+    let card_file = card;
+    // The version in force now: what the gate will commit if the job is sent now.
+    let card = card_file.at(now);
+    let budgeted = store
+        .campaign(&job.campaign)
+        .await?
+        .is_some_and(|c| c.budget.is_some());
+    let mut lines = CostLines::default();
     let mut no_consent = 0u64;
     let (mut by_whatsapp, mut by_sms) = (0u64, 0u64);
     let (mut sessions, mut window_closed, mut free) = (0u64, 0u64, 0u64);
+    let (mut unsupported, mut unpriced) = (0u64, 0u64);
+    // Unpriced templates sent anyway (no budget): they take tier room all the same.
+    let mut unpriced_templates = 0u64;
+    // Templates per market index: priced after the loop, through the volume tiers.
+    let mut templates: std::collections::BTreeMap<usize, u64> = Default::default();
     // What the SMS fallback would add if every WhatsApp recipient fell back.
     let mut fallback_max = 0u64;
     for ((r, state), w) in job.recipients.iter().zip(&consents).zip(&windows) {
@@ -237,44 +254,79 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
                 .map(|s| s.render(r.vars.as_deref()))
                 .unwrap_or_default()
         };
+        let market = card.market(&r.to).to_owned();
         if r.channel == ChannelKind::Sms {
-            by_sms += 1;
-            let market = format!("{}-sms", card.market(&r.to));
-            tally.add_priced(category, &market, card.sms_micros(&r.to, &text()));
-        } else {
-            let state = window::state(w.as_ref(), now);
-            let message = match window::choose(job.session.is_some(), job.template.is_some(), state)
-            {
-                Choice::WindowClosed => {
-                    window_closed += 1;
-                    continue;
+            match card.sms_part_micros(&r.to) {
+                Some(_) => lines.add("sms", &market, card.sms_micros(&r.to, &text())),
+                None => {
+                    unpriced += 1;
+                    if budgeted {
+                        continue;
+                    }
                 }
-                Choice::Session => {
-                    sessions += 1;
-                    WhatsAppMessage::Session
-                }
-                Choice::Template => WhatsAppMessage::Template,
-            };
-            by_whatsapp += 1;
-            let session = message == WhatsAppMessage::Session;
-            if card.is_free(session, category, &r.to, state) {
-                free += 1;
-            } else if session {
-                let market = card.market(&r.to).to_owned();
-                tally.add_priced(
-                    category,
-                    &market,
-                    card.whatsapp_micros(message, category, &r.to, state),
-                );
-            } else {
-                tally.add(&card, category, &r.to);
             }
-            if job.fallback.is_some() {
-                fallback_max += card.sms_micros(&r.to, &text());
+            by_sms += 1;
+            continue;
+        }
+        let state = window::state(w.as_ref(), now);
+        let message = match window::choose(job.session.is_some(), job.template.is_some(), state) {
+            Choice::WindowClosed => {
+                window_closed += 1;
+                continue;
+            }
+            Choice::Session => WhatsAppMessage::Session,
+            Choice::Template => WhatsAppMessage::Template,
+        };
+        let session = message == WhatsAppMessage::Session;
+        if !session && card.refuses(category, &r.to) {
+            unsupported += 1;
+            continue;
+        }
+        by_whatsapp += 1;
+        if session {
+            sessions += 1;
+        }
+        if card.is_free(session, category, &r.to, state) {
+            free += 1;
+        } else if session {
+            let micros = card.whatsapp_micros(message, category, &r.to, state);
+            lines.add("whatsapp", &market, micros);
+        } else {
+            match card.markets().iter().position(|m| m.id == market) {
+                Some(i) if card.markets()[i].list_micros(category).is_some() => {
+                    *templates.entry(i).or_default() += 1;
+                }
+                _ => {
+                    unpriced += 1;
+                    if budgeted {
+                        // Skipped unpriced_market: not sent, no tier room, no fallback.
+                        by_whatsapp -= 1;
+                        continue;
+                    }
+                    unpriced_templates += 1;
+                }
             }
         }
+        if job.fallback.is_some() {
+            fallback_max += card.sms_micros(&r.to, &text());
+        }
     }
-    let sendable = job.recipients.len() as u64 - no_consent - window_closed;
+    // Templates: the list price per market, and what the month's volume tiers take off.
+    let mut tier_savings = 0u64;
+    for (&i, &n) in &templates {
+        let m = &card.markets()[i];
+        let list = m.list_micros(category).unwrap_or(0);
+        let tiered = card
+            .market_volume_micros(category, m, args.month_to_date, n)
+            .unwrap_or(0);
+        tier_savings += (list * n).saturating_sub(tiered);
+        lines.add_many("whatsapp", &m.id, n, list, tiered);
+    }
+    let template_count: u64 = templates.values().sum::<u64>() + unpriced_templates;
+    let skipped_unpriced = if budgeted { unpriced } else { 0 };
+    let sendable =
+        job.recipients.len() as u64 - no_consent - window_closed - unsupported - skipped_unpriced;
+    let cur = &card.currency;
     println!(
         "job {} ({} / {} / {category})",
         job.id,
@@ -289,27 +341,53 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         job.skipped.len()
     );
     println!(
-        "estimated cost: {} ({}; list prices per delivered message, SMS per part)",
-        format_micros(tally.total_micros(), &card.currency),
-        card.name
+        "estimated cost: {} ({}, version {}; list prices per delivered message less volume tiers, SMS per part)",
+        format_micros(lines.total(), cur),
+        card.name,
+        card.effective_from
+            .map_or("undated".to_owned(), |t| t.format("%Y-%m-%d").to_string())
     );
-    for ((cat, market), (n, micros)) in &tally.by_category_market {
-        let channel = if market.ends_with("-sms") {
-            "sms"
-        } else {
-            "whatsapp"
-        };
+    for line in lines.render(category, cur) {
+        println!("{line}");
+    }
+    if tier_savings > 0 || matches!(category, Category::Utility | Category::Authentication) {
         println!(
-            "  {channel:<9} {cat:<14} {:<6} {n:>8} × {} = {}",
-            market.trim_end_matches("-sms"),
-            format_micros(*micros / (*n).max(1), &card.currency),
-            format_micros(*micros, &card.currency)
+            "  volume tiers ({category}, per portfolio, market and month; {} already sent this month to each market, --month-to-date): {} off list prices",
+            args.month_to_date,
+            format_micros(tier_savings, cur)
         );
     }
-    if tally.unpriced > 0 {
+    if category == Category::Authentication {
+        let intl: Vec<String> = card
+            .markets()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let n = *templates.get(&i)?;
+                let p = m.authentication_international?;
+                Some(format!("{} {n} × {}", m.id, format_micros(p, cur)))
+            })
+            .collect();
+        if !intl.is_empty() {
+            println!(
+                "  authentication-international: a business based outside these markets pays {} instead",
+                intl.join(", ")
+            );
+        }
+    }
+    if unsupported > 0 {
         println!(
-            "  {} message(s) to markets the rate card does not price",
-            tally.unpriced
+            "  {unsupported} {category} template(s) to markets Meta does not deliver them to (US: 131049): skipped unsupported_market, not sent"
+        );
+    }
+    if unpriced > 0 {
+        println!(
+            "  {unpriced} message(s) to markets the rate card does not price: {}",
+            if budgeted {
+                "skipped unpriced_market (the campaign has a budget)"
+            } else {
+                "sent and counted unpriced (the campaign has no budget)"
+            }
         );
     }
     if job.session.is_some() || free > 0 {
@@ -320,28 +398,48 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
     if job.fallback.is_some() {
         println!(
             "  fallback to SMS: up to {} more if every WhatsApp recipient fell back",
-            format_micros(fallback_max, &card.currency)
+            format_micros(fallback_max, cur)
         );
     }
     match &sender {
         Some(s) => {
             let rate = f64::from(s.rate_per_sec) * args.pacing.headroom;
-            let secs = sendable as f64 / rate;
+            let tier = match s.tier_limit {
+                Some(limit) => Some((
+                    limit,
+                    store
+                        .tier_usage(&s.portfolio_id, Duration::from_secs(24 * 3600))
+                        .await?,
+                )),
+                None => None,
+            };
+            let d = duration(sendable, template_count, rate, tier);
             println!(
-                "duration: ≈ {:.0?} at {rate:.1} msg/s ({} msg/s × headroom {})",
-                Duration::from_secs_f64(secs),
+                "duration: ≈ {} at {rate:.1} msg/s ({} msg/s × headroom {}){}",
+                humantime::format_duration(round_secs(d.total)),
                 s.rate_per_sec,
-                args.pacing.headroom
+                args.pacing.headroom,
+                if d.waiting > 0 {
+                    format!(
+                        ", of which {} waiting for the 24 h tier window to roll {} time(s)",
+                        humantime::format_duration(round_secs(d.tier_wait)),
+                        d.rolls
+                    )
+                } else {
+                    String::new()
+                }
             );
-            if let Some(limit) = s.tier_limit {
-                let used = store
-                    .tier_usage(&s.portfolio_id, Duration::from_secs(24 * 3600))
-                    .await?;
+            if let Some((limit, used)) = tier {
                 let left = u64::from(limit).saturating_sub(used);
                 println!(
                     "tier: {used} of {limit} unique users used in the last 24 h; {left} left{}",
-                    if sendable > left {
-                        format!(" — {} recipient(s) will wait for budget", sendable - left)
+                    if d.waiting > 0 {
+                        format!(
+                            " — {} template(s) now, the other {} wait for the tier window (up to {} more: {limit} a day; sooner as the last 24 h's sends age out)",
+                            template_count - d.waiting,
+                            d.waiting,
+                            humantime::format_duration(round_secs(d.tier_wait))
+                        )
                     } else {
                         String::new()
                     }
@@ -362,6 +460,131 @@ pub async fn estimate(g: &GlobalOpts, args: EstimateArgs) -> Result<(), CliError
         );
     }
     Ok(())
+}
+
+/// The estimate's cost lines: per channel and market, messages, list and priced amounts, and
+/// the range of unit prices (SMS parts and tiers make them differ).
+#[derive(Debug, Default)]
+struct CostLines {
+    by: std::collections::BTreeMap<(&'static str, String), CostLine>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct CostLine {
+    n: u64,
+    /// What the messages cost at list prices.
+    list: u64,
+    /// What they cost after volume tiers.
+    micros: u64,
+    min_unit: Option<u64>,
+    max_unit: u64,
+}
+
+impl CostLines {
+    /// One message at `micros`.
+    fn add(&mut self, channel: &'static str, market: &str, micros: u64) {
+        self.add_many(channel, market, 1, micros, micros);
+    }
+
+    /// `n` messages at the list price `unit`, `micros` in all after tiers.
+    fn add_many(&mut self, channel: &'static str, market: &str, n: u64, unit: u64, micros: u64) {
+        if n == 0 {
+            return;
+        }
+        let l = self.by.entry((channel, market.to_owned())).or_default();
+        l.n += n;
+        l.list += unit * n;
+        l.micros += micros;
+        l.min_unit = Some(l.min_unit.map_or(unit, |m| m.min(unit)));
+        l.max_unit = l.max_unit.max(unit);
+    }
+
+    fn total(&self) -> u64 {
+        self.by.values().map(|l| l.micros).sum()
+    }
+
+    /// One line per channel and market (`n × unit = amount`, tiers when they take something
+    /// off), then one per channel.
+    fn render(&self, category: Category, currency: &str) -> Vec<String> {
+        let money = |m| format_micros(m, currency);
+        let mut out = Vec::new();
+        let mut per_channel: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for ((channel, market), l) in &self.by {
+            let min = l.min_unit.unwrap_or(0);
+            let unit = if min == l.max_unit {
+                money(min)
+            } else {
+                format!("{}–{}", money(min), money(l.max_unit))
+            };
+            let mut line = format!(
+                // `as_str`: Category's Display ignores width.
+                "  {channel:<9} {:<14} {market:<10} {:>8} × {unit} = {}",
+                category.as_str(),
+                l.n,
+                money(l.list)
+            );
+            if l.micros < l.list {
+                line.push_str(&format!(
+                    " − volume tiers {} = {}",
+                    money(l.list - l.micros),
+                    money(l.micros)
+                ));
+            }
+            out.push(line);
+            let c = per_channel.entry(channel).or_default();
+            c.0 += l.n;
+            c.1 += l.micros;
+        }
+        for (channel, (n, micros)) in per_channel {
+            out.push(format!(
+                "  {channel}: {n} priced message(s), {}",
+                money(micros)
+            ));
+        }
+        out
+    }
+}
+
+/// How long a job takes: its sends at `rate`, and the templates beyond the tier's headroom
+/// (`limit` − `used` unique users in the last 24 h) waiting for the 24 h window to roll.
+#[derive(Debug, PartialEq)]
+struct JobDuration {
+    total: Duration,
+    /// Templates that cannot go before the tier window rolls.
+    waiting: u64,
+    /// How many 24 h windows they wait for (at most `limit` per window).
+    rolls: u64,
+    tier_wait: Duration,
+}
+
+fn duration(sendable: u64, templates: u64, rate: f64, tier: Option<(u32, u64)>) -> JobDuration {
+    let sending = Duration::from_secs_f64(sendable as f64 / rate.max(f64::MIN_POSITIVE));
+    let (waiting, rolls) = match tier {
+        Some((limit, used)) => {
+            let left = u64::from(limit).saturating_sub(used);
+            let waiting = templates.saturating_sub(left);
+            (waiting, waiting.div_ceil(u64::from(limit.max(1))))
+        }
+        None => (0, 0),
+    };
+    let tier_wait = Duration::from_secs(24 * 3600 * rolls);
+    // After the last roll, only the last window's templates are left to send.
+    let last = waiting - rolls.saturating_sub(1) * u64::from(tier.map_or(1, |t| t.0.max(1)));
+    let after = Duration::from_secs_f64(last as f64 / rate.max(f64::MIN_POSITIVE));
+    JobDuration {
+        total: if rolls > 0 {
+            sending.max(tier_wait + after)
+        } else {
+            sending
+        },
+        waiting,
+        rolls,
+        tier_wait,
+    }
+}
+
+fn round_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs_f64().round() as u64)
 }
 
 /// What the job's SMS version would cost in parts: who may get it, its encoding, and the
@@ -487,5 +710,47 @@ mod tests {
         )
         .unwrap();
         assert!(sms_lines(&plain, 3).is_empty());
+    }
+
+    #[test]
+    fn cost_lines_show_every_unit_price_and_what_tiers_take_off() {
+        let mut lines = CostLines::default();
+        lines.add_many("whatsapp", "IN", 2, 1_400, 2_730);
+        lines.add("sms", "DE", 79_000);
+        lines.add("sms", "DE", 158_000);
+        let out = lines.render(Category::Utility, "USD");
+        assert_eq!(
+            out[0],
+            "  sms       utility        DE                2 × 0.0790 USD–0.1580 USD = 0.2370 USD"
+        );
+        assert_eq!(
+            out[1],
+            "  whatsapp  utility        IN                2 × 0.0014 USD = 0.0028 USD − volume tiers 0.00007 USD = 0.00273 USD"
+        );
+        assert_eq!(out[2], "  sms: 2 priced message(s), 0.2370 USD");
+        assert_eq!(lines.total(), 239_730);
+    }
+
+    #[test]
+    fn templates_beyond_the_tier_headroom_wait_for_the_window_to_roll() {
+        let day = Duration::from_secs(24 * 3600);
+        // No tier: the rate alone.
+        let d = duration(1_000, 1_000, 100.0, None);
+        assert_eq!((d.total, d.waiting), (Duration::from_secs(10), 0));
+        // 1,000 a day, 400 used: 600 now; 2,000 more wait for two rolls, the last with 1,000.
+        let d = duration(2_600, 2_600, 100.0, Some((1_000, 400)));
+        assert_eq!((d.waiting, d.rolls), (2_000, 2));
+        assert_eq!(d.tier_wait, 2 * day);
+        assert_eq!(d.total, 2 * day + Duration::from_secs(10));
+        // Within the headroom: no wait.
+        let d = duration(600, 600, 100.0, Some((1_000, 400)));
+        assert_eq!(
+            (d.waiting, d.rolls, d.total),
+            (0, 0, Duration::from_secs(6))
+        );
+        // One over: one roll, then one message.
+        let d = duration(601, 601, 100.0, Some((1_000, 400)));
+        assert_eq!((d.waiting, d.rolls), (1, 1));
+        assert_eq!(d.total, day + Duration::from_millis(10));
     }
 }

@@ -73,10 +73,16 @@ pub enum SkipReason {
     /// A session message only, and the customer-service window was closed (at send time, or
     /// Meta said so with 131047).
     WindowClosed,
+    /// A campaign with a budget, and the rate card has no price for the recipient's market
+    /// and the message's category: never sent as if it were free.
+    UnpricedMarket,
+    /// Meta does not deliver this template category to the recipient's market (marketing to
+    /// US numbers, 131049): the rate card's `refuses`, checked before sending.
+    UnsupportedMarket,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 12] = [
+    pub const ALL: [SkipReason; 14] = [
         Self::NoConsent,
         Self::OptedOut,
         Self::Duplicate,
@@ -89,6 +95,8 @@ impl SkipReason {
         Self::NotDelivered,
         Self::NoSmsVersion,
         Self::WindowClosed,
+        Self::UnpricedMarket,
+        Self::UnsupportedMarket,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +113,8 @@ impl SkipReason {
             Self::NotDelivered => "not_delivered",
             Self::NoSmsVersion => "no_sms_version",
             Self::WindowClosed => "window_closed",
+            Self::UnpricedMarket => "unpriced_market",
+            Self::UnsupportedMarket => "unsupported_market",
         }
     }
 }

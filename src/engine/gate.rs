@@ -2,10 +2,13 @@
 //! for the message's category (one query per batch; no consent or an opt-out is a final
 //! skip), the customer-service window (WhatsApp: open → the session message, closed → the
 //! template, or `window_closed` for a session message alone — decided now, at send time, since
-//! a window closes while a job waits), the portfolio's 24-hour tier for templates (over it:
-//! handed back to wait for the tier window to free up), and the campaign's budget (the
-//! estimated price, window-aware, is committed before the request; what no longer fits is
-//! skipped for good). What passes goes on to the marker.
+//! a window closes while a job waits), the market (a template of a category the rate card says
+//! Meta refuses there is skipped `unsupported_market`), the portfolio's 24-hour tier for
+//! templates (over it: handed back to wait for the tier window to free up), and the campaign's
+//! budget (the estimated price from the rate card version in force now, window-aware, is
+//! committed before the request; what no longer fits is skipped for good, and so is what the
+//! card does not price, `unpriced_market`, when the campaign has a budget). What passes goes
+//! on to the marker.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -60,6 +63,7 @@ impl Gate {
             return self.within_budget(run, picks).await;
         }
         let picks = self.windowed(run, sendable).await?;
+        let picks = self.supported(run, picks);
         // The messaging tier counts business-initiated (template) conversations only.
         let admitted = self.within_tier(run, picks).await?;
         self.within_budget(run, admitted).await
@@ -100,6 +104,30 @@ impl Gate {
             });
         }
         Ok(picks)
+    }
+
+    /// Skips templates to markets where Meta refuses their category (131049 for marketing to
+    /// US numbers), before they take tier room or budget. Session messages go anywhere.
+    fn supported(&self, run: &Run, picks: Vec<Pick>) -> Vec<Pick> {
+        let card = self.rate_card.at(self.clock.now());
+        picks
+            .into_iter()
+            .filter(|p| {
+                let refused =
+                    !p.session && card.refuses(run.category, &run.job.recipients[p.idx].to);
+                if refused {
+                    run.decide(Event::Final {
+                        idx: p.idx,
+                        outcome: Outcome::Skipped {
+                            reason: SkipReason::UnsupportedMarket,
+                        },
+                        attempts: 0,
+                        held: false,
+                    });
+                }
+                !refused
+            })
+            .collect()
     }
 
     async fn consented(&self, run: &Run, mine: Vec<usize>) -> Result<Vec<usize>, EngineError> {
@@ -164,7 +192,10 @@ impl Gate {
         admitted: Vec<Pick>,
     ) -> Result<Vec<Item>, EngineError> {
         let job = &run.job;
-        let costs: Vec<u64> = admitted
+        // The card version in force now: a send keeps the price of its time.
+        let card = self.rate_card.at(self.clock.now());
+        // `None`: the card has no price for the recipient's market and this message.
+        let prices: Vec<Option<u64>> = admitted
             .iter()
             .map(|p| {
                 let to = &job.recipients[p.idx].to;
@@ -176,30 +207,45 @@ impl Gate {
                         } else {
                             WhatsAppMessage::Template
                         };
-                        self.rate_card
-                            .whatsapp_micros(message, run.category, to, p.window)
+                        card.whatsapp_price(message, run.category, to, p.window)
                     }
-                    // SMS: by its text (its parts).
-                    ChannelKind::Sms => {
+                    // SMS: by its text (its parts), where the card prices SMS.
+                    ChannelKind::Sms => card.sms_part_micros(to).map(|_| {
                         let text = job.sms_text(p.idx).unwrap_or_default();
-                        self.channel
-                            .price_micros(&self.rate_card, run.category, to, &text)
-                    }
+                        self.channel.price_micros(card, run.category, to, &text)
+                    }),
                 }
             })
             .collect();
-        let within = if costs.iter().any(|&c| c > 0) {
+        let unpriced = prices.iter().any(Option::is_none);
+        let costs: Vec<u64> = prices.iter().map(|p| p.unwrap_or(0)).collect();
+        // Whether the campaign has a budget comes with the charge: an unpriced send is
+        // charged 0 and then skipped if there is one, so it is never sent as free by accident.
+        // (Volume tiers: the list price is committed; a per-portfolio monthly count in the
+        // store would go here, priced with `RateCard::tier_micros`.)
+        let (within, budgeted) = if unpriced || costs.iter().any(|&c| c > 0) {
             let charge = self.store.charge_budget(&job.campaign, &costs).await?;
             if let Some(left) = &charge.left {
                 metrics::budget_remaining(job.campaign.as_str(), &left.currency, left.micros);
             }
-            charge.admitted
+            (charge.admitted, charge.left.is_some())
         } else {
-            vec![true; admitted.len()]
+            (vec![true; admitted.len()], false)
         };
         let mut items = Vec::with_capacity(admitted.len());
-        for ((pick, cost), ok) in admitted.into_iter().zip(costs).zip(within) {
+        for (((pick, cost), price), ok) in admitted.into_iter().zip(costs).zip(prices).zip(within) {
             let idx = pick.idx;
+            if price.is_none() && budgeted {
+                run.decide(Event::Final {
+                    idx,
+                    outcome: Outcome::Skipped {
+                        reason: SkipReason::UnpricedMarket,
+                    },
+                    attempts: 0,
+                    held: false,
+                });
+                continue;
+            }
             if !ok {
                 run.decide(Event::Final {
                     idx,
@@ -216,7 +262,7 @@ impl Gate {
             let mut item = Item::new(idx);
             item.session = pick.session;
             item.free = self.channel.kind() == ChannelKind::WhatsApp
-                && self.rate_card.is_free(
+                && card.is_free(
                     pick.session,
                     run.category,
                     &job.recipients[idx].to,

@@ -530,3 +530,190 @@ fn a_bad_herald_retention_is_a_usage_error_naming_the_class() {
         "{out:?}"
     );
 }
+
+#[test]
+fn ratecard_check_passes_the_shipped_card_and_names_the_first_problem_of_a_broken_one() {
+    let cli = Cli::new();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/data/rate-card.json");
+    let out = cli.ok(&["ratecard", "check", shipped]);
+    assert!(out.contains("2 version(s)"), "{out}");
+    assert!(out.contains("  2025-07-01: 33 markets"), "{out}");
+    assert!(out.contains("  2026-10-01: 33 markets"), "{out}");
+
+    let market = |id: &str, codes: &str| {
+        format!(
+            r#"{{"market":"{id}","calling_codes":[{codes}],"marketing":0.1,"utility":0.01,"authentication":0.01}}"#
+        )
+    };
+    // Every country code but +998 (Uzbekistan) has a market here.
+    let world = std::fs::read_to_string(shipped).unwrap();
+    let file = cli.dir.path().join("card.json");
+    let broken = [
+        (
+            world.replace(r#""998", "#, "").replace(r#", "998""#, ""),
+            "country code +998 has no market",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","markets":[{},{}]}}"#,
+                market("A", r#""49""#),
+                market("B", r#""31","49""#)
+            ),
+            "calling code 49 is in market A and market B",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","markets":[{}]}}"#,
+                market("A", r#""4a""#)
+            ),
+            "calling code '4a'",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","markets":[{}],
+                    "tiers":{{"utility":[{{"from":0,"discount_percent":0}},{{"from":0,"discount_percent":5}}]}}}}"#,
+                market("A", r#""1""#)
+            ),
+            "utility tiers not ascending",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","versions":[
+                    {{"effective_from":"2026-10-01","markets":[{}]}},{{"effective_from":"2025-07-01"}}]}}"#,
+                market("A", r#""1""#)
+            ),
+            "versions must be in order",
+        ),
+        (
+            format!(
+                r#"{{"name":"t","currency":"USD","markets":[{}]}}"#,
+                market("A", r#""1""#).replace("0.1,", "-0.1,")
+            ),
+            "marketing price -0.1 out of range",
+        ),
+        ("{".to_owned(), "rate card is not valid"),
+    ];
+    for (body, problem) in broken {
+        std::fs::write(&file, &body).unwrap();
+        let err = cli.usage_error(&["ratecard", "check", file.to_str().unwrap()]);
+        assert!(err.contains(problem), "{problem}: {err}");
+    }
+}
+
+#[test]
+fn the_estimate_counts_us_marketing_as_unsupported_and_shows_the_tier_effect() {
+    let cli = Cli::new();
+    let grant = |to: &str, category: &str| {
+        cli.ok(&[
+            "consent",
+            "grant",
+            to,
+            "--category",
+            category,
+            "--source",
+            "checkout",
+            "--proof",
+            "box v3",
+        ]);
+    };
+    let job = cli.dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j-us", "campaign_id": "c-us", "sender": "106540352242922",
+            "template": {"name": "flash_sale", "language": "en", "category": "marketing"},
+            "recipients": [{"to": "+12025550123"}, {"to": "+4915112345678"}]}"#,
+    )
+    .unwrap();
+    grant("+12025550123", "marketing");
+    grant("+4915112345678", "marketing");
+    let out = cli.ok(&["estimate", job.to_str().unwrap()]);
+    assert!(
+        out.contains("1 sendable (1 by WhatsApp, 0 by SMS)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 marketing template(s) to markets Meta does not deliver them to"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  whatsapp  marketing      DE                1 × 0.1365 USD = 0.1365 USD"),
+        "{out}"
+    );
+
+    // Utility to India, the month's 100,000th and 100,001st: the second is 5 % off.
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j-in", "campaign_id": "c-in", "sender": "106540352242922",
+            "template": {"name": "order_update", "language": "en", "category": "utility"},
+            "recipients": [{"to": "+919876543210"}, {"to": "+919876543211"}]}"#,
+    )
+    .unwrap();
+    grant("+919876543210", "utility");
+    grant("+919876543211", "utility");
+    let out = cli.ok(&[
+        "estimate",
+        job.to_str().unwrap(),
+        "--month-to-date",
+        "99999",
+    ]);
+    assert!(
+        out.contains("2 × 0.0014 USD = 0.0028 USD − volume tiers 0.00007 USD = 0.00273 USD"),
+        "{out}"
+    );
+    assert!(out.contains("estimated cost: 0.00273 USD"), "{out}");
+    let out = cli.ok(&["estimate", job.to_str().unwrap()]);
+    assert!(out.contains("estimated cost: 0.0028 USD"), "{out}");
+}
+
+#[test]
+fn the_estimate_skips_unpriced_markets_only_for_a_campaign_with_a_budget() {
+    let cli = Cli::new();
+    let card = cli.dir.path().join("card.json");
+    std::fs::write(
+        &card,
+        r#"{"name":"de only","currency":"USD","markets":[{"market":"DE","calling_codes":["49"],
+            "marketing":0.1365,"utility":0.055,"authentication":0.055}]}"#,
+    )
+    .unwrap();
+    let job = cli.dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j-fr", "campaign_id": "c-fr", "sender": "106540352242922",
+            "template": {"name": "flash_sale", "language": "de", "category": "marketing"},
+            "recipients": [{"to": "+33612345678"}, {"to": "+4915112345678"}]}"#,
+    )
+    .unwrap();
+    for to in ["+33612345678", "+4915112345678"] {
+        cli.ok(&[
+            "consent",
+            "grant",
+            to,
+            "--category",
+            "marketing",
+            "--source",
+            "checkout",
+            "--proof",
+            "box v3",
+        ]);
+    }
+    let estimate = || {
+        cli.ok(&[
+            "estimate",
+            job.to_str().unwrap(),
+            "--rate-card",
+            card.to_str().unwrap(),
+        ])
+    };
+    let out = estimate();
+    assert!(out.contains("2 sendable"), "{out}");
+    assert!(
+        out.contains(
+            "1 message(s) to markets the rate card does not price: sent and counted unpriced"
+        ),
+        "{out}"
+    );
+    cli.ok(&["campaign", "budget", "c-fr", "--amount", "10"]);
+    let out = estimate();
+    assert!(out.contains("1 sendable (1 by WhatsApp"), "{out}");
+    assert!(out.contains("skipped unpriced_market"), "{out}");
+}

@@ -717,3 +717,104 @@ async fn the_report_says_which_channel_carried_each_key_and_masks_numbers() {
         assert!(!csv.contains(n.as_str()), "a full number in the report");
     }
 }
+
+#[tokio::test]
+async fn marketing_templates_to_us_numbers_are_skipped_unsupported_market_before_sending() {
+    let env = Env::start(EnvOptions::default()).await;
+    // Two US numbers, one Canadian (same +1, Meta delivers marketing there), one German.
+    let to: Vec<String> = [
+        "+12025550123",
+        "+12025550124",
+        "+14165550123",
+        "+4915112345678",
+    ]
+    .map(String::from)
+    .to_vec();
+    env.consent_all(&to).await;
+    let report = env.finished(&job("j-us", "c-us", &to)).await;
+    assert_eq!(
+        report.outcomes.get("skipped:unsupported_market"),
+        Some(&2),
+        "{report:?}"
+    );
+    assert_eq!(report.total("sent"), 2, "{report:?}");
+    // Never sent to fail with 131049.
+    assert_eq!(env.sim.stats().accepted, 2);
+    let row = env
+        .store
+        .ledger_entry(&herald::domain::IdempotencyKey::derive(
+            &herald::domain::CampaignId::parse("c-us").unwrap(),
+            &PhoneNumber::parse(&to[0]).unwrap(),
+            "flash_sale",
+            "de",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.reason.as_deref()),
+        ("skipped", Some("unsupported_market"))
+    );
+}
+
+/// An engine on `env`'s store and simulator that prices with `card`.
+fn engine_with_card(env: &Env, card: herald::policy::cost::RateCard) -> Engine {
+    let mut setup = herald::app::EngineSetup::new(card);
+    setup.config = fast_retries();
+    setup.build(
+        Arc::clone(&env.store),
+        herald::graph::GraphClient::new(&env.graph).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_budgeted_campaign_skips_markets_the_card_does_not_price_and_an_unbudgeted_one_sends_them()
+ {
+    let env = Env::start(EnvOptions::default()).await;
+    // A card that prices Germany only: France has no market.
+    let card = herald::policy::cost::RateCard::parse(
+        r#"{"name":"test","currency":"USD","markets":[{"market":"DE","calling_codes":["49"],
+            "marketing":0.1365,"utility":0.055,"authentication":0.055}]}"#,
+    )
+    .unwrap();
+    let engine = engine_with_card(&env, card);
+    let de = numbers(2);
+    let fr = ["+33612345678".to_owned(), "+33612345679".to_owned()];
+    let to: Vec<String> = de.iter().chain(&fr).cloned().collect();
+    env.consent_all(&to).await;
+    let budgeted = herald::domain::CampaignId::parse("c-budget").unwrap();
+    env.store
+        .set_campaign_budget(
+            &budgeted,
+            Some(&herald::store::Budget {
+                micros: 10_000_000,
+                currency: "USD".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    let run = |j: Arc<Job>| {
+        let engine = &engine;
+        async move {
+            match engine.run_job(j, &RunControl::default()).await.unwrap() {
+                JobRun::Finished(r) => *r,
+                other => panic!("job did not finish: {other:?}"),
+            }
+        }
+    };
+    let report = run(job("j-b", "c-budget", &to)).await;
+    assert_eq!(report.total("sent"), 2, "{report:?}");
+    assert_eq!(
+        report.outcomes.get("skipped:unpriced_market"),
+        Some(&2),
+        "{report:?}"
+    );
+    let c = env.store.campaign(&budgeted).await.unwrap().unwrap();
+    assert_eq!(c.committed_micros, 2 * 136_500);
+
+    // Without a budget they go, counted unpriced (as before).
+    let report = run(job("j-free", "c-free", &to)).await;
+    assert_eq!(report.total("sent"), 4, "{report:?}");
+    assert_eq!(report.cost.unpriced, 2, "{report:?}");
+    assert_eq!(env.sim.stats().accepted, 6);
+}
