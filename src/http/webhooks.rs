@@ -289,7 +289,7 @@ async fn bill(
         let Ok(to) = PhoneNumber::parse(&row.recipient) else {
             continue;
         };
-        let Some((market, micros)) = billed_price(card, category, &to) else {
+        let Some((market, micros)) = billed_price(card, category, &to, row.created_at) else {
             continue;
         };
         messages.push(BilledMessage {

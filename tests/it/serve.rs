@@ -560,6 +560,44 @@ async fn status_webhooks_from_the_simulator_mark_the_ledger_delivered() {
     serve.stop().await;
 }
 
+#[tokio::test]
+async fn what_meta_bills_is_priced_once_per_message_with_the_card() {
+    let (store, _dir) = seeded_store().await;
+    let serve = Serve::start(Arc::clone(&store), config()).await;
+    // Meta prices `sent` and `delivered` of Anna's message, and redelivers both.
+    for name in [
+        "status-sent",
+        "status-delivered-read-batch",
+        "status-sent",
+        "status-delivered-read-batch",
+    ] {
+        assert_eq!(serve.post_fixture(name).await, 200);
+    }
+    let billed = store
+        .billed_summary(&CampaignId::parse(CAMPAIGN).unwrap())
+        .await
+        .unwrap();
+    let card = herald::policy::cost::RateCard::builtin();
+    let germany_marketing = card.micros(Category::Marketing, &phone(ANNA));
+    assert_eq!(billed.len(), 1, "{billed:?}");
+    let line = &billed[0];
+    assert_eq!(
+        (
+            line.channel.as_str(),
+            line.category.as_str(),
+            line.market.as_str()
+        ),
+        ("whatsapp", "marketing", "DE")
+    );
+    assert_eq!(line.messages, 1, "billed once, however often Meta says so");
+    assert_eq!(line.micros, germany_marketing);
+    assert_eq!(
+        germany_marketing, 136_500,
+        "the card's price for Germany (reference §7)"
+    );
+    serve.stop().await;
+}
+
 // --- admin API -----------------------------------------------------------------------------
 
 #[tokio::test]
