@@ -285,6 +285,8 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
         "channel",
         "role",
         "converted",
+        "billed_category",
+        "billed_cost",
     ])
     .map_err(io)?;
     let mut after: Option<IdempotencyKey> = None;
@@ -300,11 +302,19 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
             .map(|r| r.key.to_string())
             .collect();
         let converted = store.converted_keys(&id, &firsts).await?;
+        let keys: Vec<String> = page.iter().map(|r| r.key.to_string()).collect();
+        let billed = store.billed_keys(&id, &keys).await?;
         for row in page
             .iter()
             .filter(|r| !args.unknown || r.state == "unknown")
         {
             let role = role_of(row.key.as_str());
+            let (billed_category, billed_cost) = match billed.get(row.key.as_str()) {
+                Some((category, micros, currency)) => {
+                    (category.as_str(), format_micros(*micros, currency))
+                }
+                None => ("", String::new()),
+            };
             let reason = match row.reason.as_deref() {
                 Some(r) => r,
                 None if row.resent_unknown => "resent_after_unknown",
@@ -327,6 +337,8 @@ pub async fn report(g: &GlobalOpts, args: ReportArgs) -> Result<(), CliError> {
                 } else {
                     ""
                 },
+                billed_category,
+                &billed_cost,
             ])
             .map_err(io)?;
         }

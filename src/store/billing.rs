@@ -1,8 +1,11 @@
 //! What Meta bills, per message (from status webhooks' `pricing`), and per campaign. The same
 //! statements on both dialects.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use super::StoreResult;
-use super::db::Arg;
+use super::db::{Arg, KEYS_PER_STATEMENT, key_args, key_placeholders};
 use super::sql::SqlStore;
 use crate::domain::CampaignId;
 
@@ -93,4 +96,40 @@ pub(super) async fn billed_summary(
         })
     })
     .collect()
+}
+
+static BILLED_KEYS_SQL: LazyLock<&'static str> = LazyLock::new(|| {
+    Box::leak(
+        format!(
+            "SELECT key, category, micros, currency FROM billing
+             WHERE campaign = $1 AND key IN ({})",
+            key_placeholders(2)
+        )
+        .into_boxed_str(),
+    )
+});
+
+/// What Meta billed for each of `keys` (of `campaign`) that it billed: key → (category,
+/// micros, currency).
+pub(super) async fn billed_keys(
+    db: &SqlStore,
+    campaign: &CampaignId,
+    keys: &[String],
+) -> StoreResult<HashMap<String, (String, u64, String)>> {
+    let mut out = HashMap::new();
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let mut args = vec![Arg::Text(campaign.as_str())];
+        args.extend(key_args(chunk.iter().map(String::as_str)));
+        for r in db.read_all(*BILLED_KEYS_SQL, &args).await? {
+            out.insert(
+                r.text("key")?,
+                (
+                    r.text("category")?,
+                    u64::try_from(r.int("micros")?).unwrap_or(0),
+                    r.text("currency")?,
+                ),
+            );
+        }
+    }
+    Ok(out)
 }

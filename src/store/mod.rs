@@ -590,6 +590,13 @@ pub trait Store: Send + Sync + 'static {
     async fn record_billing(&self, messages: &[BilledMessage]) -> StoreResult<Vec<bool>>;
     /// A campaign's billed cost per channel, category, market and currency.
     async fn billed_summary(&self, campaign: &CampaignId) -> StoreResult<Vec<BilledLine>>;
+    /// What Meta billed for each of `keys` of `campaign` it billed: key → (category, micros,
+    /// currency).
+    async fn billed_keys(
+        &self,
+        campaign: &CampaignId,
+        keys: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, (String, u64, String)>>;
 
     /// The retention purge: deletes, in bounded batches, the rows of each class older than
     /// its period in `policy` at `now` (`policy::retention`), never a row still in use

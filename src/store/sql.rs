@@ -391,6 +391,14 @@ impl Store for SqlStore {
         billing::billed_summary(self, campaign).await
     }
 
+    async fn billed_keys(
+        &self,
+        campaign: &CampaignId,
+        keys: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, (String, u64, String)>> {
+        billing::billed_keys(self, campaign, keys).await
+    }
+
     async fn purge(
         &self,
         policy: &RetentionPolicy,

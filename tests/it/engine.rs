@@ -705,12 +705,23 @@ async fn the_report_says_which_channel_carried_each_key_and_masks_numbers() {
     assert!(out.status.success(), "{csv}");
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    // Columns are only ever added at the end: channel, then role and converted.
-    assert_eq!(header[9..], ["channel", "role", "converted"], "{header:?}");
+    // Columns are only ever added at the end: channel, then role and converted, then what
+    // Meta billed.
+    assert_eq!(
+        header[9..],
+        [
+            "channel",
+            "role",
+            "converted",
+            "billed_category",
+            "billed_cost"
+        ],
+        "{header:?}"
+    );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 3, "{csv}");
     for row in rows {
-        assert!(row.ends_with(",whatsapp,first,"), "{row}");
+        assert!(row.ends_with(",whatsapp,first,,,"), "{row}");
         assert!(row.contains(",sent,"), "{row}");
     }
     for n in &to {
