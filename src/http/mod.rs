@@ -63,7 +63,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_VERIFY_TOKEN", hide_env_values = true)]
     pub verify_token: Option<String>,
     /// Bearer token of the admin API (/api/campaigns/…, /api/conversions). Without it,
-    /// pause/resume/cancel and conversions over HTTP are disabled (403) and reads need no token.
+    /// every admin route (campaigns, contacts, conversions) answers 403: the API denies by default.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Inbound messages that revoke every consent of their sender, comma-separated; matched
@@ -170,7 +170,7 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         warn!("HERALD_VERIFY_TOKEN is not set: Meta's subscription handshake will be refused");
     }
     if config.admin_token.is_none() {
-        info!("HERALD_ADMIN_TOKEN is not set: campaign control over HTTP is disabled");
+        info!("HERALD_ADMIN_TOKEN is not set: the admin API (/api/…) answers 403 to everything");
     }
     let store = g.open_store().await?;
     let metrics = install_metrics()?;
