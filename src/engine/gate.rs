@@ -261,13 +261,6 @@ impl Gate {
             run.begin();
             let mut item = Item::new(idx);
             item.session = pick.session;
-            item.free = self.channel.kind() == ChannelKind::WhatsApp
-                && card.is_free(
-                    pick.session,
-                    run.category,
-                    &job.recipients[idx].to,
-                    pick.window,
-                );
             items.push(item);
         }
         Ok(items)

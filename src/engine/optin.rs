@@ -17,7 +17,8 @@ use tracing::{info, warn};
 use super::config::{EngineError, RunControl};
 use super::job::Engine;
 use super::report::JobRun;
-use crate::domain::job::SessionMessage;
+use crate::domain::SkipReason;
+use crate::domain::job::{SessionMessage, SkippedRecipient};
 use crate::domain::{
     CampaignId, Category, ChannelKind, IdempotencyKey, Job, JobId, PhoneNumber, Recipient, SenderId,
 };
@@ -176,8 +177,15 @@ fn confirmation_job(
     group: &[(String, Confirmation)],
 ) -> Job {
     let mut recipients = Vec::with_capacity(group.len());
+    let mut skipped = Vec::new();
     for (key, c) in group {
         let Ok(to) = PhoneNumber::parse(&c.to) else {
+            // Recorded, so its timer settles instead of coming back every minute.
+            skipped.push(SkippedRecipient {
+                key: IdempotencyKey::from_trusted(key.clone()),
+                to: c.to.clone(),
+                reason: SkipReason::InvalidNumber,
+            });
             continue;
         };
         recipients.push(Recipient {
@@ -196,7 +204,7 @@ fn confirmation_job(
         session: Some(SessionMessage::text(text)),
         category,
         recipients,
-        skipped: Vec::new(),
+        skipped,
         not_before: None,
         expires_at: None,
         sms: None,

@@ -32,8 +32,6 @@ pub(super) struct Item {
     /// The job's free-form session message goes, not its template: the gate found the
     /// customer-service window open.
     pub(super) session: bool,
-    /// The gate priced it free (a session message, or a template inside a free window).
-    pub(super) free: bool,
 }
 
 impl Item {
@@ -44,7 +42,6 @@ impl Item {
             marked: false,
             rate_generation: 0,
             session: false,
-            free: false,
         }
     }
 }

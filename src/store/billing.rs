@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use super::StoreResult;
-use super::db::{Arg, KEYS_PER_STATEMENT, key_args, key_placeholders};
+use super::db::{
+    Arg, KEYS_PER_STATEMENT, ROWS_PER_INSERT, key_args, key_placeholders, multi_row_inserts,
+};
 use super::sql::SqlStore;
 use crate::domain::CampaignId;
 
@@ -45,27 +47,27 @@ pub(super) async fn record_billing(
         return Ok(new);
     }
     let mut tx = db.write_tx().await?;
-    for m in messages {
-        let rows = tx
-            .fetch_all(
-                "INSERT INTO billing
-                    (key, campaign, channel, category, market, micros, currency, billed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (key) DO NOTHING
-                 RETURNING key",
-                &[
-                    Arg::Text(&m.key),
-                    Arg::Text(&m.campaign),
-                    Arg::Text(&m.channel),
-                    Arg::Text(&m.category),
-                    Arg::Text(&m.market),
-                    Arg::Int(i64::try_from(m.micros).unwrap_or(i64::MAX)),
-                    Arg::Text(&m.currency),
-                    Arg::Time(m.at),
-                ],
-            )
-            .await?;
-        new.push(!rows.is_empty());
+    for chunk in messages.chunks(ROWS_PER_INSERT) {
+        let mut args = Vec::with_capacity(chunk.len() * 8);
+        for m in chunk {
+            args.extend([
+                Arg::Text(&m.key),
+                Arg::Text(&m.campaign),
+                Arg::Text(&m.channel),
+                Arg::Text(&m.category),
+                Arg::Text(&m.market),
+                Arg::Int(i64::try_from(m.micros).unwrap_or(i64::MAX)),
+                Arg::Text(&m.currency),
+                Arg::Time(m.at),
+            ]);
+        }
+        let mut stored: std::collections::HashSet<String> = tx
+            .fetch_all(BILLING_INSERTS[chunk.len() - 1].as_str(), &args)
+            .await?
+            .iter()
+            .map(|r| r.text("key"))
+            .collect::<StoreResult<_>>()?;
+        new.extend(chunk.iter().map(|m| stored.remove(&m.key)));
     }
     tx.commit().await?;
     Ok(new)
@@ -98,14 +100,20 @@ pub(super) async fn billed_summary(
     .collect()
 }
 
-static BILLED_KEYS_SQL: LazyLock<&'static str> = LazyLock::new(|| {
-    Box::leak(
-        format!(
-            "SELECT key, category, micros, currency FROM billing
-             WHERE campaign = $1 AND key IN ({})",
-            key_placeholders(2)
-        )
-        .into_boxed_str(),
+/// Billable messages, each once per key: the keys stored come back.
+static BILLING_INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    multi_row_inserts(
+        "INSERT INTO billing (key, campaign, channel, category, market, micros, currency, billed_at)",
+        8,
+        "ON CONFLICT (key) DO NOTHING RETURNING key",
+    )
+});
+
+static BILLED_KEYS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT key, category, micros, currency FROM billing
+         WHERE campaign = $1 AND key IN ({})",
+        key_placeholders(2)
     )
 });
 
@@ -120,7 +128,7 @@ pub(super) async fn billed_keys(
     for chunk in keys.chunks(KEYS_PER_STATEMENT) {
         let mut args = vec![Arg::Text(campaign.as_str())];
         args.extend(key_args(chunk.iter().map(String::as_str)));
-        for r in db.read_all(*BILLED_KEYS_SQL, &args).await? {
+        for r in db.read_all(BILLED_KEYS_SQL.as_str(), &args).await? {
             out.insert(
                 r.text("key")?,
                 (

@@ -93,6 +93,28 @@ pub(crate) fn key_args<'a>(chunk: impl IntoIterator<Item = &'a str>) -> Vec<Arg<
     args
 }
 
+/// Rows per statement of the shared multi-row inserts ([`multi_row_inserts`]).
+pub(crate) const ROWS_PER_INSERT: usize = 100;
+
+/// `head VALUES ($1, …, $c), ($c+1, …), … tail`, for 1 to [`ROWS_PER_INSERT`] rows of
+/// `columns` values each: element `n - 1` is the statement for `n` rows. Built once per table
+/// (kept in a `LazyLock`), so a batch of rows is one statement per hundred, not one per row.
+pub(crate) fn multi_row_inserts(head: &str, columns: usize, tail: &str) -> Vec<String> {
+    (1..=ROWS_PER_INSERT)
+        .map(|rows| {
+            let values: Vec<String> = (0..rows)
+                .map(|r| {
+                    let cells: Vec<String> = (1..=columns)
+                        .map(|c| format!("${}", r * columns + c))
+                        .collect();
+                    format!("({})", cells.join(", "))
+                })
+                .collect();
+            format!("{head} VALUES {} {tail}", values.join(", "))
+        })
+        .collect()
+}
+
 /// A shared statement as SQLite runs it, and whether it needs the clock bound as its last
 /// parameter. Rewritten once per statement, then cached (the set of statements is fixed).
 fn sqlite_text(sql: &'static str) -> (&'static str, bool) {
@@ -352,6 +374,21 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_row_inserts_number_every_cell_once() {
+        let all = multi_row_inserts("INSERT INTO t (a, b)", 2, "RETURNING a");
+        assert_eq!(all.len(), ROWS_PER_INSERT);
+        assert_eq!(all[0], "INSERT INTO t (a, b) VALUES ($1, $2) RETURNING a");
+        assert_eq!(
+            all[2],
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
+        );
+        assert_eq!(
+            highest_placeholder(&all[ROWS_PER_INSERT - 1]),
+            2 * ROWS_PER_INSERT
+        );
+    }
 
     #[test]
     fn sqlite_binds_the_clock_after_the_last_placeholder() {

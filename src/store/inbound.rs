@@ -1,10 +1,12 @@
 //! The conversation side: inbound messages (once per Meta message id), the customer-service
 //! window each opens, and the opt-in keywords. The same statements on both dialects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use super::db::{Arg, KEYS_PER_STATEMENT, Row, key_args};
+use super::db::{
+    Arg, KEYS_PER_STATEMENT, ROWS_PER_INSERT, Row, key_args, key_placeholders, multi_row_inserts,
+};
 use super::sql::SqlStore;
 use super::{StoreError, StoreResult};
 use crate::domain::inbound::{InboundMessage, OptInKeyword, ServiceWindow};
@@ -27,68 +29,86 @@ pub(super) async fn record_inbound(
     let mut opened: HashMap<(&str, &str), ServiceWindow> = HashMap::new();
     let mut new = Vec::with_capacity(messages.len());
     let mut tx = db.write_tx().await?;
-    for m in messages {
-        let stored = tx
-            .fetch_all(
-                "INSERT INTO inbound_messages
-                    (wamid, sender, phone, at, kind, referral, proof_text, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (wamid) DO NOTHING
-                 RETURNING wamid",
-                &[
-                    Arg::Text(&m.wamid),
-                    Arg::Text(m.sender.as_str()),
-                    Arg::Text(m.from.as_str()),
-                    Arg::Time(m.at),
-                    Arg::Text(m.kind),
-                    Arg::Int(i64::from(m.referral)),
-                    Arg::OptText(m.proof_text.as_deref()),
-                    Arg::Time(received_at),
-                ],
-            )
-            .await?;
-        let is_new = !stored.is_empty();
-        if is_new {
-            let slot = (m.sender.as_str(), m.from.as_str());
-            let w = window::extend(opened.get(&slot).copied(), m.at, m.referral);
-            opened.insert(slot, w);
+    for chunk in messages.chunks(ROWS_PER_INSERT) {
+        let mut args = Vec::with_capacity(chunk.len() * 8);
+        for m in chunk {
+            args.extend([
+                Arg::Text(&m.wamid),
+                Arg::Text(m.sender.as_str()),
+                Arg::Text(m.from.as_str()),
+                Arg::Time(m.at),
+                Arg::Text(m.kind),
+                Arg::Int(i64::from(m.referral)),
+                Arg::OptText(m.proof_text.as_deref()),
+                Arg::Time(received_at),
+            ]);
         }
-        new.push(is_new);
+        let mut stored: HashSet<String> = tx
+            .fetch_all(INBOUND_INSERTS[chunk.len() - 1].as_str(), &args)
+            .await?
+            .iter()
+            .map(|r| r.text("wamid"))
+            .collect::<StoreResult<_>>()?;
+        for m in chunk {
+            // The first of a message id repeated in the batch is the stored one.
+            let is_new = stored.remove(&m.wamid);
+            if is_new {
+                let slot = (m.sender.as_str(), m.from.as_str());
+                let w = window::extend(opened.get(&slot).copied(), m.at, m.referral);
+                opened.insert(slot, w);
+            }
+            new.push(is_new);
+        }
     }
     let mut windows: Vec<_> = opened.into_iter().collect();
     windows.sort_by(|a, b| a.0.cmp(&b.0));
-    for ((sender, phone), w) in windows {
-        tx.execute(
-            "INSERT INTO service_windows (sender, phone, open_until, free_until)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (sender, phone) DO UPDATE SET
-                open_until = CASE WHEN excluded.open_until > service_windows.open_until
-                                  THEN excluded.open_until ELSE service_windows.open_until END,
-                free_until = CASE WHEN service_windows.free_until IS NULL
-                                    OR excluded.free_until > service_windows.free_until
-                                  THEN coalesce(excluded.free_until, service_windows.free_until)
-                                  ELSE service_windows.free_until END",
-            &[
+    for chunk in windows.chunks(ROWS_PER_INSERT) {
+        let mut args = Vec::with_capacity(chunk.len() * 4);
+        for ((sender, phone), w) in chunk {
+            args.extend([
                 Arg::Text(sender),
                 Arg::Text(phone),
                 Arg::Time(w.open_until),
                 Arg::OptTime(w.free_until),
-            ],
-        )
-        .await?;
+            ]);
+        }
+        tx.execute(WINDOW_UPSERTS[chunk.len() - 1].as_str(), &args)
+            .await?;
     }
     tx.commit().await?;
     Ok(new)
 }
 
-static WINDOWS_SQL: LazyLock<&'static str> = LazyLock::new(|| {
-    Box::leak(
-        format!(
-            "SELECT phone, open_until, free_until FROM service_windows
-             WHERE sender = $1 AND phone IN ({})",
-            super::db::key_placeholders(2)
-        )
-        .into_boxed_str(),
+/// Inbound messages, each once per message id: the ids stored come back.
+static INBOUND_INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    multi_row_inserts(
+        "INSERT INTO inbound_messages
+            (wamid, sender, phone, at, kind, referral, proof_text, received_at)",
+        8,
+        "ON CONFLICT (wamid) DO NOTHING RETURNING wamid",
+    )
+});
+
+/// Windows, only ever extended (one row per (sender, phone) per statement).
+static WINDOW_UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    multi_row_inserts(
+        "INSERT INTO service_windows (sender, phone, open_until, free_until)",
+        4,
+        "ON CONFLICT (sender, phone) DO UPDATE SET
+            open_until = CASE WHEN excluded.open_until > service_windows.open_until
+                              THEN excluded.open_until ELSE service_windows.open_until END,
+            free_until = CASE WHEN service_windows.free_until IS NULL
+                                OR excluded.free_until > service_windows.free_until
+                              THEN coalesce(excluded.free_until, service_windows.free_until)
+                              ELSE service_windows.free_until END",
+    )
+});
+
+static WINDOWS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT phone, open_until, free_until FROM service_windows
+         WHERE sender = $1 AND phone IN ({})",
+        key_placeholders(2)
     )
 });
 
@@ -103,7 +123,7 @@ pub(super) async fn service_windows(
     for chunk in phones.chunks(KEYS_PER_STATEMENT) {
         let mut args = vec![Arg::Text(sender.as_str())];
         args.extend(key_args(chunk.iter().map(|p| p.as_str())));
-        for r in db.read_all(*WINDOWS_SQL, &args).await? {
+        for r in db.read_all(WINDOWS_SQL.as_str(), &args).await? {
             found.insert(
                 r.text("phone")?,
                 ServiceWindow {

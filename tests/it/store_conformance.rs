@@ -1807,8 +1807,24 @@ async fn inbound_messages_are_stored_once_and_windows_only_grow(store: Arc<dyn S
         .await
         .unwrap();
     assert_eq!(again, [false, true]);
+    // A POST bigger than one statement: a message id repeated across statements is new once.
+    let mut big: Vec<InboundMessage> = (0..150)
+        .map(|i| {
+            inbound(
+                &format!("wamid.big{i}"),
+                3 + (i % 7),
+                "106540352242922",
+                60,
+                false,
+            )
+        })
+        .collect();
+    big.push(inbound("wamid.big5", 8, "106540352242922", 60, false));
+    let flags = store.record_inbound(&big, at(7400)).await.unwrap();
+    assert_eq!(flags.iter().filter(|n| **n).count(), 150);
+    assert!(!flags[150], "the repeat in a later statement");
     let windows = store
-        .service_windows(&s, &[phone(1), phone(2), phone(3)])
+        .service_windows(&s, &[phone(1), phone(2), phone(20)])
         .await
         .unwrap();
     let hour = chrono::Duration::hours(1);
