@@ -24,9 +24,12 @@ impl Drop for Kill {
     }
 }
 
-/// The `herald` binary of this build, quiet and without stdin.
+/// The `herald` binary of this build (or `BENCH_HERALD_BIN`, to compare builds of two commits
+/// in one run), quiet and without stdin.
 pub fn herald() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+    let bin =
+        std::env::var("BENCH_HERALD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").into());
+    let mut c = Command::new(bin);
     c.env("RUST_LOG", "warn").stdin(Stdio::null());
     c
 }

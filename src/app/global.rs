@@ -59,6 +59,19 @@ pub struct GlobalOpts {
     /// numbers are no longer recognised.
     #[arg(long, env = "HERALD_HASH_KEY", hide_env_values = true, global = true)]
     pub hash_key: Option<String>,
+    /// Speak HTTP/2 to a plain-http Graph URL without negotiation (h2c, prior knowledge), as
+    /// to the simulator. Over https HTTP/2 is negotiated with ALPN whatever this says.
+    #[arg(long, env = "HERALD_GRAPH_HTTP2", global = true)]
+    pub graph_http2: bool,
+    /// HTTP/2 connections sends are spread over (each carries up to the server's stream
+    /// limit, 100 at Meta): at least HERALD_MAX_INFLIGHT ÷ 100.
+    #[arg(
+        long,
+        env = "HERALD_GRAPH_HTTP2_CONNECTIONS",
+        default_value_t = 50,
+        global = true
+    )]
+    pub graph_http2_connections: usize,
 }
 
 impl GlobalOpts {
@@ -87,6 +100,12 @@ impl GlobalOpts {
                 "--http-timeout must be between 0 and 600 seconds".into(),
             ));
         }
+        if !(1..=1000).contains(&self.graph_http2_connections) {
+            return Err(CliError::Usage(format!(
+                "HERALD_GRAPH_HTTP2_CONNECTIONS must be between 1 and 1000, got {}",
+                self.graph_http2_connections
+            )));
+        }
         if !(self.graph_url.starts_with("http://") || self.graph_url.starts_with("https://")) {
             return Err(CliError::Usage(format!(
                 "HERALD_GRAPH_URL must be an http(s) URL, got '{}'",
@@ -98,6 +117,8 @@ impl GlobalOpts {
             version: self.graph_version.clone(),
             access_token: self.access_token.clone(),
             request_timeout: Duration::from_secs_f64(self.http_timeout),
+            http2_prior_knowledge: self.graph_http2,
+            http2_connections: self.graph_http2_connections,
             ..GraphConfig::default()
         })
     }

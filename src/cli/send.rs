@@ -78,7 +78,7 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
         }
         None => None,
     };
-    let engine = setup.build(store, graph);
+    let engine = setup.build(Arc::clone(&store), graph);
     let progress = Arc::new(Progress::default());
     let ctl = RunControl {
         shutdown: crate::signal::cancel_on_shutdown_signal(Some(crate::signal::HANDING_BACK)),
@@ -111,6 +111,10 @@ pub async fn send(g: &GlobalOpts, args: SendArgs) -> Result<(), CliError> {
         task.abort();
         bar.finish_and_clear();
     }
+    // Every outcome is written (the run ended); the engine's timers and tasks hold the store
+    // no longer than the run.
+    drop(engine);
+    let _ = tokio::time::timeout(Duration::from_secs(5), store.close()).await;
     match outcome {
         JobRun::Rejected(reason) => Err(CliError::Usage(format!(
             "job {} rejected: {reason}",

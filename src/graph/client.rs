@@ -30,6 +30,11 @@ pub struct GraphConfig {
     /// Speak HTTP/2 without negotiation (h2c) to a plain-http Graph URL, such as the local
     /// simulator. Over https, HTTP/2 is negotiated with ALPN anyway.
     pub http2_prior_knowledge: bool,
+    /// HTTP/2 connections to spread requests over (h2c or negotiated): one `reqwest::Client`
+    /// keeps one HTTP/2 connection per host, and a server bounds its concurrent streams
+    /// (Meta's and hyper's: 100–200), so requests in flight beyond that would queue behind
+    /// one connection. Ignored for HTTP/1.1, where the pool opens what is needed.
+    pub http2_connections: usize,
 }
 
 impl std::fmt::Debug for GraphConfig {
@@ -56,6 +61,7 @@ impl Default for GraphConfig {
             connect_timeout: Duration::from_secs(5),
             pool_idle_per_host: 1024,
             http2_prior_knowledge: false,
+            http2_connections: 50,
         }
     }
 }
@@ -92,7 +98,11 @@ pub enum GraphError {
 
 #[derive(Clone)]
 pub struct GraphClient {
+    /// The client for everything but sends, and the first of `senders`.
     http: reqwest::Client,
+    /// Clients sends rotate over: one per HTTP/2 connection, or just `http` for HTTP/1.1.
+    senders: std::sync::Arc<[reqwest::Client]>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// `{base}/{version}` without a trailing slash.
     root: String,
     bearer: Option<String>,
@@ -108,23 +118,34 @@ impl std::fmt::Debug for GraphClient {
 
 impl GraphClient {
     pub fn new(config: &GraphConfig) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder();
+        let build = || {
+            let mut builder = reqwest::Client::builder();
+            if config.http2_prior_knowledge {
+                builder = builder
+                    .http2_prior_knowledge()
+                    .http2_adaptive_window(true)
+                    .http2_max_frame_size(Some(64 * 1024));
+            }
+            builder
+                .timeout(config.request_timeout)
+                .connect_timeout(config.connect_timeout)
+                .pool_max_idle_per_host(config.pool_idle_per_host)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        let http = build()?;
+        let mut senders = vec![http.clone()];
         if config.http2_prior_knowledge {
-            builder = builder
-                .http2_prior_knowledge()
-                .http2_adaptive_window(true)
-                .http2_max_frame_size(Some(64 * 1024));
+            for _ in 1..config.http2_connections.max(1) {
+                senders.push(build()?);
+            }
         }
-        let http = builder
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.pool_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Self {
             http,
+            senders: senders.into(),
+            next: Default::default(),
             root: format!(
                 "{}/{}",
                 config.base_url.trim_end_matches('/'),
@@ -132,6 +153,15 @@ impl GraphClient {
             ),
             bearer: config.access_token.as_ref().map(|t| format!("Bearer {t}")),
         })
+    }
+
+    /// The client for the next send: round robin over the HTTP/2 connections.
+    fn sender(&self) -> &reqwest::Client {
+        if self.senders.len() == 1 {
+            return &self.http;
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.senders[i % self.senders.len()]
     }
 
     /// The URL messages for `sender` are posted to. Callers cache it per sender.
@@ -159,7 +189,7 @@ impl GraphClient {
             }
         };
         let req = self
-            .authorize(self.http.post(url))
+            .authorize(self.sender().post(url))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(payload);
         let resp = match req.send().await {

@@ -297,6 +297,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
 
+    /// Closes the connections, waiting for statements in progress. SQLite checkpoints its
+    /// write-ahead log into the file and removes the `-wal` file when its last connection
+    /// closes: a `herald send` leaves one file behind, not three.
+    async fn close(&self) {}
+
     // --- senders -------------------------------------------------------------------------
     async fn upsert_sender(&self, sender: &Sender) -> StoreResult<()>;
     async fn sender(&self, id: &SenderId) -> StoreResult<Option<Sender>>;

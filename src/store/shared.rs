@@ -267,6 +267,17 @@ pub(crate) fn decide_tier<'a>(
     (answers, touch)
 }
 
+/// How long the tier's kept count (`tier_count`) is moved on by what left the window before
+/// the window is counted in full again: bounds the drift of numbers that left the window by
+/// other paths (erasure, retention: both only ever make the count too high, the safe side).
+pub(crate) const TIER_RECOUNT_AFTER: Duration = Duration::from_secs(600);
+
+/// How many of `touch` (the numbers a reservation stamps) were not in the window before it:
+/// what the reservation adds to the tier's count.
+pub(crate) fn newly_reached(touch: &[&str], in_window: &HashSet<String>) -> u64 {
+    touch.iter().filter(|p| !in_window.contains(**p)).count() as u64
+}
+
 /// A duration in whole milliseconds, saturating (leases and windows are far below the limit).
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

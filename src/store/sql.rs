@@ -51,6 +51,17 @@ impl Store for SqlStore {
         dispatch!(self.migrate())
     }
 
+    async fn close(&self) {
+        match self {
+            Self::Postgres(s) => s.pool.close().await,
+            Self::Sqlite(s) => {
+                // Readers first: the writer's close is the last one, which checkpoints.
+                s.reader.close().await;
+                s.writer.close().await;
+            }
+        }
+    }
+
     async fn upsert_sender(&self, sender: &Sender) -> StoreResult<()> {
         senders::upsert_sender(self, sender).await
     }

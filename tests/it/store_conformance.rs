@@ -768,6 +768,46 @@ async fn the_tier_window_rolls(store: Arc<dyn Store>) {
     assert_eq!(got, vec![true, false]);
 }
 
+/// The tier's count is kept between reservations and moved on by what left the window (not
+/// counted in full per batch): what it grants must be what a full count allows, round after
+/// round as numbers leave the window, after an unlimited sender of the portfolio reached
+/// numbers the kept count never saw, and after an erasure.
+async fn the_kept_tier_count_grants_what_a_full_count_allows(store: Arc<dyn Store>) {
+    let window = Duration::from_millis(700);
+    let limit = 12u32;
+    let mut next = 0u32;
+    for round in 0..7 {
+        let used = store.tier_usage("pf", window).await.unwrap();
+        let batch: Vec<PhoneNumber> = (next..next + 5).map(phone).collect();
+        next += 5;
+        if round == 3 {
+            // Another sender of the portfolio without a limit: counted by nobody.
+            let extra: Vec<PhoneNumber> = (1000..1003).map(phone).collect();
+            store
+                .reserve_tier("pf", None, window, &extra)
+                .await
+                .unwrap();
+        }
+        let used = if round == 3 { used + 3 } else { used };
+        let got = store
+            .reserve_tier("pf", Some(limit), window, &batch)
+            .await
+            .unwrap();
+        let granted = got.iter().filter(|ok| **ok).count() as u64;
+        assert_eq!(
+            granted,
+            5.min(u64::from(limit).saturating_sub(used)),
+            "round {round}: {used} in the window before"
+        );
+        assert_eq!(
+            store.tier_usage("pf", window).await.unwrap(),
+            used + granted,
+            "round {round}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
 // --- status webhooks -----------------------------------------------------------------------
 
 async fn deliveries_apply_monotonically(store: Arc<dyn Store>) {
@@ -1745,6 +1785,7 @@ conformance!(
     an_export_shows_the_channel_of_each_consent_and_opt_out,
     the_tier_admits_new_numbers_up_to_the_limit,
     the_tier_window_rolls,
+    the_kept_tier_count_grants_what_a_full_count_allows,
     deliveries_apply_monotonically,
     a_failed_delivery_is_final,
     an_unknown_key_is_resolved_by_its_webhook,

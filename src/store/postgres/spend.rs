@@ -24,6 +24,12 @@ impl PostgresStore {
         let window_secs = window.as_secs_f64();
         let mut tx = self.tx().await?;
         let (answers, touch) = if limit.is_none() {
+            // Unlimited: nothing is counted, so the kept count no longer knows who was reached
+            // (a portfolio whose senders mix limits): the next limited reservation recounts.
+            sqlx::query("DELETE FROM tier_count WHERE portfolio = $1")
+                .bind(portfolio)
+                .execute(&mut *tx)
+                .await?;
             shared::decide_tier(phones, &HashSet::new(), 0, None)
         } else {
             // One reservation per portfolio at a time, across every worker: the count and
@@ -50,21 +56,60 @@ impl PostgresStore {
             .await?
             .into_iter()
             .collect();
-            // Counting the window is the costly part: skip it when every number is free.
-            let used = if phones.iter().all(|p| in_window.contains(p.as_str())) {
-                0
+            if phones.iter().all(|p| in_window.contains(p.as_str())) {
+                // Every number is in the window already: the count does not change.
+                shared::decide_tier(phones, &in_window, 0, limit)
             } else {
-                let n: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM tier_reach
-                     WHERE portfolio = $1 AND last_reached_at > now() - $2 * interval '1 second'",
+                // The kept count, less the numbers that left the window since it was kept (an
+                // index range of `tier_reach_window`); a full count when there is none.
+                let kept: Option<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                    "SELECT c.reached - (SELECT count(*) FROM tier_reach r
+                         WHERE r.portfolio = c.portfolio
+                           AND r.last_reached_at > c.counted_at - c.window_secs * interval '1 second'
+                           AND r.last_reached_at <= now() - c.window_secs * interval '1 second'),
+                            c.anchored_at
+                     FROM tier_count c
+                     WHERE c.portfolio = $1 AND c.window_secs = $2 AND c.counted_at <= now()
+                       AND c.anchored_at > now() - $3 * interval '1 second'",
                 )
                 .bind(portfolio)
                 .bind(window_secs)
-                .fetch_one(&mut *tx)
+                .bind(shared::TIER_RECOUNT_AFTER.as_secs_f64())
+                .fetch_optional(&mut *tx)
                 .await?;
-                u64::try_from(n).unwrap_or(0)
-            };
-            shared::decide_tier(phones, &in_window, used, limit)
+                let (used, anchored_at) = match kept {
+                    Some((reached, anchored_at)) => (reached.max(0), Some(anchored_at)),
+                    None => {
+                        let n: i64 = sqlx::query_scalar(
+                            "SELECT count(*) FROM tier_reach
+                             WHERE portfolio = $1
+                               AND last_reached_at > now() - $2 * interval '1 second'",
+                        )
+                        .bind(portfolio)
+                        .bind(window_secs)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        (n, None)
+                    }
+                };
+                let used = u64::try_from(used).unwrap_or(0);
+                let (answers, touch) = shared::decide_tier(phones, &in_window, used, limit);
+                let reached = used + shared::newly_reached(&touch, &in_window);
+                sqlx::query(
+                    "INSERT INTO tier_count (portfolio, window_secs, counted_at, anchored_at, reached)
+                     VALUES ($1, $2, now(), coalesce($3, now()), $4)
+                     ON CONFLICT (portfolio) DO UPDATE SET
+                        window_secs = excluded.window_secs, counted_at = excluded.counted_at,
+                        anchored_at = excluded.anchored_at, reached = excluded.reached",
+                )
+                .bind(portfolio)
+                .bind(window_secs)
+                .bind(anchored_at)
+                .bind(i64::try_from(reached).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+                (answers, touch)
+            }
         };
         if !touch.is_empty() {
             // Sorted, so concurrent unlimited reservations (which take no advisory lock) stamp

@@ -1,0 +1,14 @@
+-- The messaging tier's count, kept incrementally: how many numbers a portfolio reached in the
+-- window as of `counted_at` (database clock). A reservation subtracts the numbers that left
+-- the window since then (a range of the `tier_reach_window` index) and adds the ones it
+-- reaches, instead of counting the whole 24 h window per batch — O(n²) over a campaign.
+-- Recounted in full when older than ten minutes, when the window length changes, and after a
+-- reservation that skipped the count (an unlimited sender of the portfolio), which deletes the
+-- row. Written under the portfolio's advisory lock, like `tier_reach`.
+CREATE TABLE tier_count (
+    portfolio   TEXT PRIMARY KEY,
+    window_secs DOUBLE PRECISION NOT NULL,
+    counted_at  TIMESTAMPTZ NOT NULL,
+    anchored_at TIMESTAMPTZ NOT NULL,  -- the last full count
+    reached     BIGINT NOT NULL CHECK (reached >= 0)
+);
