@@ -3,9 +3,10 @@
 //! Graph API), one clap struct per shared setting (`settings`: rate card, pacing, in-flight
 //! bound, drain), the engine builder every sending command uses (`engine`), the store probe of
 //! the long-running processes (`probe`), the retention purge they run (`retention`) and the
-//! terminal progress bar (`progress`). `cli` sits on top and wires commands to adapters;
+//! terminal progress bar (`progress`), and the audit rows of admin commands (`audit`). `cli` sits on top and wires commands to adapters;
 //! `amqp`, `http` and `demo` import from here, never from `cli`.
 
+pub mod audit;
 mod engine;
 mod error;
 pub mod funnel;

@@ -8,9 +8,11 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::parse::campaign_id;
+use crate::app::audit::audited;
 use crate::app::{CliError, GlobalOpts};
 use crate::domain::ConversionTally;
 use crate::domain::conversion::{self, CSV_HEADER, MAX_EVENTS};
+use crate::policy::access::Action;
 use crate::policy::cost::format_micros;
 use crate::telemetry::metrics;
 
@@ -81,11 +83,27 @@ async fn import(g: &GlobalOpts, a: ImportArgs) -> Result<(), CliError> {
         })?;
     let store = g.open_store().await?;
     let mut total = ConversionTally::default();
+    let mut outcome = Ok(());
     for batch in events.chunks(a.batch_size as usize) {
-        let tally = store.record_conversions(batch).await?;
-        metrics::conversions("csv", &tally);
-        total.add(tally);
+        match store.record_conversions(batch).await {
+            Ok(tally) => {
+                metrics::conversions("csv", &tally);
+                total.add(tally);
+            }
+            Err(e) => {
+                outcome = Err(CliError::from(e));
+                break;
+            }
+        }
     }
+    // One row for the import, naming the file; a batch that failed is in its result.
+    audited(
+        &*store,
+        Action::ConversionsIngest,
+        Some(format!("file:{}", a.file.display())),
+        outcome,
+    )
+    .await?;
     println!(
         "{} event(s): {} stored ({} unattributed), {} duplicate(s) ignored",
         events.len(),

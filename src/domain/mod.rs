@@ -3,6 +3,7 @@
 //! key ends with, and the facts the store keeps (senders, templates, consents, campaigns,
 //! delivery statuses, durable timers). Nothing here does I/O.
 
+pub mod access;
 pub mod campaign;
 pub mod channel;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod sender;
 pub mod strict_json;
 pub mod timer;
 
+pub use access::{Actor, ApiToken, AuditEntry, AuditRecord, Role, TokenName, TokenSecret};
 pub use campaign::{Budget, BudgetCharge, Campaign, CampaignState};
 pub use channel::{ChannelKind, FallbackRule, FallbackTrigger};
 pub use clock::Clock;

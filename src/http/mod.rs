@@ -1,11 +1,12 @@
 //! herald's HTTP side: `herald serve` (Meta's webhooks, the admin API, probes) and the health
 //! and metrics listeners every long-running process shares.
 //!
-//! Layout: `signature` X-Hub-Signature-256 · `notifications` Meta's
+//! Layout: `signature` X-Hub-Signature-256 · `access` bearer tokens, roles and audit rows · `notifications` Meta's
 //! payloads → herald's decisions (pure) · `webhooks` the `/webhooks` routes · `admin` the
 //! campaign API · `conversions` the shops' conversion events · `health` `/healthz`, `/readyz`
 //! and the [`Readiness`] trait · `prometheus` `/metrics` · `server` the serve lifecycle and drain.
 
+mod access;
 mod admin;
 mod conversions;
 mod health;

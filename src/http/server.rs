@@ -61,7 +61,12 @@ pub fn router(
     readiness: Arc<dyn Readiness>,
 ) -> Router {
     webhooks::routes(Arc::clone(&store), config.webhooks.clone())
-        .merge(admin::routes(store, config.admin_token.clone()))
+        .merge(admin::routes(
+            store,
+            config.admin_token.clone(),
+            config.webhooks.clock.clone(),
+            Arc::clone(&config.webhooks.rate_card),
+        ))
         .merge(health::routes(readiness))
 }
 

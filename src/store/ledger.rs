@@ -65,6 +65,30 @@ pub(super) async fn ledger_page(
     .collect()
 }
 
+pub(super) async fn ledger_slice(
+    db: &SqlStore,
+    campaign: &CampaignId,
+    offset: u64,
+    limit: u32,
+) -> StoreResult<Vec<LedgerRow>> {
+    db.read_all(
+        concat!(
+            "SELECT ",
+            ledger_columns!(),
+            " FROM ledger WHERE campaign = $1 ORDER BY key LIMIT $2 OFFSET $3"
+        ),
+        &[
+            Arg::Text(campaign.as_str()),
+            Arg::Int(i64::from(limit)),
+            Arg::Int(i64::try_from(offset).unwrap_or(i64::MAX)),
+        ],
+    )
+    .await?
+    .iter()
+    .map(ledger_row)
+    .collect()
+}
+
 pub(super) async fn ledger_entry(
     db: &SqlStore,
     key: &IdempotencyKey,

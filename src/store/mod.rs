@@ -5,7 +5,7 @@
 //! (`tests/it/store_conformance.rs`).
 //!
 //! Layout: statements that are the same on both dialects are written once, by concern
-//! (`senders`, `consent`, `campaigns`, `ledger`, `timers`, `contacts`, `retention`), through the small query
+//! (`senders`, `consent`, `campaigns`, `ledger`, `timers`, `contacts`, `retention`, `access`), through the small query
 //! layer in `db.rs`; `postgres/` and `sqlite/` hold only what really differs (connecting,
 //! claiming and recording keys, webhooks, consent batches, tier reservations, claiming
 //! timers), split the same way. `shared.rs` holds the pure rules both apply.
@@ -20,14 +20,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
-    Outcome, PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
+    ApiToken, AuditEntry, AuditRecord, CampaignId, Category, ChannelKind, IdempotencyKey,
+    InboundMessage, JobId, OptInKeyword, Outcome, PhoneNumber, SenderId, ServiceWindow,
+    SmsReceiptUpdate,
 };
 use crate::policy::retention::{DataClass, RetentionPolicy};
 
 pub use billing::{BilledLine, BilledMessage};
 pub use contacts::ErasureReport;
-pub use shared::{HashKey, configure_hash_key};
+pub use shared::{HashKey, configure_hash_key, contact_ref};
 pub use sql::SqlStore;
 
 pub use crate::domain::{Conversion, ConversionSummary, ConversionTally};
@@ -38,6 +39,7 @@ pub use crate::domain::{
     Sender, Template,
 };
 
+pub mod access;
 mod billing;
 mod campaigns;
 mod consent;
@@ -423,6 +425,15 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&IdempotencyKey>,
         limit: u32,
     ) -> StoreResult<Vec<LedgerRow>>;
+    /// The campaign's rows ordered by key, `offset` rows in: for callers that must not see
+    /// a key to page by (`GET /api/campaigns/{id}/report`: a key may hold a number). Costs
+    /// the offset in rows skipped; bulk readers page by key with [`Store::ledger_page`].
+    async fn ledger_slice(
+        &self,
+        campaign: &CampaignId,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>>;
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>>;
     /// The rows of `keys` that are in the ledger, in no particular order (a key without a row
     /// has none; a key given twice, one). A few statements for any number of keys.
@@ -661,6 +672,35 @@ pub trait Store: Send + Sync + 'static {
         &self,
         campaign: &CampaignId,
     ) -> StoreResult<Vec<ConversionSummary>>;
+
+    // --- access: scoped API tokens and the audit log ----------------------------------------
+    /// Stores a new token (its secret's hash, never the secret). Returns false, storing
+    /// nothing, when the name is taken.
+    async fn create_token(&self, token: &ApiToken) -> StoreResult<bool>;
+    /// Every token, revoked and expired ones included, oldest first.
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// The token whose secret hashes to `secret_hash`, whatever its status: one indexed read,
+    /// made on every API request (no cache: a revocation holds at once in every process).
+    async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>>;
+    /// Whether any token was ever created (revoked ones count): without one, and without
+    /// `HERALD_ADMIN_TOKEN`, the admin API is disabled.
+    async fn any_tokens(&self) -> StoreResult<bool>;
+    /// Revokes the token named `name` at `at`; one revoked before keeps its time. Returns the
+    /// token as it is now, `None` when no token has that name.
+    async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<Option<ApiToken>>;
+    /// Notes that the token authenticated a request at `at`, unless it was noted less than
+    /// [`access::LAST_USED_GRANULARITY`] before.
+    async fn touch_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Appends one row to the audit log. There is no way to change or delete one but the
+    /// retention purge (class `audit`).
+    async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The newest audit rows first, at `since` or later, at most `limit` (capped at
+    /// [`access::MAX_AUDIT_PAGE`]).
+    async fn audit_entries(
+        &self,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// How long a write that must not be lost is retried through a database outage.

@@ -136,6 +136,16 @@ pub(crate) fn erased_hash(phone: &PhoneNumber) -> String {
     hash_key().map_or_else(String::new, |k| keyed_hash(k, phone))
 }
 
+/// How the audit log names a contact: `contact:<keyed hash>` (the hash erasure leaves, so the
+/// rows of one person can be found again by who holds `HERALD_HASH_KEY`), or, without a key,
+/// `contact:<masked number>` — what the logs show, never the number itself.
+pub fn contact_ref(phone: &PhoneNumber) -> String {
+    match hash_key() {
+        Some(key) => format!("contact:{}", keyed_hash(key, phone)),
+        None => format!("contact:{}", phone.masked()),
+    }
+}
+
 /// Rank of a delivery status; a webhook applies only if it ranks higher than what is stored.
 /// `sent` ranks lowest (it only confirms acceptance); `failed` ranks highest, so it is final.
 pub(crate) fn delivery_rank(status: Option<&str>) -> i32 {

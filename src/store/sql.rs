@@ -18,11 +18,12 @@ use super::{
 };
 use super::{Conversion, ConversionSummary, ConversionTally};
 use super::{
-    billing, campaigns, consent, contacts, conversions, inbound, ledger, retention, senders, timers,
+    access, billing, campaigns, consent, contacts, conversions, inbound, ledger, retention,
+    senders, timers,
 };
 use crate::domain::{
-    CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
-    PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
+    ApiToken, AuditEntry, AuditRecord, CampaignId, Category, ChannelKind, IdempotencyKey,
+    InboundMessage, JobId, OptInKeyword, PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
 use crate::policy::retention::RetentionPolicy;
 
@@ -202,6 +203,15 @@ impl Store for SqlStore {
         limit: u32,
     ) -> StoreResult<Vec<LedgerRow>> {
         ledger::ledger_page(self, campaign, after, limit).await
+    }
+
+    async fn ledger_slice(
+        &self,
+        campaign: &CampaignId,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>> {
+        ledger::ledger_slice(self, campaign, offset, limit).await
     }
 
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>> {
@@ -462,5 +472,41 @@ impl Store for SqlStore {
         campaign: &CampaignId,
     ) -> StoreResult<Vec<ConversionSummary>> {
         conversions::conversion_summary(self, campaign).await
+    }
+
+    async fn create_token(&self, token: &ApiToken) -> StoreResult<bool> {
+        access::create_token(self, token).await
+    }
+
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        access::api_tokens(self).await
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>> {
+        access::token_by_hash(self, secret_hash).await
+    }
+
+    async fn any_tokens(&self) -> StoreResult<bool> {
+        access::any_tokens(self).await
+    }
+
+    async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<Option<ApiToken>> {
+        access::revoke_token(self, name, at).await
+    }
+
+    async fn touch_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        access::touch_token(self, name, at).await
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        access::record_audit(self, entry).await
+    }
+
+    async fn audit_entries(
+        &self,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        access::audit_entries(self, since, limit).await
     }
 }

@@ -50,6 +50,7 @@ pub const INBOUND_MESSAGES: &str = "herald_inbound_messages_total";
 pub const OPTINS: &str = "herald_optins_total";
 pub const BILLED_COST: &str = "herald_billed_cost_micros_total";
 pub const PURGED_ROWS: &str = "herald_purged_rows_total";
+pub const ADMIN_REQUESTS: &str = "herald_admin_requests_total";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -89,6 +90,7 @@ pub const ALL: &[&str] = &[
     OPTINS,
     BILLED_COST,
     PURGED_ROWS,
+    ADMIN_REQUESTS,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -208,6 +210,10 @@ fn describe() {
     describe_counter!(
         PURGED_ROWS,
         "Personal rows deleted by the retention purge, by data class (HERALD_RETENTION)"
+    );
+    describe_counter!(
+        ADMIN_REQUESTS,
+        "Admin API requests by action and result (ok, unauthorized: unknown, revoked or expired token; denied: a token without the role; disabled; bad_request, not_found, conflict, error)"
     );
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
@@ -487,6 +493,13 @@ pub fn purged_rows(class: &'static str, n: u64) {
     if n > 0 {
         counter!(PURGED_ROWS, "class" => class).increment(n);
     }
+}
+
+/// One admin API request: its action (`policy::access::Action`) and how it ended. Unknown
+/// tokens are counted here, not written to the audit log: an unauthenticated caller must not
+/// be able to make herald write.
+pub fn admin_request(action: &'static str, result: &'static str) {
+    counter!(ADMIN_REQUESTS, "action" => action, "result" => result).increment(1);
 }
 
 /// Conversion events refused as invalid (nothing stored), on `path`.
