@@ -63,8 +63,10 @@ pub struct ServeArgs {
     /// handshake is refused.
     #[arg(long, env = "HERALD_VERIFY_TOKEN", hide_env_values = true)]
     pub verify_token: Option<String>,
-    /// Bearer token of the admin API (/api/campaigns/…, /api/conversions). Without it,
-    /// every admin route (campaigns, contacts, conversions) answers 403: the API denies by default.
+    /// Bootstrap bearer token of the admin API (/api/campaigns/…, /api/conversions): it acts
+    /// with the `operator` role. Scoped tokens with other roles come from `herald tokens
+    /// create`. Without it and without any token, every admin route answers 403: the API
+    /// denies by default.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Inbound messages that revoke every consent of their sender, comma-separated; matched
@@ -171,7 +173,9 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         warn!("HERALD_VERIFY_TOKEN is not set: Meta's subscription handshake will be refused");
     }
     if config.admin_token.is_none() {
-        info!("HERALD_ADMIN_TOKEN is not set: the admin API (/api/…) answers 403 to everything");
+        info!(
+            "HERALD_ADMIN_TOKEN is not set: the admin API (/api/…) takes only tokens from `herald tokens create`, and answers 403 to everything while there are none"
+        );
     }
     let store = g.open_store().await?;
     let metrics = install_metrics()?;
@@ -185,7 +189,7 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
     info!(
         addr = %args.endpoints.http_addr,
         db = %g.database_url_redacted(),
-        "serving /webhooks, /api/campaigns, /api/conversions, /healthz and /readyz"
+        "serving /webhooks, /api/campaigns, /api/contacts, /api/conversions, /api/audit, /healthz and /readyz"
     );
     let timers = if args.no_timers {
         None
