@@ -1101,3 +1101,44 @@ async fn tokens_are_created_listed_and_revoked_with_the_cli_and_every_admin_comm
         "{table}"
     );
 }
+
+#[test]
+fn without_a_hash_key_an_export_is_audited_with_the_masked_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .env("HERALD_DATABASE_URL", support::sqlite_url(dir.path()))
+            .env_remove("HERALD_HASH_KEY")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run herald")
+    };
+    let out = run(&["contacts", "export", ANNA]);
+    assert!(out.status.success(), "{out:?}");
+    // Erasure refuses without the key, and the refusal is recorded too.
+    let refused = run(&["contacts", "erase", ANNA, "--yes"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let out = run(&["audit", "--json"]);
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let targets: Vec<(&str, &str)> = rows
+        .iter()
+        .rev()
+        .map(|r| (r["action"].as_str().unwrap(), r["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("contact.export", "contact:+49151****789"),
+            ("contact.erase", "contact:+49151****789"),
+        ]
+    );
+    assert!(
+        rows[0]["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("error: HERALD_HASH_KEY")
+    );
+    assert_no_number(&stdout(&out), "audit without a key");
+}
