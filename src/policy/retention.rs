@@ -27,6 +27,9 @@ pub enum DataClass {
     Timers,
     /// Suppressions (erased or opted-out numbers, by hash). Never purged unless set.
     Suppressions,
+    /// Recipient events for CRMs: published outbox rows by publication, dead ones by when
+    /// they went dead.
+    Events,
 }
 
 /// One class's row of the retention table: its name in `HERALD_RETENTION`, its default, the
@@ -44,7 +47,7 @@ pub struct ClassRule {
 }
 
 /// The retention table: every class, its default and why (the README's table says the same).
-pub const RULES: [ClassRule; 7] = [
+pub const RULES: [ClassRule; 8] = [
     ClassRule {
         class: DataClass::Ledger,
         name: "ledger",
@@ -99,6 +102,15 @@ pub const RULES: [ClassRule; 7] = [
         default: None,
         floor: Duration::ZERO,
         why: "never purged by default: they keep an erased or opted-out number from being messaged again",
+    },
+    ClassRule {
+        class: DataClass::Events,
+        name: "events",
+        default: Some(Duration::from_secs(30 * DAY)),
+        // A published event's row is what keeps a redelivered webhook (up to 7 days) from
+        // publishing it twice.
+        floor: Duration::from_secs(7 * DAY),
+        why: "a published event keeps a redelivered webhook from publishing it twice (Meta retries for 7 days); dead events wait a month for an operator",
     },
 ];
 

@@ -12,17 +12,18 @@ use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, DueTimer, FunnelCell, LedgerRow, NewTimer, OutcomeRecord,
-    PurgeCounts, PurgedSent, Sender, SlotLease, Store, StoreResult, Template, TimerCounts,
-    UnknownReview,
+    ConsentState, DeliveryUpdate, DueTimer, FunnelCell, LedgerRow, NewTimer, OutboxCounts,
+    OutboxEvent, OutcomeRecord, PurgeCounts, PurgedSent, Sender, SlotLease, Store, StoreResult,
+    Template, TimerCounts, UnknownReview,
 };
 use super::{Conversion, ConversionSummary, ConversionTally};
 use super::{
-    billing, campaigns, consent, contacts, conversions, inbound, ledger, retention, senders, timers,
+    billing, campaigns, consent, contacts, conversions, inbound, ledger, outbox, retention,
+    senders, timers,
 };
 use crate::domain::{
-    CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
-    PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
+    CampaignId, Category, ChannelKind, EventOptions, IdempotencyKey, InboundMessage, JobId,
+    NewRecipientEvent, OptInKeyword, PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
 use crate::policy::retention::RetentionPolicy;
 
@@ -443,6 +444,69 @@ impl Store for SqlStore {
 
     async fn remove_keyword(&self, sender: &SenderId, keyword: &str) -> StoreResult<bool> {
         inbound::remove_keyword(self, sender, keyword).await
+    }
+
+    async fn record_outcomes_with_events(
+        &self,
+        outcomes: &[OutcomeRecord],
+        events: &[NewRecipientEvent],
+    ) -> StoreResult<()> {
+        dispatch!(self.record_outcomes_with_events(outcomes, events))
+    }
+
+    async fn apply_deliveries_with_events(
+        &self,
+        updates: &[DeliveryUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        dispatch!(self.apply_deliveries_with_events(updates, options, at))
+    }
+
+    async fn record_recipient_events(&self, events: &[NewRecipientEvent]) -> StoreResult<u64> {
+        outbox::record(self, events).await
+    }
+
+    async fn claim_recipient_events(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        outbox::claim(self, owner, lease, now, limit).await
+    }
+
+    async fn complete_recipient_events(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        outbox::complete(self, owner, ids, now).await
+    }
+
+    async fn fail_recipient_events(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        error: &str,
+        retry_at: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        outbox::fail(self, owner, ids, error, retry_at, dead_before, now).await
+    }
+
+    async fn recipient_event_counts(&self) -> StoreResult<OutboxCounts> {
+        outbox::counts(self).await
+    }
+
+    async fn recipient_event_states(
+        &self,
+        message_keys: &[String],
+    ) -> StoreResult<HashSet<(String, String)>> {
+        outbox::states_of(self, message_keys).await
     }
 
     async fn record_conversions(&self, events: &[Conversion]) -> StoreResult<ConversionTally> {
