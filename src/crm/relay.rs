@@ -155,11 +155,11 @@ impl Relay {
 
     /// Refreshes the outbox gauges.
     pub async fn measure(&self) -> Result<(), StoreError> {
-        let c = self.store.recipient_event_counts().await?;
-        let oldest = c.oldest_pending.map_or(0.0, |t| {
+        let (pending, oldest) = self.store.recipient_event_backlog().await?;
+        let oldest = oldest.map_or(0.0, |t| {
             (self.config.clock.now() - t).num_milliseconds().max(0) as f64 / 1000.0
         });
-        metrics::crm_outbox(c.pending, oldest);
+        metrics::crm_outbox(pending, oldest);
         Ok(())
     }
 

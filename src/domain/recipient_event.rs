@@ -142,6 +142,7 @@ pub struct EventFacts<'a> {
     pub state: RecipientState,
     pub campaign: &'a str,
     pub channel: ChannelKind,
+    /// The number (E.164), or empty when the fact does not name one.
     pub recipient: &'a str,
     pub code: Option<&'a str>,
     pub at: DateTime<Utc>,
@@ -169,7 +170,7 @@ impl NewRecipientEvent {
         Self {
             message_key: f.message_key.to_owned(),
             state: f.state,
-            recipient: Some(f.recipient.to_owned()),
+            recipient: (!f.recipient.is_empty()).then(|| f.recipient.to_owned()),
             payload: serde_json::to_string(&event).expect("events serialise"),
             at: f.at,
         }

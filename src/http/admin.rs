@@ -23,6 +23,7 @@ use serde_json::json;
 use tracing::{error, info};
 
 use super::signature::secrets_match;
+use crate::domain::EventOptions;
 use crate::domain::{CampaignId, PhoneNumber};
 use crate::store::{Campaign, CampaignCounts, CampaignState, Store, StoreError};
 
@@ -33,16 +34,26 @@ pub(super) struct AdminState {
     pub(super) store: Arc<dyn Store>,
     /// `HERALD_ADMIN_TOKEN`: every route needs it when set; without it writes are refused.
     pub(super) token: Option<String>,
+    /// Per-recipient events (`HERALD_RECIPIENT_EVENTS`): conversions write `converted`.
+    pub(super) recipient_events: Option<EventOptions>,
 }
 
 /// `/api/campaigns/{id}` and `/api/campaigns/{id}/{pause|resume|cancel}`.
-pub fn routes(store: Arc<dyn Store>, token: Option<String>) -> Router {
+pub fn routes(
+    store: Arc<dyn Store>,
+    token: Option<String>,
+    recipient_events: Option<EventOptions>,
+) -> Router {
     Router::new()
         .route("/api/campaigns/{id}", get(show))
         .route("/api/campaigns/{id}/{action}", post(control))
         .route("/api/contacts/{phone}", get(export).delete(erase))
         .merge(super::conversions::routes())
-        .with_state(Arc::new(AdminState { store, token }))
+        .with_state(Arc::new(AdminState {
+            store,
+            token,
+            recipient_events,
+        }))
 }
 
 /// A campaign as the API shows it.

@@ -61,7 +61,11 @@ pub fn router(
     readiness: Arc<dyn Readiness>,
 ) -> Router {
     webhooks::routes(Arc::clone(&store), config.webhooks.clone())
-        .merge(admin::routes(store, config.admin_token.clone()))
+        .merge(admin::routes(
+            store,
+            config.admin_token.clone(),
+            config.webhooks.recipient_events,
+        ))
         .merge(health::routes(readiness))
 }
 

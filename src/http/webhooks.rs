@@ -246,6 +246,16 @@ async fn apply(
             *counted.entry((r.kind, result::APPLIED)).or_default() += 1;
         }
     }
+    if let Some(options) = config.recipient_events
+        && !n.revocations.is_empty()
+    {
+        // After the revocations: a crash in between answers no 200, and Meta's redelivery
+        // revokes again (idempotent) and writes the events.
+        let phones: Vec<PhoneNumber> = n.revocations.iter().map(|r| r.phone.clone()).collect();
+        store
+            .record_opt_out_events(&phones, ChannelKind::WhatsApp, options, received)
+            .await?;
+    }
     for t in &n.template_statuses {
         let rows = store
             .set_template_status(&t.name, &t.language, &t.status)

@@ -276,10 +276,11 @@ mod tests {
         assert_eq!(p.period(DataClass::Tier), days(2));
         assert_eq!(p.period(DataClass::Timers), days(30));
         assert_eq!(p.period(DataClass::Suppressions), None);
+        assert_eq!(p.period(DataClass::Events), days(30));
         assert_eq!(RetentionPolicy::parse("").unwrap(), p);
         assert_eq!(
             p.to_string(),
-            "ledger=400d,inbound=30d,conversions=400d,consents=1096d,tier=2d,timers=30d,suppressions=never"
+            "ledger=400d,inbound=30d,conversions=400d,consents=1096d,tier=2d,timers=30d,suppressions=never,events=30d"
         );
         // The table is indexed by class: its order must be the enum's.
         for (i, r) in RULES.iter().enumerate() {

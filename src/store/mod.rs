@@ -691,6 +691,24 @@ pub trait Store: Send + Sync + 'static {
         options: EventOptions,
         at: DateTime<Utc>,
     ) -> StoreResult<u64>;
+    /// [`Store::record_conversions`] plus, in the same transaction, a `converted` event for
+    /// each attributed key a new conversion names (once per key, ever), dated `at`.
+    async fn record_conversions_with_events(
+        &self,
+        events: &[Conversion],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ConversionTally>;
+    /// An `opted_out` event on `channel` for each number, about its latest campaign message
+    /// (the newest main ledger row of the number: the campaign it answered); numbers herald
+    /// never messaged have none. Returns how many were new.
+    async fn record_opt_out_events(
+        &self,
+        phones: &[PhoneNumber],
+        channel: ChannelKind,
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Writes events alone, each (message key, state) at most once; returns how many were new.
     async fn record_recipient_events(&self, events: &[NewRecipientEvent]) -> StoreResult<u64>;
     /// Claims up to `limit` unpublished events due at `now` for `owner` until `now + lease`,
@@ -722,8 +740,12 @@ pub trait Store: Send + Sync + 'static {
         dead_before: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<u64>;
-    /// What the outbox holds.
+    /// What the outbox holds, published rows counted too (a count over the retention period:
+    /// for tools and tests, not for a gauge).
     async fn recipient_event_counts(&self) -> StoreResult<OutboxCounts>;
+    /// The unpublished events: how many, and when the oldest was recorded (the depth gauge;
+    /// reads only the unpublished rows' index).
+    async fn recipient_event_backlog(&self) -> StoreResult<(u64, Option<DateTime<Utc>>)>;
     /// The (message key, state) pairs in the outbox for `message_keys`, published or not.
     async fn recipient_event_states(
         &self,

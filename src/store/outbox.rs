@@ -19,7 +19,9 @@ use super::db::{
 };
 use super::sql::SqlStore;
 use super::{OutboxCounts, OutboxEvent, StoreError, StoreResult};
-use crate::domain::{NewRecipientEvent, RecipientState};
+use crate::domain::{
+    ChannelKind, EventFacts, EventOptions, NewRecipientEvent, PhoneNumber, RecipientState,
+};
 
 /// Outbox rows, each once per (message key, state): a redelivered webhook or a re-run job
 /// inserts nothing.
@@ -66,6 +68,50 @@ pub(super) async fn record(db: &SqlStore, events: &[NewRecipientEvent]) -> Store
     }
     let mut tx = db.write_tx().await?;
     let n = insert(&mut tx, events).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// The newest main ledger row of a number: the campaign message an opt-out answers.
+const LATEST_MAIN_ROW: &str = "SELECT key, campaign FROM ledger
+     WHERE recipient = $1 AND key NOT LIKE '%#sms' AND key NOT LIKE '%#follow-up'
+     ORDER BY created_at DESC, key DESC LIMIT 1";
+
+/// `opted_out` events for numbers that revoked consent, one per number's latest campaign
+/// message, in one transaction.
+pub(super) async fn opt_outs(
+    db: &SqlStore,
+    phones: &[PhoneNumber],
+    channel: ChannelKind,
+    options: EventOptions,
+    at: DateTime<Utc>,
+) -> StoreResult<u64> {
+    if phones.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = db.write_tx().await?;
+    let mut events = Vec::new();
+    for phone in phones {
+        let rows = tx
+            .fetch_all(LATEST_MAIN_ROW, &[Arg::Text(phone.as_str())])
+            .await?;
+        if let Some(row) = rows.first() {
+            let (key, campaign) = (row.text("key")?, row.text("campaign")?);
+            events.push(NewRecipientEvent::build(
+                EventFacts {
+                    message_key: &key,
+                    state: RecipientState::OptedOut,
+                    campaign: &campaign,
+                    channel,
+                    recipient: phone.as_str(),
+                    code: None,
+                    at,
+                },
+                options.numbers,
+            ));
+        }
+    }
+    let n = insert(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(n)
 }
@@ -230,15 +276,24 @@ pub(super) async fn fail(
     Ok(dead)
 }
 
-/// What the outbox holds (the depth gauge, tests).
+/// The unpublished rows: how many and the oldest's time.
+const BACKLOG: &str = "SELECT count(*) AS n, min(created_at) AS oldest FROM recipient_events
+     WHERE published_at IS NULL";
+
+pub(super) async fn backlog(db: &SqlStore) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+    let open = db.read_all(BACKLOG, &[]).await?;
+    let Some(row) = open.first() else {
+        return Ok((0, None));
+    };
+    Ok((
+        u64::try_from(row.int("n")?).unwrap_or(0),
+        row.opt_time("oldest")?,
+    ))
+}
+
+/// What the outbox holds (tools, tests).
 pub(super) async fn counts(db: &SqlStore) -> StoreResult<OutboxCounts> {
-    let open = db
-        .read_all(
-            "SELECT count(*) AS n, min(created_at) AS oldest FROM recipient_events
-             WHERE published_at IS NULL",
-            &[],
-        )
-        .await?;
+    let open = db.read_all(BACKLOG, &[]).await?;
     let published = db
         .read_all(
             "SELECT count(*) AS n FROM recipient_events WHERE published_at IS NOT NULL",

@@ -502,6 +502,10 @@ impl Store for SqlStore {
         outbox::counts(self).await
     }
 
+    async fn recipient_event_backlog(&self) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+        outbox::backlog(self).await
+    }
+
     async fn recipient_event_states(
         &self,
         message_keys: &[String],
@@ -510,7 +514,26 @@ impl Store for SqlStore {
     }
 
     async fn record_conversions(&self, events: &[Conversion]) -> StoreResult<ConversionTally> {
-        dispatch!(self.record_conversions(events))
+        dispatch!(self.record_conversions(events, None))
+    }
+
+    async fn record_conversions_with_events(
+        &self,
+        events: &[Conversion],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ConversionTally> {
+        dispatch!(self.record_conversions(events, Some((options, at))))
+    }
+
+    async fn record_opt_out_events(
+        &self,
+        phones: &[PhoneNumber],
+        channel: ChannelKind,
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        outbox::opt_outs(self, phones, channel, options, at).await
     }
 
     async fn converted_keys(

@@ -1769,6 +1769,8 @@ async fn outcomes_write_their_events_once_and_only_for_keys_they_record(store: A
     let c = store.recipient_event_counts().await.unwrap();
     assert_eq!((c.pending, c.published, c.dead), (2, 0, 0));
     assert!(c.oldest_pending.is_some());
+    let (pending, oldest) = store.recipient_event_backlog().await.unwrap();
+    assert_eq!((pending, oldest), (2, c.oldest_pending));
 }
 
 async fn status_webhooks_report_each_state_once_in_order(store: Arc<dyn Store>) {
@@ -2016,6 +2018,78 @@ async fn erasure_removes_the_events_of_a_number(store: Arc<dyn Store>) {
     );
 }
 
+async fn conversions_and_opt_outs_report_once_per_key(store: Arc<dyn Store>) {
+    let events = EventOptions::default();
+    let p = PhoneNumber::from_trusted("+4915112345678".to_owned());
+    store.claim("w1", MINUTE, &claims(&["c1"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("c1", sent("w-c1"))])
+        .await
+        .unwrap();
+    let order = |id: &str, to: Option<PhoneNumber>, k: Option<&str>| Conversion {
+        event_id: id.into(),
+        campaign: campaign("bf"),
+        to,
+        key: k.map(key),
+        event: "order".into(),
+        at: Utc::now(),
+        value: None,
+    };
+    let tally = store
+        .record_conversions_with_events(
+            &[
+                order("o-1", Some(p.clone()), None),
+                order("o-2", None, Some("c1")),
+                order("o-3", Some(phone(99)), None),
+            ],
+            events,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((tally.stored, tally.unattributed), (3, 1));
+    // The same orders again, and a number herald never messaged.
+    store
+        .record_conversions_with_events(&[order("o-1", Some(p.clone()), None)], events, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .record_opt_out_events(
+                &[p.clone(), phone(98)],
+                ChannelKind::WhatsApp,
+                events,
+                Utc::now()
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_opt_out_events(&[p], ChannelKind::WhatsApp, events, Utc::now())
+            .await
+            .unwrap(),
+        0,
+        "once per key"
+    );
+    assert_eq!(
+        store
+            .recipient_event_states(&strings(&["c1"]))
+            .await
+            .unwrap(),
+        pairs(&[("c1", "converted"), ("c1", "opted_out")])
+    );
+    let claimed = store
+        .claim_recipient_events("r", MINUTE, Utc::now() + TimeDelta::seconds(1), 10)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&claimed[0].payload).unwrap();
+    assert_eq!(body["event"], "recipient.converted");
+    assert_eq!(body["key"], "c1");
+    assert!(body.get("to").is_none());
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2048,6 +2122,7 @@ conformance!(
     the_outbox_goes_out_in_order_per_key_across_claimers_and_failures,
     events_no_sink_took_for_a_day_go_dead_once,
     erasure_removes_the_events_of_a_number,
+    conversions_and_opt_outs_report_once_per_key,
     new_keys_are_claimed_pending_for_their_owner,
     every_key_records_the_channel_that_carries_it,
     a_key_with_an_outcome_is_done_for_everyone,
