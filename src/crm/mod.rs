@@ -1,11 +1,12 @@
 //! Per-recipient events for CRMs (`HERALD_RECIPIENT_EVENTS`): each recipient's state changes
-//! (sent, delivered, read, failed, fallback, follow_up_sent, …) published to `{prefix}.events`
-//! with routing key `recipient.<state>` (`amqp`), or POSTed signed to the CRM (`webhook`).
+//! (sent, delivered, read, failed, fallback, follow_up_sent, converted, opted_out) published to
+//! `{prefix}.events` with routing key `recipient.<state>` (`amqp`), or POSTed signed to the CRM
+//! (`webhook`).
 //!
 //! The facts are written to a durable outbox in the store by whoever records them (the record
-//! stage, the status webhooks), in the same transaction; the [`relay`] in every `worker` and
-//! `serve` claims them in id order, hands them to the [`Sink`], and marks them — never on the
-//! send path. Off (the default), nothing is written or read.
+//! stage, the status webhooks, conversions, opt-outs), in the same transaction; the [`Relay`]
+//! in every `worker` and `serve` claims them in id order, hands them to the [`Sink`], and
+//! marks them — never on the send path. Off (the default), nothing is written or read.
 
 mod amqp_sink;
 mod relay;
@@ -41,8 +42,8 @@ pub trait Sink: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// How many lanes may deliver at once (a key's events always share a lane).
     fn lanes(&self) -> usize;
-    /// Delivers `events` in order: `Ok(n)` when the first `n` were taken (all of them, or up
-    /// to the first refusal with its error in `Err`).
+    /// Delivers `events` in order; returns how many, from the first, were taken, and the
+    /// error that stopped it short (`None` when all were taken).
     async fn deliver(&self, events: &[OutboxEvent]) -> (usize, Option<SinkError>);
 }
 

@@ -322,8 +322,8 @@ pub(super) async fn counts(db: &SqlStore) -> StoreResult<OutboxCounts> {
     })
 }
 
-/// The (message key, state) pairs of the outbox, published or not, for one campaign's keys
-/// given by prefix-free message keys (tests and conformance checks).
+/// The (message key, state) pairs the outbox holds for `keys`, published or not (tools and
+/// tests).
 pub(super) async fn states_of(
     db: &SqlStore,
     keys: &[String],
