@@ -99,11 +99,12 @@ impl EngineSetup {
         match &self.sms_route {
             Some(route) => {
                 let (channel, inbound) = SmsChannel::start(route.clone());
-                tokio::spawn(sms::run_inbox(
+                tokio::spawn(sms::run_inbox_with_events(
                     store,
                     route.clone(),
                     OptOutWords::default(),
                     inbound,
+                    self.config.recipient_events,
                 ));
                 engine.with_sms(Arc::new(channel))
             }

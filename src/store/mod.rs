@@ -709,6 +709,14 @@ pub trait Store: Send + Sync + 'static {
         options: EventOptions,
         at: DateTime<Utc>,
     ) -> StoreResult<u64>;
+    /// [`Store::apply_sms_receipts`] plus, in the same transaction, the events (`delivered`,
+    /// `failed`) of the receipts that changed a row, dated `at`.
+    async fn apply_sms_receipts_with_events(
+        &self,
+        receipts: &[SmsReceiptUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Option<bool>>>;
     /// Writes events alone, each (message key, state) at most once; returns how many were new.
     async fn record_recipient_events(&self, events: &[NewRecipientEvent]) -> StoreResult<u64>;
     /// Claims up to `limit` unpublished events due at `now` for `owner` until `now + lease`,

@@ -233,7 +233,16 @@ impl Store for SqlStore {
         &self,
         receipts: &[SmsReceiptUpdate],
     ) -> StoreResult<Vec<Option<bool>>> {
-        ledger::apply_sms_receipts(self, receipts).await
+        ledger::apply_sms_receipts(self, receipts, None).await
+    }
+
+    async fn apply_sms_receipts_with_events(
+        &self,
+        receipts: &[SmsReceiptUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Option<bool>>> {
+        ledger::apply_sms_receipts(self, receipts, Some((options, at))).await
     }
 
     async fn review_unknowns(

@@ -2090,6 +2090,61 @@ async fn conversions_and_opt_outs_report_once_per_key(store: Arc<dyn Store>) {
     assert!(body.get("to").is_none());
 }
 
+async fn sms_receipts_report_their_fallbacks_delivery_once(store: Arc<dyn Store>) {
+    let events = EventOptions::default();
+    let mut sms = claim_in("bf", "r1#sms");
+    sms.channel = ChannelKind::Sms;
+    store.claim("w1", MINUTE, &[sms]).await.unwrap();
+    store
+        .record_outcomes_with_events(
+            &[outcome("r1#sms", sent("smsc-1"))],
+            &[event("r1#sms", RecipientState::Fallback)],
+        )
+        .await
+        .unwrap();
+    let receipt = |status: &'static str| herald::domain::SmsReceiptUpdate {
+        message_ids: vec!["smsc-1".into()],
+        status,
+        error: (status != "delivered").then(|| "001".into()),
+    };
+    let changed = store
+        .apply_sms_receipts_with_events(&[receipt("delivered")], events, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(changed, [Some(true)]);
+    // A duplicate receipt and an unknown message change nothing and add nothing.
+    store
+        .apply_sms_receipts_with_events(&[receipt("delivered")], events, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .recipient_event_states(&strings(&["r1#sms"]))
+            .await
+            .unwrap(),
+        pairs(&[("r1#sms", "fallback"), ("r1#sms", "delivered")])
+    );
+    let claimed = store
+        .claim_recipient_events("r", MINUTE, Utc::now() + TimeDelta::seconds(1), 10)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&claimed[1].payload).unwrap();
+    assert_eq!(
+        (
+            &body["key"],
+            &body["message"],
+            &body["channel"],
+            &body["state"]
+        ),
+        (
+            &serde_json::json!("r1"),
+            &serde_json::json!("fallback"),
+            &serde_json::json!("sms"),
+            &serde_json::json!("delivered")
+        )
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -2123,6 +2178,7 @@ conformance!(
     events_no_sink_took_for_a_day_go_dead_once,
     erasure_removes_the_events_of_a_number,
     conversions_and_opt_outs_report_once_per_key,
+    sms_receipts_report_their_fallbacks_delivery_once,
     new_keys_are_claimed_pending_for_their_owner,
     every_key_records_the_channel_that_carries_it,
     a_key_with_an_outcome_is_done_for_everyone,
