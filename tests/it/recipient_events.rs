@@ -655,3 +655,96 @@ async fn with_events_off_nothing_is_written() {
         .count();
     assert_eq!(settled, 18);
 }
+
+#[tokio::test]
+async fn a_full_crm_queue_refuses_events_and_they_wait_in_the_outbox() {
+    let Some(url) = support::amqp_url().await else {
+        return;
+    };
+    let topology = Topology::new(support::unique_prefix());
+    let (store, _dir) = support::sqlite_store().await;
+    let t0 = chrono::Utc::now();
+    let batch = |prefix: &str| -> Vec<herald::domain::NewRecipientEvent> {
+        (0..20)
+            .map(|i| {
+                herald::domain::NewRecipientEvent::build(
+                    herald::domain::EventFacts {
+                        message_key: &format!("{prefix}-{i}"),
+                        state: herald::domain::RecipientState::Sent,
+                        campaign: "full",
+                        channel: herald::domain::ChannelKind::WhatsApp,
+                        recipient: "+4915112345678",
+                        code: None,
+                        at: t0,
+                    },
+                    false,
+                )
+            })
+            .collect()
+    };
+    let events = batch("full");
+    assert_eq!(store.record_recipient_events(&events).await.unwrap(), 20);
+    let clock = Clock::system();
+    let relay = Relay::new(
+        Arc::clone(&store),
+        Arc::new(AmqpSink::new(url.clone(), topology.clone(), 5)),
+        RelayConfig {
+            clock: clock.clone(),
+            ..RelayConfig::default()
+        },
+    );
+    // Nobody consumes. A quorum queue enforces its length between batches, not within one:
+    // the first batch may overshoot the five; once over, RabbitMQ refuses (reject-publish).
+    let first = relay.try_round().await.unwrap();
+    assert_eq!(first.claimed, 20);
+    let more = batch("more");
+    assert_eq!(store.record_recipient_events(&more).await.unwrap(), 20);
+    let second = relay.try_round().await.unwrap();
+    assert!(second.failed > 0, "{second:?}");
+    assert_eq!(second.dead, 0);
+    let refused = first.failed + second.failed;
+    let waiting = store.recipient_event_counts().await.unwrap().pending;
+    assert_eq!(waiting, refused, "refused events wait in the outbox");
+
+    // The CRM drains the queue; the back-off passes on herald's clock; the rest go out.
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let queue = topology.recipient_events_queue();
+    let mut rounds = 0;
+    while store.recipient_event_counts().await.unwrap().pending > 0 {
+        consume(&url, &queue, &received, {
+            let queued = received.lock().unwrap().len();
+            move |n| n >= queued + 1
+        })
+        .await;
+        clock.advance(Duration::from_secs(600));
+        relay.try_round().await.unwrap();
+        rounds += 1;
+        assert!(rounds < 40, "never drained");
+    }
+    // What is left in the queue.
+    let total_published = store.recipient_event_counts().await.unwrap().published;
+    assert_eq!(total_published, 40);
+    let all_ids = |r: &Arc<Mutex<Vec<Value>>>| {
+        r.lock()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect::<HashSet<String>>()
+    };
+    while all_ids(&received).len() < 40 {
+        let n = received.lock().unwrap().len();
+        consume(&url, &queue, &received, move |m| m > n).await;
+    }
+    assert_eq!(
+        all_ids(&received).len(),
+        40,
+        "every event arrived (deduplicated on event_id)"
+    );
+
+    let conn = herald::amqp::connect(&url, "test-cleanup").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    topology.delete(&ch).await.unwrap();
+}
