@@ -51,6 +51,9 @@ pub struct ImportArgs {
     /// Events recorded per transaction.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_EVENTS as u64))]
     pub batch_size: u64,
+    /// `converted` events for the CRM, when HERALD_RECIPIENT_EVENTS is on.
+    #[command(flatten)]
+    pub recipient_events: crate::app::RecipientEventsOpts,
 }
 
 pub async fn conversions(g: &GlobalOpts, cmd: ConversionsCmd) -> Result<(), CliError> {
@@ -81,11 +84,20 @@ async fn import(g: &GlobalOpts, a: ImportArgs) -> Result<(), CliError> {
                 CSV_HEADER.join(",")
             ))
         })?;
+    let events_on = a.recipient_events.options()?;
     let store = g.open_store().await?;
     let mut total = ConversionTally::default();
     let mut outcome = Ok(());
     for batch in events.chunks(a.batch_size as usize) {
-        match store.record_conversions(batch).await {
+        let recorded = match events_on {
+            Some(options) => {
+                store
+                    .record_conversions_with_events(batch, options, chrono::Utc::now())
+                    .await
+            }
+            None => store.record_conversions(batch).await,
+        };
+        match recorded {
             Ok(tally) => {
                 metrics::conversions("csv", &tally);
                 total.add(tally);

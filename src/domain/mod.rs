@@ -15,6 +15,7 @@ pub mod inbound;
 pub mod job;
 pub mod outcome;
 pub mod phone;
+pub mod recipient_event;
 pub mod sender;
 pub mod strict_json;
 pub mod timer;
@@ -31,5 +32,8 @@ pub use inbound::{InboundMessage, OptInKeyword, ServiceWindow};
 pub use job::{FollowUpRule, Job, JobError, Reached, Recipient, SmsVersion, TemplateRef};
 pub use outcome::{Category, Outcome, SkipReason};
 pub use phone::{PhoneNumber, mask};
+pub use recipient_event::{
+    EventFacts, EventOptions, MessageRole, NewRecipientEvent, RecipientEvent, RecipientState,
+};
 pub use sender::{Sender, Template};
 pub use timer::DueTimer;

@@ -27,6 +27,7 @@ use tracing::{error, info};
 
 use crate::app::audit::parse_since;
 use crate::app::funnel;
+use crate::domain::EventOptions;
 use crate::domain::{CampaignId, Clock, PhoneNumber, mask};
 use crate::policy::access::Action;
 use crate::policy::cost::{RateCard, format_micros, parse_amount};
@@ -51,6 +52,8 @@ pub(super) struct AdminState {
     /// What `…/costs` estimates with and `…/budget` checks the currency against: the card
     /// `serve` prices billed messages with.
     pub(super) rate_card: Arc<RateCard>,
+    /// Per-recipient events (`HERALD_RECIPIENT_EVENTS`): conversions write `converted`.
+    pub(super) recipient_events: Option<EventOptions>,
 }
 
 /// Every admin route but `/api/conversions`'s, which `conversions.rs` adds.
@@ -59,6 +62,7 @@ pub fn routes(
     token: Option<String>,
     clock: Clock,
     rate_card: Arc<RateCard>,
+    recipient_events: Option<EventOptions>,
 ) -> Router {
     Router::new()
         .route("/api/campaigns/{id}", get(show))
@@ -74,6 +78,7 @@ pub fn routes(
             token,
             clock,
             rate_card,
+            recipient_events,
         }))
 }
 

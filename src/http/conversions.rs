@@ -77,7 +77,15 @@ async fn record(s: &AdminState, body: &[u8]) -> Result<Json<TallyView>, ApiError
         warn!(events = n, reason = %e, "conversion events refused");
         ApiError(StatusCode::BAD_REQUEST, e.to_string())
     })?;
-    let tally = match s.store.record_conversions(&events).await {
+    let recorded = match s.recipient_events {
+        Some(options) => {
+            s.store
+                .record_conversions_with_events(&events, options, chrono::Utc::now())
+                .await
+        }
+        None => s.store.record_conversions(&events).await,
+    };
+    let tally = match recorded {
         Ok(tally) => tally,
         Err(e) if e.refused_data().is_some() => {
             metrics::conversions_rejected(PATH, events.len() as u64);

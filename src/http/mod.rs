@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// The retention purge `serve` runs like every worker (`--no-purge` to leave it to them).
     #[command(flatten)]
     pub purge: PurgeOpts,
+    /// RabbitMQ, for `HERALD_RECIPIENT_EVENTS=amqp` only (serve relays events like a worker).
+    #[command(flatten)]
+    pub amqp: crate::amqp::AmqpOpts,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -107,6 +110,8 @@ impl fmt::Debug for ServeArgs {
             .field("drain", &self.drain)
             .field("no_timers", &self.no_timers)
             .field("purge", &self.purge)
+            .field("recipient_events", &self.engine.recipient_events)
+            .field("amqp", &self.amqp.url_redacted())
             .finish()
     }
 }
@@ -140,6 +145,7 @@ impl ServeArgs {
                 opt_out,
                 clock: crate::domain::Clock::system(),
                 rate_card: std::sync::Arc::new(self.engine.rate_card.load()?),
+                recipient_events: self.engine.recipient_events.options()?,
             },
             admin_token: non_empty(&self.admin_token),
             shutdown_delay: self.shutdown_delay,
@@ -209,7 +215,18 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         let clock = config.webhooks.clock.clone();
         spawn_purges(Arc::clone(&store), policy, clock, every, shutdown.clone())
     });
+    let relay = crate::crm::sink(&args.engine.recipient_events, &args.amqp)?.map(|sink| {
+        let config = crate::crm::RelayConfig {
+            clock: config.webhooks.clock.clone(),
+            ..crate::crm::RelayConfig::default()
+        };
+        crate::crm::spawn_relay(Arc::clone(&store), sink, config, shutdown.clone())
+    });
     let served = run(listener, Arc::clone(&store), config, shutdown).await;
+    if let Some(relay) = relay {
+        // Stopped by the same signal; a round cut short leaves its claims to lapse.
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    }
     stop_metrics.cancel();
     if let Some(purges) = purges {
         // A batch cut short rolls back; the finished ones are kept.

@@ -67,6 +67,7 @@ pub fn router(
             config.admin_token.clone(),
             config.webhooks.clock.clone(),
             Arc::clone(&config.webhooks.rate_card),
+            config.webhooks.recipient_events,
         ))
         .merge(health::routes(readiness))
 }

@@ -21,6 +21,7 @@ pub mod gate;
 pub mod next_step;
 pub mod opt_out;
 pub mod optin;
+pub mod recipient_events;
 pub mod retention;
 pub mod segments;
 pub mod window;

@@ -20,9 +20,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ApiToken, AuditEntry, AuditRecord, CampaignId, Category, ChannelKind, IdempotencyKey,
-    InboundMessage, JobId, OptInKeyword, Outcome, PhoneNumber, SenderId, ServiceWindow,
-    SmsReceiptUpdate,
+    ApiToken, AuditEntry, AuditRecord, CampaignId, Category, ChannelKind, EventOptions,
+    IdempotencyKey, InboundMessage, JobId, NewRecipientEvent, OptInKeyword, Outcome, PhoneNumber,
+    RecipientState, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
 use crate::policy::retention::{DataClass, RetentionPolicy};
 
@@ -48,6 +48,7 @@ mod conversions;
 mod db;
 mod inbound;
 mod ledger;
+mod outbox;
 pub mod postgres;
 mod retention;
 mod senders;
@@ -289,6 +290,35 @@ pub struct PurgedSent {
     /// empty for an erased number.
     pub prefix: String,
     pub n: u64,
+}
+
+/// An outbox row claimed by the relay ([`Store::claim_recipient_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Orders events; a key's events go out in this order.
+    pub id: i64,
+    /// The ledger key the event is about.
+    pub message_key: String,
+    pub state: RecipientState,
+    /// The JSON body to publish.
+    pub payload: String,
+    /// Earlier attempts that failed.
+    pub attempts: u32,
+    /// When the fact was recorded: a day later an event no sink took goes dead.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What the recipient-events outbox holds ([`Store::recipient_event_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Not published yet (the depth gauge).
+    pub pending: u64,
+    /// When the oldest of those was recorded.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Published, kept until the retention purge (class `events`).
+    pub published: u64,
+    /// In the dead-letter table.
+    pub dead: u64,
 }
 
 /// herald's persistence. Implementations must make every method safe to call again with the
@@ -653,6 +683,92 @@ pub trait Store: Send + Sync + 'static {
     async fn keywords(&self) -> StoreResult<Vec<OptInKeyword>>;
     /// Removes an opt-in keyword (normalised); returns whether there was one.
     async fn remove_keyword(&self, sender: &SenderId, keyword: &str) -> StoreResult<bool>;
+
+    // --- recipient events for CRMs (the outbox) -------------------------------------------
+    /// [`Store::record_outcomes`] plus, in the same transaction, the outbox rows among
+    /// `events` whose `message_key` this call wrote an outcome for (a key already final
+    /// writes none); each (message key, state) at most once, ever.
+    async fn record_outcomes_with_events(
+        &self,
+        outcomes: &[OutcomeRecord],
+        events: &[NewRecipientEvent],
+    ) -> StoreResult<()>;
+    /// [`Store::apply_deliveries`] plus, in the same transaction, the outbox rows of the
+    /// changes it made (`policy::recipient_events::on_delivery`), dated `at`.
+    async fn apply_deliveries_with_events(
+        &self,
+        updates: &[DeliveryUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// [`Store::record_conversions`] plus, in the same transaction, a `converted` event for
+    /// each attributed key a new conversion names (once per key, ever), dated `at`.
+    async fn record_conversions_with_events(
+        &self,
+        events: &[Conversion],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ConversionTally>;
+    /// An `opted_out` event on `channel` for each number, about its latest campaign message
+    /// (the newest main ledger row of the number: the campaign it answered); numbers herald
+    /// never messaged have none. Returns how many were new.
+    async fn record_opt_out_events(
+        &self,
+        phones: &[PhoneNumber],
+        channel: ChannelKind,
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// [`Store::apply_sms_receipts`] plus, in the same transaction, the events (`delivered`,
+    /// `failed`) of the receipts that changed a row, dated `at`.
+    async fn apply_sms_receipts_with_events(
+        &self,
+        receipts: &[SmsReceiptUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Option<bool>>>;
+    /// Writes events alone, each (message key, state) at most once; returns how many were new.
+    async fn record_recipient_events(&self, events: &[NewRecipientEvent]) -> StoreResult<u64>;
+    /// Claims up to `limit` unpublished events due at `now` for `owner` until `now + lease`,
+    /// in id order, skipping any whose message key has an earlier event waiting (backing off
+    /// or leased elsewhere): a key's events go out in order. Safe under concurrent claimers.
+    async fn claim_recipient_events(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEvent>>;
+    /// Marks events `owner` still holds as published at `now`; returns how many.
+    async fn complete_recipient_events(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// Hands back events no sink took: those recorded before `dead_before` go to the
+    /// dead-letter table (and stay in the outbox marked done, so a late duplicate of the
+    /// fact adds nothing), the others are due again at `retry_at`. Returns how many went dead.
+    async fn fail_recipient_events(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        error: &str,
+        retry_at: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// What the outbox holds, published rows counted too (a count over the retention period:
+    /// for tools and tests, not for a gauge).
+    async fn recipient_event_counts(&self) -> StoreResult<OutboxCounts>;
+    /// The unpublished events: how many, and when the oldest was recorded (the depth gauge;
+    /// reads only the unpublished rows' index).
+    async fn recipient_event_backlog(&self) -> StoreResult<(u64, Option<DateTime<Utc>>)>;
+    /// The (message key, state) pairs in the outbox for `message_keys`, published or not.
+    async fn recipient_event_states(
+        &self,
+        message_keys: &[String],
+    ) -> StoreResult<HashSet<(String, String)>>;
 
     // --- conversions ---------------------------------------------------------------------
     /// Records conversion events in one transaction, each once per `event_id` (a repeat, in

@@ -470,3 +470,55 @@ mod tests {
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }
+
+/// A ledger row a status webhook changed, as the outbox needs it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChangedRow {
+    pub key: String,
+    pub delivery: Option<String>,
+    pub delivery_error: Option<String>,
+    pub campaign: String,
+    pub channel: String,
+    pub recipient: String,
+}
+
+/// The outbox rows of the rows a status webhook batch changed: `before` holds each row's
+/// state and delivery as they were (`policy::recipient_events::on_delivery`).
+pub(crate) fn delivery_events(
+    before: &std::collections::HashMap<String, (String, Option<String>)>,
+    changed: &[ChangedRow],
+    options: crate::domain::EventOptions,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Vec<crate::domain::NewRecipientEvent> {
+    use crate::domain::{ChannelKind, EventFacts, NewRecipientEvent, RecipientState};
+    let mut events = Vec::new();
+    for row in changed {
+        let Some((state, delivery)) = before.get(&row.key) else {
+            continue;
+        };
+        let channel = row.channel.parse().unwrap_or(ChannelKind::WhatsApp);
+        for s in crate::policy::recipient_events::on_delivery(
+            &row.key,
+            state,
+            delivery.as_deref(),
+            row.delivery.as_deref(),
+        ) {
+            let code = (s == RecipientState::Failed)
+                .then_some(row.delivery_error.as_deref())
+                .flatten();
+            events.push(NewRecipientEvent::build(
+                EventFacts {
+                    message_key: &row.key,
+                    state: s,
+                    campaign: &row.campaign,
+                    channel,
+                    recipient: &row.recipient,
+                    code,
+                    at,
+                },
+                options.numbers,
+            ));
+        }
+    }
+    events
+}

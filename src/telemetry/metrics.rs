@@ -51,6 +51,10 @@ pub const OPTINS: &str = "herald_optins_total";
 pub const BILLED_COST: &str = "herald_billed_cost_micros_total";
 pub const PURGED_ROWS: &str = "herald_purged_rows_total";
 pub const ADMIN_REQUESTS: &str = "herald_admin_requests_total";
+pub const CRM_EVENTS: &str = "herald_crm_events_total";
+pub const CRM_EVENTS_DEAD: &str = "herald_crm_events_dead_total";
+pub const CRM_OUTBOX_DEPTH: &str = "herald_crm_outbox_depth";
+pub const CRM_OUTBOX_OLDEST: &str = "herald_crm_outbox_oldest_seconds";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -91,6 +95,10 @@ pub const ALL: &[&str] = &[
     BILLED_COST,
     PURGED_ROWS,
     ADMIN_REQUESTS,
+    CRM_EVENTS,
+    CRM_EVENTS_DEAD,
+    CRM_OUTBOX_DEPTH,
+    CRM_OUTBOX_OLDEST,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -214,6 +222,22 @@ fn describe() {
     describe_counter!(
         ADMIN_REQUESTS,
         "Admin API requests by action and result (ok, unauthorized: unknown, revoked or expired token; denied: a token without the role; disabled; bad_request, not_found, conflict, error)"
+    );
+    describe_counter!(
+        CRM_EVENTS,
+        "Per-recipient events for CRMs handed to a sink, by sink (amqp, webhook) and result (published, failed)"
+    );
+    describe_counter!(
+        CRM_EVENTS_DEAD,
+        "Per-recipient events no sink took within a day, moved to the dead-letter table"
+    );
+    describe_gauge!(
+        CRM_OUTBOX_DEPTH,
+        "Per-recipient events recorded and not yet published (the outbox)"
+    );
+    describe_gauge!(
+        CRM_OUTBOX_OLDEST,
+        "Age of the oldest unpublished per-recipient event, 0 when none"
     );
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
@@ -489,6 +513,26 @@ pub fn optins(result: &'static str, n: u64) {
 }
 
 /// Rows the retention purge deleted of one data class (`policy::retention`: a fixed set).
+/// Per-recipient events a sink took (`published`) or refused (`failed`), and those that went
+/// dead.
+pub fn crm_events(sink: &'static str, published: u64, failed: u64, dead: u64) {
+    if published > 0 {
+        counter!(CRM_EVENTS, "sink" => sink, "result" => "published").increment(published);
+    }
+    if failed > 0 {
+        counter!(CRM_EVENTS, "sink" => sink, "result" => "failed").increment(failed);
+    }
+    if dead > 0 {
+        counter!(CRM_EVENTS_DEAD, "sink" => sink).increment(dead);
+    }
+}
+
+/// The outbox's depth and the age of its oldest event.
+pub fn crm_outbox(depth: u64, oldest_seconds: f64) {
+    gauge!(CRM_OUTBOX_DEPTH).set(depth as f64);
+    gauge!(CRM_OUTBOX_OLDEST).set(oldest_seconds);
+}
+
 pub fn purged_rows(class: &'static str, n: u64) {
     if n > 0 {
         counter!(PURGED_ROWS, "class" => class).increment(n);

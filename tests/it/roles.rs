@@ -52,6 +52,7 @@ impl Serve {
                 opt_out: OptOutWords::default(),
                 clock: clock.clone(),
                 rate_card: Arc::new(herald::policy::cost::RateCard::builtin()),
+                recipient_events: None,
             },
             admin_token: bootstrap.map(String::from),
             shutdown_delay: Duration::ZERO,

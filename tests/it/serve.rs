@@ -78,6 +78,7 @@ fn config() -> ServeConfig {
             opt_out: OptOutWords::default(),
             clock: herald::domain::Clock::system(),
             rate_card: std::sync::Arc::new(herald::policy::cost::RateCard::builtin()),
+            recipient_events: None,
         },
         admin_token: None,
         shutdown_delay: Duration::ZERO,
@@ -1182,6 +1183,11 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::PURGED_ROWS,
     // The admin API of serve.
     m::ADMIN_REQUESTS,
+    // The recipient-events relay of workers and serve (HERALD_RECIPIENT_EVENTS).
+    m::CRM_EVENTS,
+    m::CRM_EVENTS_DEAD,
+    m::CRM_OUTBOX_DEPTH,
+    m::CRM_OUTBOX_OLDEST,
 ];
 
 #[test]
