@@ -13,6 +13,7 @@ pub mod amqp;
 pub mod app;
 pub mod channel;
 pub mod cli;
+pub mod crm;
 pub mod demo;
 pub mod domain;
 pub mod engine;

@@ -245,7 +245,16 @@ enum Stored {
 async fn store(ctx: &Ctx, events: &[Conversion], stop: &CancellationToken) -> Stored {
     let mut attempt = 0u32;
     loop {
-        let result: StoreResult<_> = ctx.engine.store().record_conversions(events).await;
+        let store = ctx.engine.store();
+        let result: StoreResult<_> = match ctx.engine.config().recipient_events {
+            Some(options) => {
+                let now = ctx.engine.config().clock.now();
+                store
+                    .record_conversions_with_events(events, options, now)
+                    .await
+            }
+            None => store.record_conversions(events).await,
+        };
         match result {
             Ok(tally) => {
                 ctx.state.set_database(true);

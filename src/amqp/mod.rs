@@ -23,12 +23,15 @@ mod state;
 mod topology;
 mod worker;
 
-pub use connection::{AmqpError, AmqpOpts, Publisher, connect, connect_with_backoff, redact_url};
+pub use connection::{
+    AmqpError, AmqpOpts, Publisher, check_confirm, connect, connect_with_backoff, redact_url,
+};
 pub use csv_jobs::{BuiltJob, CsvJobs, CsvSpec, check_csv};
 pub use disposition::{Disposition, decide};
 pub use enqueue::{EnqueueArgs, job_properties};
 pub use events::{JOB_COMPLETED, JOB_DEAD_LETTERED, JobCompleted, JobDeadLettered};
 pub use state::WorkerState;
+pub(crate) use topology::short as short_string;
 pub use topology::{DEFERRAL_HEADER, DELAY_HEADER, DELAY_TIERS, DelayTier, Topology};
 pub use worker::{TICK, WorkerConfig, WorkerError, run_worker};
 

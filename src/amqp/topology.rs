@@ -162,6 +162,53 @@ impl Topology {
         format!("{}.conversions", self.prefix)
     }
 
+    /// The queue herald keeps per-recipient events in for CRMs (`HERALD_RECIPIENT_EVENTS=amqp`),
+    /// bound to the events exchange with `recipient.#`; declared by the relay only.
+    pub fn recipient_events_queue(&self) -> String {
+        format!("{}.recipient-events", self.prefix)
+    }
+
+    /// The events exchange and the recipient-events queue: a quorum queue of at most
+    /// `max_length` messages whose overflow is `reject-publish`, so a full queue (a CRM that
+    /// stopped consuming) nacks the relay's publishes and the events wait in the outbox
+    /// rather than being dropped. Idempotent with the same `max_length`.
+    pub async fn declare_recipient_events(
+        &self,
+        ch: &Channel,
+        max_length: u32,
+    ) -> lapin::Result<()> {
+        ch.exchange_declare(
+            self.events_exchange().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        let mut args = quorum();
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(i64::from(max_length)),
+        );
+        args.insert("x-overflow".into(), long("reject-publish"));
+        ch.queue_declare(
+            self.recipient_events_queue().into(),
+            QueueDeclareOptions::durable(),
+            args,
+        )
+        .await?;
+        ch.queue_bind(
+            self.recipient_events_queue().into(),
+            self.events_exchange().into(),
+            "recipient.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+    }
+
     /// Every queue herald declares.
     pub fn queues(&self) -> Vec<String> {
         let mut q = vec![

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{CliError, InflightOpts, PacingOpts, RateCardOpts, SmsOpts, sms};
+use super::{CliError, InflightOpts, PacingOpts, RateCardOpts, RecipientEventsOpts, SmsOpts, sms};
 use crate::channel::SmsChannel;
 use crate::channel::sms::SmsRoute;
 use crate::engine::{Engine, EngineConfig};
@@ -27,6 +27,8 @@ pub struct EngineOpts {
     pub rate_card: RateCardOpts,
     #[command(flatten)]
     pub sms: SmsOpts,
+    #[command(flatten)]
+    pub recipient_events: RecipientEventsOpts,
 }
 
 impl EngineOpts {
@@ -34,6 +36,7 @@ impl EngineOpts {
     pub fn check(&self) -> Result<(), CliError> {
         self.pacing.check()?;
         self.inflight.check()?;
+        self.recipient_events.check()?;
         self.sms.check()
     }
 
@@ -45,6 +48,7 @@ impl EngineOpts {
         setup.config.max_inflight_per_sender = self.inflight.max_inflight;
         setup.config.sms_max_parts = self.sms.sms_max_parts;
         setup.sms_route = self.sms.route()?;
+        setup.config.recipient_events = self.recipient_events.options()?;
         Ok(setup)
     }
 }
@@ -95,11 +99,12 @@ impl EngineSetup {
         match &self.sms_route {
             Some(route) => {
                 let (channel, inbound) = SmsChannel::start(route.clone());
-                tokio::spawn(sms::run_inbox(
+                tokio::spawn(sms::run_inbox_with_events(
                     store,
                     route.clone(),
                     OptOutWords::default(),
                     inbound,
+                    self.config.recipient_events,
                 ));
                 engine.with_sms(Arc::new(channel))
             }

@@ -24,7 +24,8 @@ pub struct RetentionOpts {
     /// How long personal data is kept, per class: `class=duration,…` (e.g.
     /// `ledger=400d,inbound=30d,conversions=90d`; `never` keeps a class). Classes not named
     /// keep their defaults: ledger=400d, inbound=30d, conversions=400d, consents=1096d (after
-    /// the revocation), tier=2d, timers=30d, suppressions=never.
+    /// the revocation), tier=2d, timers=30d, suppressions=never, audit=365d, events=30d
+    /// (published and dead per-recipient events).
     #[arg(long, env = "HERALD_RETENTION", default_value = "")]
     pub retention: String,
 }

@@ -17,7 +17,7 @@ use tracing::{debug, error, info, warn};
 use crate::channel::sms::receipt::{MessageState, canonical_id, id_forms};
 use crate::channel::sms::route::ReceiptIds;
 use crate::channel::sms::{Inbound, SmsRoute};
-use crate::domain::{ChannelKind, PhoneNumber, SmsReceiptUpdate};
+use crate::domain::{ChannelKind, EventOptions, PhoneNumber, SmsReceiptUpdate};
 use crate::policy::opt_out::OptOutWords;
 use crate::store::{Store, retrying};
 use crate::telemetry::metrics;
@@ -42,7 +42,19 @@ pub async fn run_inbox(
     store: Arc<dyn Store>,
     route: SmsRoute,
     opt_out: OptOutWords,
+    inbound: mpsc::Receiver<Inbound>,
+) {
+    run_inbox_with_events(store, route, opt_out, inbound, None).await;
+}
+
+/// [`run_inbox`], writing the per-recipient events of the receipts it applies when
+/// `recipient_events` is on.
+pub async fn run_inbox_with_events(
+    store: Arc<dyn Store>,
+    route: SmsRoute,
+    opt_out: OptOutWords,
     mut inbound: mpsc::Receiver<Inbound>,
+    recipient_events: Option<EventOptions>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting: Vec<Waiting> = Vec::new();
@@ -86,7 +98,7 @@ pub async fn run_inbox(
         if receipts.is_empty() {
             continue;
         }
-        let Some(results) = apply_with_retry(&*store, &receipts).await else {
+        let Some(results) = apply_with_retry(&*store, &receipts, recipient_events).await else {
             error!(route = %route.name, receipts = receipts.len(),
                 "SMS receipts could not be written for a minute; dropped (the messages keep their send state)");
             metrics::sms_receipts(&route.name, "lost", "unchanged", receipts.len() as u64);
@@ -170,9 +182,17 @@ async fn mo(store: &dyn Store, route: &SmsRoute, opt_out: &OptOutWords, from: &s
 async fn apply_with_retry(
     store: &dyn Store,
     receipts: &[SmsReceiptUpdate],
+    recipient_events: Option<EventOptions>,
 ) -> Option<Vec<Option<bool>>> {
-    retrying("writing SMS receipts", || {
-        store.apply_sms_receipts(receipts)
+    retrying("writing SMS receipts", || async {
+        match recipient_events {
+            Some(options) => {
+                store
+                    .apply_sms_receipts_with_events(receipts, options, chrono::Utc::now())
+                    .await
+            }
+            None => store.apply_sms_receipts(receipts).await,
+        }
     })
     .await
     .ok()

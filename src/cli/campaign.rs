@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::parse::campaign_id;
+use crate::app::audit::audited;
 use crate::app::{CliError, GlobalOpts, RateCardOpts, funnel};
 use crate::domain::{IdempotencyKey, mask};
+use crate::policy::access::Action;
 use crate::policy::cost::{format_micros, parse_amount};
 use crate::store::{Budget, Campaign, CampaignState};
 
@@ -96,23 +98,29 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
             Ok(())
         }
     };
+    // Each change is audited as `cli@<host>`, refused ones too.
     match cmd {
         CampaignCmd::Pause { campaign, reason } => {
-            set(
+            let outcome = set(
                 &campaign,
                 CampaignState::Paused,
                 reason.or(Some("operator".into())),
             )
-            .await
+            .await;
+            audited(&*store, Action::CampaignPause, Some(campaign), outcome).await
         }
-        CampaignCmd::Resume { campaign } => set(&campaign, CampaignState::Active, None).await,
+        CampaignCmd::Resume { campaign } => {
+            let outcome = set(&campaign, CampaignState::Active, None).await;
+            audited(&*store, Action::CampaignResume, Some(campaign), outcome).await
+        }
         CampaignCmd::Cancel { campaign, reason } => {
-            set(
+            let outcome = set(
                 &campaign,
                 CampaignState::Cancelled,
                 reason.or(Some("operator".into())),
             )
-            .await
+            .await;
+            audited(&*store, Action::CampaignCancel, Some(campaign), outcome).await
         }
         CampaignCmd::Budget {
             campaign,
@@ -139,7 +147,17 @@ pub async fn campaign(g: &GlobalOpts, cmd: CampaignCmd) -> Result<(), CliError> 
                     })
                 }
             };
-            let c = store.set_campaign_budget(&id, budget.as_ref()).await?;
+            let outcome = store
+                .set_campaign_budget(&id, budget.as_ref())
+                .await
+                .map_err(CliError::from);
+            let c = audited(
+                &*store,
+                Action::CampaignBudget,
+                Some(id.to_string()),
+                outcome,
+            )
+            .await?;
             println!("campaign {id}: {}", budget_line(&c));
             Ok(())
         }

@@ -3,7 +3,10 @@
 use clap::Subcommand;
 
 use super::parse::phone;
+use crate::app::audit::audited;
 use crate::app::{CliError, GlobalOpts};
+use crate::policy::access::Action;
+use crate::store::contact_ref;
 
 #[derive(Subcommand, Debug)]
 pub enum ContactsCmd {
@@ -26,7 +29,15 @@ pub async fn contacts(g: &GlobalOpts, cmd: ContactsCmd) -> Result<(), CliError> 
         ContactsCmd::Export { phone: raw } => {
             let p = phone(&raw)?;
             let store = g.open_store().await?;
-            let data = store.export_contact(&p).await?;
+            // Recorded before anything is printed: no audit row, no output.
+            let outcome = store.export_contact(&p).await.map_err(CliError::from);
+            let data = audited(
+                &*store,
+                Action::ContactExport,
+                Some(contact_ref(&p)),
+                outcome,
+            )
+            .await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&data).expect("JSON value serialises")
@@ -41,7 +52,14 @@ pub async fn contacts(g: &GlobalOpts, cmd: ContactsCmd) -> Result<(), CliError> 
                 )));
             }
             let store = g.open_store().await?;
-            let report = store.erase_contact(&p).await?;
+            let outcome = store.erase_contact(&p).await.map_err(CliError::from);
+            let report = audited(
+                &*store,
+                Action::ContactErase,
+                Some(contact_ref(&p)),
+                outcome,
+            )
+            .await?;
             if report.is_empty() {
                 println!("{p}: nothing held any more (erased before, or never known)");
             } else {

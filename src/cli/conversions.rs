@@ -8,9 +8,11 @@ use chrono::Utc;
 use clap::{Args, Subcommand};
 
 use super::parse::campaign_id;
+use crate::app::audit::audited;
 use crate::app::{CliError, GlobalOpts};
 use crate::domain::ConversionTally;
 use crate::domain::conversion::{self, CSV_HEADER, MAX_EVENTS};
+use crate::policy::access::Action;
 use crate::policy::cost::format_micros;
 use crate::telemetry::metrics;
 
@@ -49,6 +51,9 @@ pub struct ImportArgs {
     /// Events recorded per transaction.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_EVENTS as u64))]
     pub batch_size: u64,
+    /// `converted` events for the CRM, when HERALD_RECIPIENT_EVENTS is on.
+    #[command(flatten)]
+    pub recipient_events: crate::app::RecipientEventsOpts,
 }
 
 pub async fn conversions(g: &GlobalOpts, cmd: ConversionsCmd) -> Result<(), CliError> {
@@ -79,13 +84,38 @@ async fn import(g: &GlobalOpts, a: ImportArgs) -> Result<(), CliError> {
                 CSV_HEADER.join(",")
             ))
         })?;
+    let events_on = a.recipient_events.options()?;
     let store = g.open_store().await?;
     let mut total = ConversionTally::default();
+    let mut outcome = Ok(());
     for batch in events.chunks(a.batch_size as usize) {
-        let tally = store.record_conversions(batch).await?;
-        metrics::conversions("csv", &tally);
-        total.add(tally);
+        let recorded = match events_on {
+            Some(options) => {
+                store
+                    .record_conversions_with_events(batch, options, chrono::Utc::now())
+                    .await
+            }
+            None => store.record_conversions(batch).await,
+        };
+        match recorded {
+            Ok(tally) => {
+                metrics::conversions("csv", &tally);
+                total.add(tally);
+            }
+            Err(e) => {
+                outcome = Err(CliError::from(e));
+                break;
+            }
+        }
     }
+    // One row for the import, naming the file; a batch that failed is in its result.
+    audited(
+        &*store,
+        Action::ConversionsIngest,
+        Some(format!("file:{}", a.file.display())),
+        outcome,
+    )
+    .await?;
     println!(
         "{} event(s): {} stored ({} unattributed), {} duplicate(s) ignored",
         events.len(),

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod campaign;
 mod consent;
 mod contacts;
@@ -22,6 +23,7 @@ mod purge;
 mod ratecard;
 mod send;
 mod senders;
+mod tokens;
 mod worker;
 
 use crate::app::{CliError, GlobalOpts};
@@ -95,6 +97,11 @@ pub enum Command {
     /// Rate cards: check one before trusting budgets to it.
     #[command(subcommand)]
     Ratecard(ratecard::RateCardCmd),
+    /// Bearer tokens of the admin API, each with a role: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCmd),
+    /// The audit log of admin actions (API and command line), newest first.
+    Audit(audit::AuditArgs),
 }
 
 /// Entry point of the binary.
@@ -158,6 +165,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Optin(cmd) => optin::optin(&g, cmd).await,
         Command::Purge(args) => purge::purge(&g, args).await,
         Command::Ratecard(cmd) => ratecard::ratecard(cmd),
+        Command::Tokens(cmd) => tokens::tokens(&g, cmd).await,
+        Command::Audit(args) => audit::audit(&g, args).await,
     }
 }
 

@@ -5,7 +5,9 @@
 use chrono::{SecondsFormat, Utc};
 use clap::Args;
 
+use crate::app::audit::audited;
 use crate::app::{CliError, GlobalOpts, RetentionOpts, purge_once};
+use crate::policy::access::Action;
 use crate::policy::retention::{DataClass, format_period};
 
 #[derive(Args, Debug)]
@@ -22,7 +24,15 @@ pub async fn purge(g: &GlobalOpts, args: PurgeArgs) -> Result<(), CliError> {
     let policy = args.retention.policy()?;
     let store = g.open_store().await?;
     let now = Utc::now();
-    let counts = purge_once(&*store, &policy, now, args.dry_run).await?;
+    let outcome = purge_once(&*store, &policy, now, args.dry_run)
+        .await
+        .map_err(CliError::from);
+    // A dry run deletes nothing and is not an action on the data.
+    let counts = if args.dry_run {
+        outcome?
+    } else {
+        audited(&*store, Action::Purge, None, outcome).await?
+    };
     let at = now.to_rfc3339_opts(SecondsFormat::Secs, true);
     if args.dry_run {
         println!("retention purge at {at} (dry run: nothing deleted)");

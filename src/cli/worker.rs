@@ -14,6 +14,7 @@ use tracing::warn;
 
 use crate::amqp::{AmqpOpts, TICK, Topology, WorkerConfig, WorkerState, run_worker};
 use crate::app::{CliError, DrainOpts, EngineOpts, GlobalOpts, PurgeOpts, spawn_purges};
+use crate::crm::{RelayConfig, spawn_relay};
 use crate::http::{EndpointOpts, Readiness, install_metrics, serve_metrics, spawn_health_server};
 use crate::policy::backoff::retry_delay;
 use crate::store::Store;
@@ -22,6 +23,9 @@ use crate::store::Store;
 /// [`TICK`] even when idle, so six missed ticks (30 s) are no slow job, and with the probe's
 /// three failures Kubernetes restarts a worker stuck for well over a minute.
 const STALLED_TICKS: u32 = 6;
+
+/// How long the recipient-events relay may take to finish its round after SIGTERM.
+const RELAY_STOP: Duration = Duration::from_secs(5);
 
 impl Readiness for WorkerState {
     fn ready(&self) -> bool {
@@ -172,7 +176,18 @@ async fn worker(g: &GlobalOpts, args: WorkerArgs, state: Arc<WorkerState>) -> Re
             shutdown.clone(),
         )
     });
+    let relay = crate::crm::sink(&args.engine.recipient_events, &args.amqp)?.map(|sink| {
+        let config = RelayConfig {
+            clock: engine.config().clock.clone(),
+            ..RelayConfig::default()
+        };
+        spawn_relay(Arc::clone(engine.store()), sink, config, shutdown.clone())
+    });
     let result = run_worker(args.config(), engine, shutdown, Some(state)).await;
+    if let Some(relay) = relay {
+        // Stopped by the same signal; a round cut short leaves its claims to lapse.
+        let _ = tokio::time::timeout(RELAY_STOP, relay).await;
+    }
     if let Some(purges) = purges {
         // A batch cut short rolls back; the finished ones are kept.
         purges.abort();

@@ -112,6 +112,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 opt_out: OptOutWords::default(),
                 clock: clock.clone(),
                 rate_card: Arc::new(RateCard::builtin()),
+                recipient_events: None,
             },
             admin_token: None,
             shutdown_delay: Duration::ZERO,

@@ -3,6 +3,7 @@
 //! key ends with, and the facts the store keeps (senders, templates, consents, campaigns,
 //! delivery statuses, durable timers). Nothing here does I/O.
 
+pub mod access;
 pub mod campaign;
 pub mod channel;
 pub mod clock;
@@ -14,10 +15,12 @@ pub mod inbound;
 pub mod job;
 pub mod outcome;
 pub mod phone;
+pub mod recipient_event;
 pub mod sender;
 pub mod strict_json;
 pub mod timer;
 
+pub use access::{Actor, ApiToken, AuditEntry, AuditRecord, Role, TokenName, TokenSecret};
 pub use campaign::{Budget, BudgetCharge, Campaign, CampaignState};
 pub use channel::{ChannelKind, FallbackRule, FallbackTrigger};
 pub use clock::Clock;
@@ -29,5 +32,8 @@ pub use inbound::{InboundMessage, OptInKeyword, ServiceWindow};
 pub use job::{FollowUpRule, Job, JobError, Reached, Recipient, SmsVersion, TemplateRef};
 pub use outcome::{Category, Outcome, SkipReason};
 pub use phone::{PhoneNumber, mask};
+pub use recipient_event::{
+    EventFacts, EventOptions, MessageRole, NewRecipientEvent, RecipientEvent, RecipientState,
+};
 pub use sender::{Sender, Template};
 pub use timer::DueTimer;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::Clock;
+use crate::domain::{Clock, EventOptions};
 use crate::policy::next_step::RetryTiming;
 use crate::store::StoreError;
 
@@ -51,6 +51,10 @@ pub struct EngineConfig {
     /// "Now" for timers: when a follow-up is due and whether it is. The system clock, moved
     /// forward by tests and the demo; leases, timeouts and pacing stay on real time.
     pub clock: Clock,
+    /// Per-recipient events for CRMs (`HERALD_RECIPIENT_EVENTS`): `None` (the default)
+    /// writes nothing extra; `Some` adds the outbox rows of each outcome flush to the same
+    /// transaction.
+    pub recipient_events: Option<EventOptions>,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +75,7 @@ impl Default for EngineConfig {
             unknown_give_up: Duration::from_secs(3600),
             sms_max_parts: 3,
             clock: Clock::system(),
+            recipient_events: None,
         }
     }
 }

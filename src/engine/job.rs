@@ -419,6 +419,7 @@ impl Engine {
                 batch: config.record_batch,
                 interval: config.record_interval,
                 clock: config.clock.clone(),
+                recipient_events: config.recipient_events,
             }
             .run(events_rx),
         );

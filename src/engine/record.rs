@@ -16,8 +16,12 @@ use super::follow_up_timer as follow_up;
 use super::report::JobReport;
 use super::run::Event;
 use crate::channel::Channel;
-use crate::domain::{Category, ChannelKind, Clock, IdempotencyKey, Job, Outcome};
+use crate::domain::{
+    Category, ChannelKind, Clock, EventFacts, EventOptions, IdempotencyKey, Job, NewRecipientEvent,
+    Outcome,
+};
 use crate::policy::cost::{CostTally, RateCard};
+use crate::policy::recipient_events;
 use crate::store::{OutcomeRecord, Store, StoreError};
 use crate::telemetry::metrics;
 
@@ -39,6 +43,8 @@ pub(super) struct Recorder {
     pub(super) interval: Duration,
     /// When follow-ups fall due.
     pub(super) clock: Clock,
+    /// Per-recipient events: `Some` writes the outbox rows of each flush with its outcomes.
+    pub(super) recipient_events: Option<EventOptions>,
 }
 
 /// What has been received and not yet written.
@@ -54,6 +60,8 @@ struct Pending {
     fallbacks: Vec<(usize, Outcome)>,
     /// First messages of a job with a follow-up rule that went out, for their timers.
     follow_ups: Vec<usize>,
+    /// Outbox rows of the outcomes (only with recipient events on).
+    events: Vec<NewRecipientEvent>,
     cost: CostTally,
 }
 
@@ -121,7 +129,16 @@ impl Recorder {
                     .await?;
                     pending.follow_ups.clear();
                 }
-                write_with_retry(|| self.store.record_outcomes(&pending.outcomes)).await?;
+                if self.recipient_events.is_some() {
+                    write_with_retry(|| {
+                        self.store
+                            .record_outcomes_with_events(&pending.outcomes, &pending.events)
+                    })
+                    .await?;
+                    pending.events.clear();
+                } else {
+                    write_with_retry(|| self.store.record_outcomes(&pending.outcomes)).await?;
+                }
                 pending.outcomes.clear();
                 last_flush = Instant::now();
                 self.flush_cost(&mut pending.cost).await;
@@ -212,6 +229,23 @@ impl Recorder {
                 }
                 if self.job.follow_up.is_some() && follow_up::may_follow(&outcome) {
                     pending.follow_ups.push(idx);
+                }
+                if let Some(options) = self.recipient_events
+                    && let Some((state, code)) =
+                        recipient_events::on_outcome(r.key.as_str(), &outcome)
+                {
+                    pending.events.push(NewRecipientEvent::build(
+                        EventFacts {
+                            message_key: r.key.as_str(),
+                            state,
+                            campaign: self.job.campaign.as_str(),
+                            channel: self.channel.kind(),
+                            recipient: r.to.as_str(),
+                            code: code.as_deref(),
+                            at: self.clock.now(),
+                        },
+                        options.numbers,
+                    ));
                 }
                 pending.outcomes.push(OutcomeRecord {
                     key: r.key.clone(),

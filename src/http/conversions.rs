@@ -1,5 +1,5 @@
 //! `POST /api/conversions` (DESIGN §1.6): a shop reports orders, one event or a list of up to
-//! 10,000, behind the admin API's bearer token. Received and authorised here, parsed by
+//! 10,000, for tokens of the `operator` or `ingest` role. Received and authorised here, parsed by
 //! `domain::conversion` (all or nothing: one bad event refuses the body, naming its index and
 //! field, and nothing is stored), then recorded with one store call. Answers the tally.
 
@@ -15,9 +15,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::admin::{AdminState, ApiError, authorise};
+use super::admin::{AdminState, ApiError};
 use crate::domain::conversion::MAX_BODY_BYTES;
 use crate::domain::{Conversion, ConversionError, ConversionTally, strict_json};
+use crate::policy::access::Action;
 use crate::telemetry::metrics;
 
 /// The `path` label of this way in.
@@ -58,19 +59,33 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<TallyView>, ApiError> {
-    if s.token.is_none() {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "the conversions API is disabled: set HERALD_ADMIN_TOKEN".into(),
-        ));
-    }
-    authorise(&s, &headers)?;
-    let events = parse(&body).map_err(|(n, e)| {
+    let call = s
+        .begin(
+            &headers,
+            Action::ConversionsIngest,
+            "POST /api/conversions",
+            None,
+        )
+        .await?;
+    let outcome = record(&s, &body).await;
+    call.finish(outcome).await
+}
+
+async fn record(s: &AdminState, body: &[u8]) -> Result<Json<TallyView>, ApiError> {
+    let events = parse(body).map_err(|(n, e)| {
         metrics::conversions_rejected(PATH, n);
         warn!(events = n, reason = %e, "conversion events refused");
         ApiError(StatusCode::BAD_REQUEST, e.to_string())
     })?;
-    let tally = match s.store.record_conversions(&events).await {
+    let recorded = match s.recipient_events {
+        Some(options) => {
+            s.store
+                .record_conversions_with_events(&events, options, chrono::Utc::now())
+                .await
+        }
+        None => s.store.record_conversions(&events).await,
+    };
+    let tally = match recorded {
         Ok(tally) => tally,
         Err(e) if e.refused_data().is_some() => {
             metrics::conversions_rejected(PATH, events.len() as u64);

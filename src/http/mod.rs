@@ -1,11 +1,12 @@
 //! herald's HTTP side: `herald serve` (Meta's webhooks, the admin API, probes) and the health
 //! and metrics listeners every long-running process shares.
 //!
-//! Layout: `signature` X-Hub-Signature-256 · `notifications` Meta's
+//! Layout: `signature` X-Hub-Signature-256 · `access` bearer tokens, roles and audit rows · `notifications` Meta's
 //! payloads → herald's decisions (pure) · `webhooks` the `/webhooks` routes · `admin` the
 //! campaign API · `conversions` the shops' conversion events · `health` `/healthz`, `/readyz`
 //! and the [`Readiness`] trait · `prometheus` `/metrics` · `server` the serve lifecycle and drain.
 
+mod access;
 mod admin;
 mod conversions;
 mod health;
@@ -62,8 +63,10 @@ pub struct ServeArgs {
     /// handshake is refused.
     #[arg(long, env = "HERALD_VERIFY_TOKEN", hide_env_values = true)]
     pub verify_token: Option<String>,
-    /// Bearer token of the admin API (/api/campaigns/…, /api/conversions). Without it,
-    /// every admin route (campaigns, contacts, conversions) answers 403: the API denies by default.
+    /// Bootstrap bearer token of the admin API (/api/campaigns/…, /api/conversions): it acts
+    /// with the `operator` role. Scoped tokens with other roles come from `herald tokens
+    /// create`. Without it and without any token, every admin route answers 403: the API
+    /// denies by default.
     #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Inbound messages that revoke every consent of their sender, comma-separated; matched
@@ -88,6 +91,9 @@ pub struct ServeArgs {
     /// The retention purge `serve` runs like every worker (`--no-purge` to leave it to them).
     #[command(flatten)]
     pub purge: PurgeOpts,
+    /// RabbitMQ, for `HERALD_RECIPIENT_EVENTS=amqp` only (serve relays events like a worker).
+    #[command(flatten)]
+    pub amqp: crate::amqp::AmqpOpts,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -104,6 +110,8 @@ impl fmt::Debug for ServeArgs {
             .field("drain", &self.drain)
             .field("no_timers", &self.no_timers)
             .field("purge", &self.purge)
+            .field("recipient_events", &self.engine.recipient_events)
+            .field("amqp", &self.amqp.url_redacted())
             .finish()
     }
 }
@@ -137,6 +145,7 @@ impl ServeArgs {
                 opt_out,
                 clock: crate::domain::Clock::system(),
                 rate_card: std::sync::Arc::new(self.engine.rate_card.load()?),
+                recipient_events: self.engine.recipient_events.options()?,
             },
             admin_token: non_empty(&self.admin_token),
             shutdown_delay: self.shutdown_delay,
@@ -170,7 +179,9 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         warn!("HERALD_VERIFY_TOKEN is not set: Meta's subscription handshake will be refused");
     }
     if config.admin_token.is_none() {
-        info!("HERALD_ADMIN_TOKEN is not set: the admin API (/api/…) answers 403 to everything");
+        info!(
+            "HERALD_ADMIN_TOKEN is not set: the admin API (/api/…) takes only tokens from `herald tokens create`, and answers 403 to everything while there are none"
+        );
     }
     let store = g.open_store().await?;
     let metrics = install_metrics()?;
@@ -184,7 +195,7 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
     info!(
         addr = %args.endpoints.http_addr,
         db = %g.database_url_redacted(),
-        "serving /webhooks, /api/campaigns, /api/conversions, /healthz and /readyz"
+        "serving /webhooks, /api/campaigns, /api/contacts, /api/conversions, /api/audit, /healthz and /readyz"
     );
     let timers = if args.no_timers {
         None
@@ -204,7 +215,18 @@ pub async fn serve_command(g: &GlobalOpts, args: ServeArgs) -> Result<(), CliErr
         let clock = config.webhooks.clock.clone();
         spawn_purges(Arc::clone(&store), policy, clock, every, shutdown.clone())
     });
+    let relay = crate::crm::sink(&args.engine.recipient_events, &args.amqp)?.map(|sink| {
+        let config = crate::crm::RelayConfig {
+            clock: config.webhooks.clock.clone(),
+            ..crate::crm::RelayConfig::default()
+        };
+        crate::crm::spawn_relay(Arc::clone(&store), sink, config, shutdown.clone())
+    });
     let served = run(listener, Arc::clone(&store), config, shutdown).await;
+    if let Some(relay) = relay {
+        // Stopped by the same signal; a round cut short leaves its claims to lapse.
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay).await;
+    }
     stop_metrics.cancel();
     if let Some(purges) = purges {
         // A batch cut short rolls back; the finished ones are kept.

@@ -24,7 +24,8 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct ServeConfig {
     pub webhooks: WebhookConfig,
-    /// Bearer token of the admin API; without it the API's POST routes answer 403.
+    /// `HERALD_ADMIN_TOKEN`, the admin API's bootstrap `operator` token; scoped tokens live in
+    /// the store. With neither, every admin route answers 403.
     pub admin_token: Option<String>,
     /// After SIGTERM, how long to keep answering with `/readyz` at 503 before the listener
     /// closes. Zero behind Kubernetes with a preStop sleep, which already gives the endpoint
@@ -61,7 +62,13 @@ pub fn router(
     readiness: Arc<dyn Readiness>,
 ) -> Router {
     webhooks::routes(Arc::clone(&store), config.webhooks.clone())
-        .merge(admin::routes(store, config.admin_token.clone()))
+        .merge(admin::routes(
+            store,
+            config.admin_token.clone(),
+            config.webhooks.clock.clone(),
+            Arc::clone(&config.webhooks.rate_card),
+            config.webhooks.recipient_events,
+        ))
         .merge(health::routes(readiness))
 }
 

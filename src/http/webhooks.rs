@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use super::notifications::{self, Inbound, Note, Notification};
 use super::signature::{self, SIGNATURE_HEADER};
-use crate::domain::ChannelKind;
+use crate::domain::{ChannelKind, EventOptions};
 use crate::domain::{IdempotencyKey, PhoneNumber};
 use crate::engine::{Confirmation, FALLBACK_TIMER, schedule_confirmations, sms_key};
 use crate::policy::billing::billed_price;
@@ -56,6 +56,9 @@ pub struct WebhookConfig {
     pub clock: crate::domain::Clock,
     /// Prices what Meta bills (status webhooks' `pricing`).
     pub rate_card: Arc<RateCard>,
+    /// Per-recipient events for CRMs (`HERALD_RECIPIENT_EVENTS`): `Some` writes the outbox
+    /// rows of what each POST's statuses changed in the same transaction.
+    pub recipient_events: Option<EventOptions>,
 }
 
 impl fmt::Debug for WebhookConfig {
@@ -67,6 +70,7 @@ impl fmt::Debug for WebhookConfig {
             .field("opt_out", &self.opt_out)
             .field("clock", &self.clock)
             .field("rate_card", &self.rate_card.name)
+            .field("recipient_events", &self.recipient_events)
             .finish()
     }
 }
@@ -148,12 +152,7 @@ async fn receive(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body: B
     let settled = notification.settled.clone();
     match tokio::time::timeout(
         APPLY_TIMEOUT,
-        apply(
-            s.store.as_ref(),
-            &s.config.rate_card,
-            notification,
-            received,
-        ),
+        apply(s.store.as_ref(), &s.config, notification, received),
     )
     .await
     {
@@ -187,7 +186,7 @@ async fn receive(State(s): State<Arc<WebhookState>>, headers: HeaderMap, body: B
 /// Applies one POST's decisions; returns the events it counted, by (kind, result).
 async fn apply(
     store: &dyn Store,
-    card: &RateCard,
+    config: &WebhookConfig,
     n: Notification,
     received: chrono::DateTime<chrono::Utc>,
 ) -> StoreResult<BTreeMap<(&'static str, &'static str), u64>> {
@@ -198,13 +197,21 @@ async fn apply(
             let k = n.deliveries.iter().filter(|d| d.status == status).count();
             metrics::message_statuses(status, k as u64);
         }
-        let changed = store.apply_deliveries(&n.deliveries).await?.min(statuses);
+        let changed = match config.recipient_events {
+            Some(events) => {
+                store
+                    .apply_deliveries_with_events(&n.deliveries, events, received)
+                    .await?
+            }
+            None => store.apply_deliveries(&n.deliveries).await?,
+        }
+        .min(statuses);
         // The store reports rows changed, not which update changed one: a status that changed
         // nothing was a redelivery or is outranked by one the ledger already has.
         counted.insert((kind::STATUS, result::APPLIED), changed);
         counted.insert((kind::STATUS, result::DUPLICATE), statuses - changed);
         debug!(statuses, changed, "delivery statuses applied");
-        bill(store, card, &n.deliveries, received).await?;
+        bill(store, &config.rate_card, &n.deliveries, received).await?;
         // A failed WhatsApp message whose job has a fallback: its timer is due now (the
         // firing process reads the failure's code from the ledger). Deliveries need nothing
         // here: a firing timer finds them in the ledger and sends no SMS.
@@ -238,6 +245,16 @@ async fn apply(
         if r.kind != kind::STATUS && r.kind != kind::MESSAGE {
             *counted.entry((r.kind, result::APPLIED)).or_default() += 1;
         }
+    }
+    if let Some(options) = config.recipient_events
+        && !n.revocations.is_empty()
+    {
+        // After the revocations: a crash in between answers no 200, and Meta's redelivery
+        // revokes again (idempotent) and writes the events.
+        let phones: Vec<PhoneNumber> = n.revocations.iter().map(|r| r.phone.clone()).collect();
+        store
+            .record_opt_out_events(&phones, ChannelKind::WhatsApp, options, received)
+            .await?;
     }
     for t in &n.template_statuses {
         let rows = store

@@ -5,8 +5,10 @@
 //! ([`segments`]) and which replies are opt-outs ([`opt_out`]), whether the customer-service window is open
 //! ([`window`]), and which inbound message is an opt-in ([`optin`]). Each is a plain function over
 //! plain types, tested without a network. Which message a conversion is credited to:
-//! [`attribution`]. How long personal data is kept: [`retention`].
+//! [`attribution`]. How long personal data is kept: [`retention`]. Which role may do what:
+//! [`access`].
 
+pub mod access;
 pub mod adaptive;
 pub mod attribution;
 pub mod backoff;
@@ -19,6 +21,7 @@ pub mod gate;
 pub mod next_step;
 pub mod opt_out;
 pub mod optin;
+pub mod recipient_events;
 pub mod retention;
 pub mod segments;
 pub mod window;

@@ -27,6 +27,11 @@ pub enum DataClass {
     Timers,
     /// Suppressions (erased or opted-out numbers, by hash). Never purged unless set.
     Suppressions,
+    /// The audit log of admin actions (who paused, exported, erased), by when it happened.
+    Audit,
+    /// Recipient events for CRMs: published outbox rows by publication, dead ones by when
+    /// they went dead.
+    Events,
 }
 
 /// One class's row of the retention table: its name in `HERALD_RETENTION`, its default, the
@@ -44,7 +49,7 @@ pub struct ClassRule {
 }
 
 /// The retention table: every class, its default and why (the README's table says the same).
-pub const RULES: [ClassRule; 7] = [
+pub const RULES: [ClassRule; 9] = [
     ClassRule {
         class: DataClass::Ledger,
         name: "ledger",
@@ -99,6 +104,24 @@ pub const RULES: [ClassRule; 7] = [
         default: None,
         floor: Duration::ZERO,
         why: "never purged by default: they keep an erased or opted-out number from being messaged again",
+    },
+    ClassRule {
+        class: DataClass::Audit,
+        name: "audit",
+        default: Some(Duration::from_secs(365 * DAY)),
+        // An erasure or export must still be provable when the data subject or the authority
+        // asks, which takes weeks; a month is the least that answers a complaint.
+        floor: Duration::from_secs(30 * DAY),
+        why: "a year proves who exported, erased or paused what (GDPR Art. 5(2) accountability); contacts appear by keyed hash only",
+    },
+    ClassRule {
+        class: DataClass::Events,
+        name: "events",
+        default: Some(Duration::from_secs(30 * DAY)),
+        // A published event's row is what keeps a redelivered webhook (up to 7 days) from
+        // publishing it twice.
+        floor: Duration::from_secs(7 * DAY),
+        why: "a published event keeps a redelivered webhook from publishing it twice (Meta retries for 7 days); dead events wait a month for an operator",
     },
 ];
 
@@ -264,10 +287,12 @@ mod tests {
         assert_eq!(p.period(DataClass::Tier), days(2));
         assert_eq!(p.period(DataClass::Timers), days(30));
         assert_eq!(p.period(DataClass::Suppressions), None);
+        assert_eq!(p.period(DataClass::Audit), days(365));
+        assert_eq!(p.period(DataClass::Events), days(30));
         assert_eq!(RetentionPolicy::parse("").unwrap(), p);
         assert_eq!(
             p.to_string(),
-            "ledger=400d,inbound=30d,conversions=400d,consents=1096d,tier=2d,timers=30d,suppressions=never"
+            "ledger=400d,inbound=30d,conversions=400d,consents=1096d,tier=2d,timers=30d,suppressions=never,audit=365d,events=30d"
         );
         // The table is indexed by class: its order must be the enum's.
         for (i, r) in RULES.iter().enumerate() {
@@ -338,6 +363,8 @@ mod tests {
         assert!(RetentionPolicy::parse("ledger=30d").is_ok());
         assert!(RetentionPolicy::parse("timers=6d").is_err());
         assert!(RetentionPolicy::parse("consents=1s").is_ok());
+        assert!(RetentionPolicy::parse("audit=29d").is_err());
+        assert!(RetentionPolicy::parse("audit=30d").is_ok());
     }
 
     #[test]

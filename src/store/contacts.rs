@@ -274,6 +274,22 @@ pub(super) async fn erase_contact(
                                      WHERE recipient IN ($1, $2, $3))",
             &[phone, legacy, keyed],
         ),
+        // Recipient events carry the number beside them (and in their body when configured),
+        // published or not.
+        (
+            "recipient events",
+            "DELETE FROM recipient_events
+             WHERE recipient IN ($1, $2, $3)
+                OR message_key IN (SELECT key FROM ledger WHERE recipient IN ($1, $2, $3))",
+            &[phone, legacy, keyed],
+        ),
+        (
+            "dead recipient events",
+            "DELETE FROM recipient_events_dead
+             WHERE recipient IN ($1, $2, $3)
+                OR message_key IN (SELECT key FROM ledger WHERE recipient IN ($1, $2, $3))",
+            &[phone, legacy, keyed],
+        ),
         (
             "timers",
             "DELETE FROM timers WHERE CAST(payload AS TEXT) LIKE $1",

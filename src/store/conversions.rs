@@ -168,3 +168,35 @@ pub(super) async fn conversion_summary(
     out.sort_by_key(|s| (s.channel.is_none(), s.channel));
     Ok(out)
 }
+
+/// The `converted` events of the conversions a batch stored that are attributed to a key:
+/// one per key, ever (the outbox's (key, state) is unique), dated `at`.
+pub(crate) fn converted_events(
+    rows: &[NewConversion<'_>],
+    stored: &HashSet<String>,
+    options: crate::domain::EventOptions,
+    at: DateTime<Utc>,
+) -> Vec<crate::domain::NewRecipientEvent> {
+    use crate::domain::{ChannelKind, EventFacts, NewRecipientEvent, RecipientState};
+    rows.iter()
+        .filter(|r| stored.contains(r.event_id))
+        .filter_map(|r| {
+            let key = r.key.as_deref()?;
+            Some(NewRecipientEvent::build(
+                EventFacts {
+                    message_key: key,
+                    state: RecipientState::Converted,
+                    campaign: r.campaign,
+                    channel: r
+                        .channel
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(ChannelKind::WhatsApp),
+                    recipient: r.phone.unwrap_or_default(),
+                    code: None,
+                    at,
+                },
+                options.numbers,
+            ))
+        })
+        .collect()
+}

@@ -284,6 +284,25 @@ impl SqlStore {
         })
     }
 
+    /// A reading statement run on the writer (SQLite): it sees the write this process just
+    /// made, which a pooled reader may not yet.
+    pub(super) async fn write_optional(
+        &self,
+        sql: &'static str,
+        args: &[Arg<'_>],
+    ) -> StoreResult<Option<Row>> {
+        Ok(match self {
+            Self::Postgres(s) => bind_pg(sqlx::query(sql), args)
+                .fetch_optional(&s.pool)
+                .await?
+                .map(Row::Postgres),
+            Self::Sqlite(s) => sqlite_query(sql, args)
+                .fetch_optional(&s.writer)
+                .await?
+                .map(Row::Sqlite),
+        })
+    }
+
     /// A consistent read of several statements: one snapshot on Postgres, one connection on
     /// SQLite (whose WAL readers see one snapshot per statement; herald's single writer makes
     /// that enough for an export).

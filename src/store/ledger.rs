@@ -3,11 +3,18 @@
 
 use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
+
 use super::db::{Arg, KEYS_PER_STATEMENT, Row, key_args, key_placeholders};
+use super::outbox;
 use super::senders::parse_category;
 use super::sql::SqlStore;
 use super::{CampaignCounts, FunnelCell, LedgerRow, PurgedSent, StoreError, StoreResult, shared};
-use crate::domain::{CampaignId, IdempotencyKey, JobId, SenderId, SmsReceiptUpdate};
+use crate::domain::{
+    CampaignId, ChannelKind, EventFacts, EventOptions, IdempotencyKey, JobId, NewRecipientEvent,
+    SenderId, SmsReceiptUpdate,
+};
+use crate::policy::recipient_events;
 
 /// The columns [`ledger_row`] reads.
 macro_rules! ledger_columns {
@@ -57,6 +64,30 @@ pub(super) async fn ledger_page(
             Arg::Text(campaign.as_str()),
             Arg::OptText(after.map(IdempotencyKey::as_str)),
             Arg::Int(i64::from(limit)),
+        ],
+    )
+    .await?
+    .iter()
+    .map(ledger_row)
+    .collect()
+}
+
+pub(super) async fn ledger_slice(
+    db: &SqlStore,
+    campaign: &CampaignId,
+    offset: u64,
+    limit: u32,
+) -> StoreResult<Vec<LedgerRow>> {
+    db.read_all(
+        concat!(
+            "SELECT ",
+            ledger_columns!(),
+            " FROM ledger WHERE campaign = $1 ORDER BY key LIMIT $2 OFFSET $3"
+        ),
+        &[
+            Arg::Text(campaign.as_str()),
+            Arg::Int(i64::from(limit)),
+            Arg::Int(i64::try_from(offset).unwrap_or(i64::MAX)),
         ],
     )
     .await?
@@ -245,30 +276,40 @@ pub(super) async fn clear_job_deferral(db: &SqlStore, job: &str) -> StoreResult<
 
 /// SMS receipts, one write transaction per batch: each names its row by the first id form
 /// found, and applies only if it ranks above the stored delivery state.
+/// With `recipient_events`, the receipts that changed a row write their events (`delivered`,
+/// `failed`) in the same transaction, dated by the given time.
 pub(super) async fn apply_sms_receipts(
     db: &SqlStore,
     receipts: &[SmsReceiptUpdate],
+    recipient_events: Option<(EventOptions, DateTime<Utc>)>,
 ) -> StoreResult<Vec<Option<bool>>> {
     let mut tx = db.write_tx().await?;
     let mut changed = Vec::with_capacity(receipts.len());
+    let mut events = Vec::new();
     for r in receipts {
-        let mut key = None;
+        let mut found = None;
         for id in &r.message_ids {
             let rows = tx
                 .fetch_all(
-                    "SELECT key FROM ledger WHERE wamid = $1 AND channel = 'sms' LIMIT 1",
+                    if recipient_events.is_some() {
+                        "SELECT key, delivery, campaign, recipient FROM ledger
+                         WHERE wamid = $1 AND channel = 'sms' LIMIT 1"
+                    } else {
+                        "SELECT key FROM ledger WHERE wamid = $1 AND channel = 'sms' LIMIT 1"
+                    },
                     &[Arg::Text(id)],
                 )
                 .await?;
-            if let Some(row) = rows.first() {
-                key = Some(row.text("key")?);
+            if let Some(row) = rows.into_iter().next() {
+                found = Some(row);
                 break;
             }
         }
-        let Some(key) = key else {
+        let Some(row) = found else {
             changed.push(None);
             continue;
         };
+        let key = row.text("key")?;
         let n = tx
             .execute(
                 // The rank is `shared::DELIVERY_RANK_SQL`, spelt out: the query layer takes
@@ -286,6 +327,31 @@ pub(super) async fn apply_sms_receipts(
             )
             .await?;
         changed.push(Some(n > 0));
+        if n > 0
+            && let Some((options, at)) = recipient_events
+        {
+            let before = row.opt_text("delivery")?;
+            let (campaign, recipient) = (row.text("campaign")?, row.text("recipient")?);
+            for state in
+                recipient_events::on_delivery(&key, "sent", before.as_deref(), Some(r.status))
+            {
+                events.push(NewRecipientEvent::build(
+                    EventFacts {
+                        message_key: &key,
+                        state,
+                        campaign: &campaign,
+                        channel: ChannelKind::Sms,
+                        recipient: &recipient,
+                        code: r.error.as_deref(),
+                        at,
+                    },
+                    options.numbers,
+                ));
+            }
+        }
+    }
+    if !events.is_empty() {
+        outbox::insert(&mut tx, &events).await?;
     }
     tx.commit().await?;
     Ok(changed)

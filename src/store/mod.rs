@@ -5,7 +5,7 @@
 //! (`tests/it/store_conformance.rs`).
 //!
 //! Layout: statements that are the same on both dialects are written once, by concern
-//! (`senders`, `consent`, `campaigns`, `ledger`, `timers`, `contacts`, `retention`), through the small query
+//! (`senders`, `consent`, `campaigns`, `ledger`, `timers`, `contacts`, `retention`, `access`), through the small query
 //! layer in `db.rs`; `postgres/` and `sqlite/` hold only what really differs (connecting,
 //! claiming and recording keys, webhooks, consent batches, tier reservations, claiming
 //! timers), split the same way. `shared.rs` holds the pure rules both apply.
@@ -20,14 +20,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
-    Outcome, PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
+    ApiToken, AuditEntry, AuditRecord, CampaignId, Category, ChannelKind, EventOptions,
+    IdempotencyKey, InboundMessage, JobId, NewRecipientEvent, OptInKeyword, Outcome, PhoneNumber,
+    RecipientState, SenderId, ServiceWindow, SmsReceiptUpdate,
 };
 use crate::policy::retention::{DataClass, RetentionPolicy};
 
 pub use billing::{BilledLine, BilledMessage};
 pub use contacts::ErasureReport;
-pub use shared::{HashKey, configure_hash_key};
+pub use shared::{HashKey, configure_hash_key, contact_ref};
 pub use sql::SqlStore;
 
 pub use crate::domain::{Conversion, ConversionSummary, ConversionTally};
@@ -38,6 +39,7 @@ pub use crate::domain::{
     Sender, Template,
 };
 
+pub mod access;
 mod billing;
 mod campaigns;
 mod consent;
@@ -46,6 +48,7 @@ mod conversions;
 mod db;
 mod inbound;
 mod ledger;
+mod outbox;
 pub mod postgres;
 mod retention;
 mod senders;
@@ -289,6 +292,35 @@ pub struct PurgedSent {
     pub n: u64,
 }
 
+/// An outbox row claimed by the relay ([`Store::claim_recipient_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    /// Orders events; a key's events go out in this order.
+    pub id: i64,
+    /// The ledger key the event is about.
+    pub message_key: String,
+    pub state: RecipientState,
+    /// The JSON body to publish.
+    pub payload: String,
+    /// Earlier attempts that failed.
+    pub attempts: u32,
+    /// When the fact was recorded: a day later an event no sink took goes dead.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What the recipient-events outbox holds ([`Store::recipient_event_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Not published yet (the depth gauge).
+    pub pending: u64,
+    /// When the oldest of those was recorded.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Published, kept until the retention purge (class `events`).
+    pub published: u64,
+    /// In the dead-letter table.
+    pub dead: u64,
+}
+
 /// herald's persistence. Implementations must make every method safe to call again with the
 /// same arguments (retries after a lost connection) and safe under concurrent callers in
 /// several processes (Postgres).
@@ -426,6 +458,15 @@ pub trait Store: Send + Sync + 'static {
         &self,
         campaign: &CampaignId,
         after: Option<&IdempotencyKey>,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>>;
+    /// The campaign's rows ordered by key, `offset` rows in: for callers that must not see
+    /// a key to page by (`GET /api/campaigns/{id}/report`: a key may hold a number). Costs
+    /// the offset in rows skipped; bulk readers page by key with [`Store::ledger_page`].
+    async fn ledger_slice(
+        &self,
+        campaign: &CampaignId,
+        offset: u64,
         limit: u32,
     ) -> StoreResult<Vec<LedgerRow>>;
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>>;
@@ -648,6 +689,92 @@ pub trait Store: Send + Sync + 'static {
     /// Removes an opt-in keyword (normalised); returns whether there was one.
     async fn remove_keyword(&self, sender: &SenderId, keyword: &str) -> StoreResult<bool>;
 
+    // --- recipient events for CRMs (the outbox) -------------------------------------------
+    /// [`Store::record_outcomes`] plus, in the same transaction, the outbox rows among
+    /// `events` whose `message_key` this call wrote an outcome for (a key already final
+    /// writes none); each (message key, state) at most once, ever.
+    async fn record_outcomes_with_events(
+        &self,
+        outcomes: &[OutcomeRecord],
+        events: &[NewRecipientEvent],
+    ) -> StoreResult<()>;
+    /// [`Store::apply_deliveries`] plus, in the same transaction, the outbox rows of the
+    /// changes it made (`policy::recipient_events::on_delivery`), dated `at`.
+    async fn apply_deliveries_with_events(
+        &self,
+        updates: &[DeliveryUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// [`Store::record_conversions`] plus, in the same transaction, a `converted` event for
+    /// each attributed key a new conversion names (once per key, ever), dated `at`.
+    async fn record_conversions_with_events(
+        &self,
+        events: &[Conversion],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ConversionTally>;
+    /// An `opted_out` event on `channel` for each number, about its latest campaign message
+    /// (the newest main ledger row of the number: the campaign it answered); numbers herald
+    /// never messaged have none. Returns how many were new.
+    async fn record_opt_out_events(
+        &self,
+        phones: &[PhoneNumber],
+        channel: ChannelKind,
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// [`Store::apply_sms_receipts`] plus, in the same transaction, the events (`delivered`,
+    /// `failed`) of the receipts that changed a row, dated `at`.
+    async fn apply_sms_receipts_with_events(
+        &self,
+        receipts: &[SmsReceiptUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Option<bool>>>;
+    /// Writes events alone, each (message key, state) at most once; returns how many were new.
+    async fn record_recipient_events(&self, events: &[NewRecipientEvent]) -> StoreResult<u64>;
+    /// Claims up to `limit` unpublished events due at `now` for `owner` until `now + lease`,
+    /// in id order, skipping any whose message key has an earlier event waiting (backing off
+    /// or leased elsewhere): a key's events go out in order. Safe under concurrent claimers.
+    async fn claim_recipient_events(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEvent>>;
+    /// Marks events `owner` still holds as published at `now`; returns how many.
+    async fn complete_recipient_events(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// Hands back events no sink took: those recorded before `dead_before` go to the
+    /// dead-letter table (and stay in the outbox marked done, so a late duplicate of the
+    /// fact adds nothing), the others are due again at `retry_at`. Returns how many went dead.
+    async fn fail_recipient_events(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        error: &str,
+        retry_at: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+    /// What the outbox holds, published rows counted too (a count over the retention period:
+    /// for tools and tests, not for a gauge).
+    async fn recipient_event_counts(&self) -> StoreResult<OutboxCounts>;
+    /// The unpublished events: how many, and when the oldest was recorded (the depth gauge;
+    /// reads only the unpublished rows' index).
+    async fn recipient_event_backlog(&self) -> StoreResult<(u64, Option<DateTime<Utc>>)>;
+    /// The (message key, state) pairs in the outbox for `message_keys`, published or not.
+    async fn recipient_event_states(
+        &self,
+        message_keys: &[String],
+    ) -> StoreResult<HashSet<(String, String)>>;
+
     // --- conversions ---------------------------------------------------------------------
     /// Records conversion events in one transaction, each once per `event_id` (a repeat, in
     /// the store or the batch, is a duplicate and changes nothing). Each is attributed to its
@@ -666,6 +793,35 @@ pub trait Store: Send + Sync + 'static {
         &self,
         campaign: &CampaignId,
     ) -> StoreResult<Vec<ConversionSummary>>;
+
+    // --- access: scoped API tokens and the audit log ----------------------------------------
+    /// Stores a new token (its secret's hash, never the secret). Returns false, storing
+    /// nothing, when the name is taken.
+    async fn create_token(&self, token: &ApiToken) -> StoreResult<bool>;
+    /// Every token, revoked and expired ones included, oldest first.
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    /// The token whose secret hashes to `secret_hash`, whatever its status: one indexed read,
+    /// made on every API request (no cache: a revocation holds at once in every process).
+    async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>>;
+    /// Whether any token was ever created (revoked ones count): without one, and without
+    /// `HERALD_ADMIN_TOKEN`, the admin API is disabled.
+    async fn any_tokens(&self) -> StoreResult<bool>;
+    /// Revokes the token named `name` at `at`; one revoked before keeps its time. Returns the
+    /// token as it is now, `None` when no token has that name.
+    async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<Option<ApiToken>>;
+    /// Notes that the token authenticated a request at `at`, unless it was noted less than
+    /// [`access::LAST_USED_GRANULARITY`] before.
+    async fn touch_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Appends one row to the audit log. There is no way to change or delete one but the
+    /// retention purge (class `audit`).
+    async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// The newest audit rows first, at `since` or later, at most `limit` (capped at
+    /// [`access::MAX_AUDIT_PAGE`]).
+    async fn audit_entries(
+        &self,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 }
 
 /// How long a write that must not be lost is retried through a database outage.

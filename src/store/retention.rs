@@ -58,7 +58,7 @@ macro_rules! final_ledger_rows {
 /// revokes is left, whatever happened before (a purge cut short between the two steps):
 /// deleting it first would bring that consent back to life. After the consents' step that
 /// holds for every revocation past the cutoff, which is what the dry run counts.
-fn steps() -> [Step; 9] {
+fn steps() -> [Step; 12] {
     [
         step!(
             DataClass::Inbound,
@@ -113,11 +113,24 @@ fn steps() -> [Step; 9] {
             "fired_at IS NOT NULL AND fired_at < $1"
         ),
         step!(
+            DataClass::Events,
+            "recipient_events",
+            ("id"),
+            "published_at IS NOT NULL AND published_at < $1"
+        ),
+        step!(
+            DataClass::Events,
+            "recipient_events_dead",
+            ("id"),
+            "dead_at < $1"
+        ),
+        step!(
             DataClass::Suppressions,
             "suppressions",
             ("id"),
             "created_at < $1"
         ),
+        step!(DataClass::Audit, "audit_log", ("id"), "at < $1"),
         // The delete also keeps the counts: `LEDGER_DELETE`.
         Step {
             class: DataClass::Ledger,

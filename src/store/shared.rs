@@ -136,6 +136,16 @@ pub(crate) fn erased_hash(phone: &PhoneNumber) -> String {
     hash_key().map_or_else(String::new, |k| keyed_hash(k, phone))
 }
 
+/// How the audit log names a contact: `contact:<keyed hash>` (the hash erasure leaves, so the
+/// rows of one person can be found again by who holds `HERALD_HASH_KEY`), or, without a key,
+/// `contact:<masked number>` — what the logs show, never the number itself.
+pub fn contact_ref(phone: &PhoneNumber) -> String {
+    match hash_key() {
+        Some(key) => format!("contact:{}", keyed_hash(key, phone)),
+        None => format!("contact:{}", phone.masked()),
+    }
+}
+
 /// Rank of a delivery status; a webhook applies only if it ranks higher than what is stored.
 /// `sent` ranks lowest (it only confirms acceptance); `failed` ranks highest, so it is final.
 pub(crate) fn delivery_rank(status: Option<&str>) -> i32 {
@@ -470,4 +480,56 @@ mod tests {
         assert_eq!(h.len(), 64);
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
     }
+}
+
+/// A ledger row a status webhook changed, as the outbox needs it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChangedRow {
+    pub key: String,
+    pub delivery: Option<String>,
+    pub delivery_error: Option<String>,
+    pub campaign: String,
+    pub channel: String,
+    pub recipient: String,
+}
+
+/// The outbox rows of the rows a status webhook batch changed: `before` holds each row's
+/// state and delivery as they were (`policy::recipient_events::on_delivery`).
+pub(crate) fn delivery_events(
+    before: &std::collections::HashMap<String, (String, Option<String>)>,
+    changed: &[ChangedRow],
+    options: crate::domain::EventOptions,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Vec<crate::domain::NewRecipientEvent> {
+    use crate::domain::{ChannelKind, EventFacts, NewRecipientEvent, RecipientState};
+    let mut events = Vec::new();
+    for row in changed {
+        let Some((state, delivery)) = before.get(&row.key) else {
+            continue;
+        };
+        let channel = row.channel.parse().unwrap_or(ChannelKind::WhatsApp);
+        for s in crate::policy::recipient_events::on_delivery(
+            &row.key,
+            state,
+            delivery.as_deref(),
+            row.delivery.as_deref(),
+        ) {
+            let code = (s == RecipientState::Failed)
+                .then_some(row.delivery_error.as_deref())
+                .flatten();
+            events.push(NewRecipientEvent::build(
+                EventFacts {
+                    message_key: &row.key,
+                    state: s,
+                    campaign: &row.campaign,
+                    channel,
+                    recipient: &row.recipient,
+                    code,
+                    at,
+                },
+                options.numbers,
+            ));
+        }
+    }
+    events
 }

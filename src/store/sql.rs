@@ -12,17 +12,19 @@ use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
 use super::{
     Budget, BudgetCharge, Campaign, CampaignCounts, CampaignState, Claim, ClaimStatus, Consent,
-    ConsentState, DeliveryUpdate, DueTimer, FunnelCell, LedgerRow, NewTimer, OutcomeRecord,
-    PurgeCounts, PurgedSent, Sender, SlotLease, Store, StoreResult, Template, TimerCounts,
-    UnknownReview,
+    ConsentState, DeliveryUpdate, DueTimer, FunnelCell, LedgerRow, NewTimer, OutboxCounts,
+    OutboxEvent, OutcomeRecord, PurgeCounts, PurgedSent, Sender, SlotLease, Store, StoreResult,
+    Template, TimerCounts, UnknownReview,
 };
 use super::{Conversion, ConversionSummary, ConversionTally};
 use super::{
-    billing, campaigns, consent, contacts, conversions, inbound, ledger, retention, senders, timers,
+    access, billing, campaigns, consent, contacts, conversions, inbound, ledger, outbox, retention,
+    senders, timers,
 };
 use crate::domain::{
-    CampaignId, Category, ChannelKind, IdempotencyKey, InboundMessage, JobId, OptInKeyword,
-    PhoneNumber, SenderId, ServiceWindow, SmsReceiptUpdate,
+    ApiToken, AuditEntry, AuditRecord, CampaignId, Category, ChannelKind, EventOptions,
+    IdempotencyKey, InboundMessage, JobId, NewRecipientEvent, OptInKeyword, PhoneNumber, SenderId,
+    ServiceWindow, SmsReceiptUpdate,
 };
 use crate::policy::retention::RetentionPolicy;
 
@@ -215,6 +217,15 @@ impl Store for SqlStore {
         ledger::ledger_page(self, campaign, after, limit).await
     }
 
+    async fn ledger_slice(
+        &self,
+        campaign: &CampaignId,
+        offset: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<LedgerRow>> {
+        ledger::ledger_slice(self, campaign, offset, limit).await
+    }
+
     async fn ledger_entry(&self, key: &IdempotencyKey) -> StoreResult<Option<LedgerRow>> {
         ledger::ledger_entry(self, key).await
     }
@@ -243,7 +254,16 @@ impl Store for SqlStore {
         &self,
         receipts: &[SmsReceiptUpdate],
     ) -> StoreResult<Vec<Option<bool>>> {
-        ledger::apply_sms_receipts(self, receipts).await
+        ledger::apply_sms_receipts(self, receipts, None).await
+    }
+
+    async fn apply_sms_receipts_with_events(
+        &self,
+        receipts: &[SmsReceiptUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<Option<bool>>> {
+        ledger::apply_sms_receipts(self, receipts, Some((options, at))).await
     }
 
     async fn review_unknowns(
@@ -456,8 +476,94 @@ impl Store for SqlStore {
         inbound::remove_keyword(self, sender, keyword).await
     }
 
+    async fn record_outcomes_with_events(
+        &self,
+        outcomes: &[OutcomeRecord],
+        events: &[NewRecipientEvent],
+    ) -> StoreResult<()> {
+        dispatch!(self.record_outcomes_with_events(outcomes, events))
+    }
+
+    async fn apply_deliveries_with_events(
+        &self,
+        updates: &[DeliveryUpdate],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        dispatch!(self.apply_deliveries_with_events(updates, options, at))
+    }
+
+    async fn record_recipient_events(&self, events: &[NewRecipientEvent]) -> StoreResult<u64> {
+        outbox::record(self, events).await
+    }
+
+    async fn claim_recipient_events(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEvent>> {
+        outbox::claim(self, owner, lease, now, limit).await
+    }
+
+    async fn complete_recipient_events(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        outbox::complete(self, owner, ids, now).await
+    }
+
+    async fn fail_recipient_events(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        error: &str,
+        retry_at: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        outbox::fail(self, owner, ids, error, retry_at, dead_before, now).await
+    }
+
+    async fn recipient_event_counts(&self) -> StoreResult<OutboxCounts> {
+        outbox::counts(self).await
+    }
+
+    async fn recipient_event_backlog(&self) -> StoreResult<(u64, Option<DateTime<Utc>>)> {
+        outbox::backlog(self).await
+    }
+
+    async fn recipient_event_states(
+        &self,
+        message_keys: &[String],
+    ) -> StoreResult<HashSet<(String, String)>> {
+        outbox::states_of(self, message_keys).await
+    }
+
     async fn record_conversions(&self, events: &[Conversion]) -> StoreResult<ConversionTally> {
-        dispatch!(self.record_conversions(events))
+        dispatch!(self.record_conversions(events, None))
+    }
+
+    async fn record_conversions_with_events(
+        &self,
+        events: &[Conversion],
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<ConversionTally> {
+        dispatch!(self.record_conversions(events, Some((options, at))))
+    }
+
+    async fn record_opt_out_events(
+        &self,
+        phones: &[PhoneNumber],
+        channel: ChannelKind,
+        options: EventOptions,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        outbox::opt_outs(self, phones, channel, options, at).await
     }
 
     async fn converted_keys(
@@ -473,5 +579,41 @@ impl Store for SqlStore {
         campaign: &CampaignId,
     ) -> StoreResult<Vec<ConversionSummary>> {
         conversions::conversion_summary(self, campaign).await
+    }
+
+    async fn create_token(&self, token: &ApiToken) -> StoreResult<bool> {
+        access::create_token(self, token).await
+    }
+
+    async fn api_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        access::api_tokens(self).await
+    }
+
+    async fn token_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiToken>> {
+        access::token_by_hash(self, secret_hash).await
+    }
+
+    async fn any_tokens(&self) -> StoreResult<bool> {
+        access::any_tokens(self).await
+    }
+
+    async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<Option<ApiToken>> {
+        access::revoke_token(self, name, at).await
+    }
+
+    async fn touch_token(&self, name: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        access::touch_token(self, name, at).await
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        access::record_audit(self, entry).await
+    }
+
+    async fn audit_entries(
+        &self,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        access::audit_entries(self, since, limit).await
     }
 }

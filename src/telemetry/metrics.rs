@@ -50,6 +50,11 @@ pub const INBOUND_MESSAGES: &str = "herald_inbound_messages_total";
 pub const OPTINS: &str = "herald_optins_total";
 pub const BILLED_COST: &str = "herald_billed_cost_micros_total";
 pub const PURGED_ROWS: &str = "herald_purged_rows_total";
+pub const ADMIN_REQUESTS: &str = "herald_admin_requests_total";
+pub const CRM_EVENTS: &str = "herald_crm_events_total";
+pub const CRM_EVENTS_DEAD: &str = "herald_crm_events_dead_total";
+pub const CRM_OUTBOX_DEPTH: &str = "herald_crm_outbox_depth";
+pub const CRM_OUTBOX_OLDEST: &str = "herald_crm_outbox_oldest_seconds";
 
 /// Every metric name herald exports.
 pub const ALL: &[&str] = &[
@@ -89,6 +94,11 @@ pub const ALL: &[&str] = &[
     OPTINS,
     BILLED_COST,
     PURGED_ROWS,
+    ADMIN_REQUESTS,
+    CRM_EVENTS,
+    CRM_EVENTS_DEAD,
+    CRM_OUTBOX_DEPTH,
+    CRM_OUTBOX_OLDEST,
 ];
 
 /// Send latency buckets: a healthy Cloud API answers in 100–500 ms; the tail shows trouble.
@@ -208,6 +218,26 @@ fn describe() {
     describe_counter!(
         PURGED_ROWS,
         "Personal rows deleted by the retention purge, by data class (HERALD_RETENTION)"
+    );
+    describe_counter!(
+        ADMIN_REQUESTS,
+        "Admin API requests by action and result (ok, unauthorized: unknown, revoked or expired token; denied: a token without the role; disabled; bad_request, not_found, conflict, error)"
+    );
+    describe_counter!(
+        CRM_EVENTS,
+        "Per-recipient events for CRMs handed to a sink, by sink (amqp, webhook) and result (published, failed)"
+    );
+    describe_counter!(
+        CRM_EVENTS_DEAD,
+        "Per-recipient events no sink took within a day, moved to the dead-letter table"
+    );
+    describe_gauge!(
+        CRM_OUTBOX_DEPTH,
+        "Per-recipient events recorded and not yet published (the outbox)"
+    );
+    describe_gauge!(
+        CRM_OUTBOX_OLDEST,
+        "Age of the oldest unpublished per-recipient event, 0 when none"
     );
     describe_counter!(RETRIES, "Send retries by error code");
     describe_counter!(JOBS_CONSUMED, "Jobs taken from the jobs queue");
@@ -483,10 +513,37 @@ pub fn optins(result: &'static str, n: u64) {
 }
 
 /// Rows the retention purge deleted of one data class (`policy::retention`: a fixed set).
+/// Per-recipient events a sink took (`published`) or refused (`failed`), and those that went
+/// dead.
+pub fn crm_events(sink: &'static str, published: u64, failed: u64, dead: u64) {
+    if published > 0 {
+        counter!(CRM_EVENTS, "sink" => sink, "result" => "published").increment(published);
+    }
+    if failed > 0 {
+        counter!(CRM_EVENTS, "sink" => sink, "result" => "failed").increment(failed);
+    }
+    if dead > 0 {
+        counter!(CRM_EVENTS_DEAD, "sink" => sink).increment(dead);
+    }
+}
+
+/// The outbox's depth and the age of its oldest event.
+pub fn crm_outbox(depth: u64, oldest_seconds: f64) {
+    gauge!(CRM_OUTBOX_DEPTH).set(depth as f64);
+    gauge!(CRM_OUTBOX_OLDEST).set(oldest_seconds);
+}
+
 pub fn purged_rows(class: &'static str, n: u64) {
     if n > 0 {
         counter!(PURGED_ROWS, "class" => class).increment(n);
     }
+}
+
+/// One admin API request: its action (`policy::access::Action`) and how it ended. Unknown
+/// tokens are counted here, not written to the audit log: an unauthenticated caller must not
+/// be able to make herald write.
+pub fn admin_request(action: &'static str, result: &'static str) {
+    counter!(ADMIN_REQUESTS, "action" => action, "result" => result).increment(1);
 }
 
 /// Conversion events refused as invalid (nothing stored), on `path`.

@@ -346,6 +346,7 @@ impl App {
                     opt_out: herald::http::OptOutWords::default(),
                     clock: herald::domain::Clock::system(),
                     rate_card: std::sync::Arc::new(herald::policy::cost::RateCard::builtin()),
+                    recipient_events: None,
                 },
                 admin_token: None,
                 shutdown_delay: Duration::ZERO,

@@ -717,3 +717,46 @@ fn the_estimate_skips_unpriced_markets_only_for_a_campaign_with_a_budget() {
     assert!(out.contains("1 sendable (1 by WhatsApp"), "{out}");
     assert!(out.contains("skipped unpriced_market"), "{out}");
 }
+
+#[test]
+fn bad_recipient_events_settings_are_usage_errors_naming_them() {
+    let cli = Cli::new();
+    let err = cli.usage_error(&[
+        "serve",
+        "--app-secret",
+        "app-secret",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--recipient-events",
+        "webhook",
+    ]);
+    assert!(err.contains("HERALD_EVENTS_WEBHOOK_URL"), "{err}");
+    let err = cli.usage_error(&[
+        "worker",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--recipient-events",
+        "webhook",
+        "--events-webhook-url",
+        "https://crm.example/herald",
+        "--events-webhook-secret",
+        "short",
+    ]);
+    assert!(err.contains("HERALD_EVENTS_WEBHOOK_SECRET"), "{err}");
+    assert!(!err.contains("short"), "the secret is never echoed: {err}");
+    let err = cli.usage_error(&[
+        "conversions",
+        "import",
+        "x.csv",
+        "--recipient-events",
+        "kafka",
+    ]);
+    assert!(
+        err.contains("kafka") && err.contains("recipient-events"),
+        "{err}"
+    );
+}

@@ -54,6 +54,7 @@ impl Receiver {
                 opt_out: OptOutWords::default(),
                 clock: clock.clone(),
                 rate_card: Arc::new(herald::policy::cost::RateCard::builtin()),
+                recipient_events: None,
             },
             admin_token: None,
             shutdown_delay: Duration::ZERO,

@@ -426,6 +426,7 @@ impl Serve {
                 opt_out: herald::http::OptOutWords::default(),
                 clock: herald::domain::Clock::system(),
                 rate_card: std::sync::Arc::new(herald::policy::cost::RateCard::builtin()),
+                recipient_events: None,
             },
             admin_token: admin_token.map(String::from),
             shutdown_delay: Duration::ZERO,

@@ -7,6 +7,8 @@ mod engine;
 mod follow_ups;
 mod gdpr;
 mod rabbit_node;
+mod recipient_events;
+mod roles;
 mod serve;
 mod sim_inbound;
 mod simulator;

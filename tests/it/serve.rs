@@ -78,6 +78,7 @@ fn config() -> ServeConfig {
             opt_out: OptOutWords::default(),
             clock: herald::domain::Clock::system(),
             rate_card: std::sync::Arc::new(herald::policy::cost::RateCard::builtin()),
+            recipient_events: None,
         },
         admin_token: None,
         shutdown_delay: Duration::ZERO,
@@ -727,8 +728,35 @@ async fn a_contact_is_exported_masked_and_erased_over_the_admin_api() {
     let (store, _dir) = seeded_store().await;
     let mut cfg = config();
     cfg.admin_token = Some(ADMIN_TOKEN.into());
+    // Personal data is for a token of the privacy role, not the bootstrap operator's.
+    let secret = herald::domain::TokenSecret::generate();
+    store
+        .create_token(&herald::domain::ApiToken {
+            name: herald::domain::TokenName::parse("dpo").unwrap(),
+            role: herald::domain::Role::Privacy,
+            secret_hash: secret.hash(),
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        })
+        .await
+        .unwrap();
+    let privacy = secret.expose();
     let serve = Serve::start(Arc::clone(&store), cfg).await;
     let url = format!("{}/api/contacts/{}", serve.base, ANNA);
+    assert_eq!(
+        serve
+            .client
+            .get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "HERALD_ADMIN_TOKEN is an operator"
+    );
     assert_eq!(serve.client.get(&url).send().await.unwrap().status(), 401);
     assert_eq!(
         serve
@@ -744,7 +772,7 @@ async fn a_contact_is_exported_masked_and_erased_over_the_admin_api() {
     let r = serve
         .client
         .get(&url)
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(privacy)
         .send()
         .await
         .unwrap();
@@ -760,7 +788,7 @@ async fn a_contact_is_exported_masked_and_erased_over_the_admin_api() {
     let r = serve
         .client
         .delete(&url)
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(privacy)
         .send()
         .await
         .unwrap();
@@ -776,7 +804,7 @@ async fn a_contact_is_exported_masked_and_erased_over_the_admin_api() {
     let bad = serve
         .client
         .get(format!("{}/api/contacts/not-a-number", serve.base))
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(privacy)
         .send()
         .await
         .unwrap();
@@ -1153,6 +1181,13 @@ const NOT_FROM_SENDING: &[&str] = &[
     m::BILLED_COST,
     // The retention purge of workers and serve.
     m::PURGED_ROWS,
+    // The admin API of serve.
+    m::ADMIN_REQUESTS,
+    // The recipient-events relay of workers and serve (HERALD_RECIPIENT_EVENTS).
+    m::CRM_EVENTS,
+    m::CRM_EVENTS_DEAD,
+    m::CRM_OUTBOX_DEPTH,
+    m::CRM_OUTBOX_OLDEST,
 ];
 
 #[test]

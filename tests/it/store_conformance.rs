@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use herald::domain::inbound::{InboundMessage, OptInKeyword};
 use herald::domain::{
-    CampaignId, Category, ChannelKind, IdempotencyKey, JobId, Outcome, PhoneNumber, SenderId,
-    SkipReason,
+    CampaignId, Category, ChannelKind, EventFacts, EventOptions, IdempotencyKey, JobId,
+    NewRecipientEvent, Outcome, PhoneNumber, RecipientState, SenderId, SkipReason,
 };
 use herald::policy::retention::{DataClass, RetentionPolicy};
 use herald::store::{
@@ -1739,6 +1739,452 @@ async fn concurrent_claimers_take_each_due_timer_once(store: Arc<dyn Store>) {
     assert!(store.pending_timers().await.unwrap().is_empty());
 }
 
+// --- recipient events (the CRM outbox) -----------------------------------------------------
+
+fn event_at(k: &str, state: RecipientState, at: chrono::DateTime<Utc>) -> NewRecipientEvent {
+    NewRecipientEvent::build(
+        EventFacts {
+            message_key: k,
+            state,
+            campaign: "bf",
+            channel: ChannelKind::WhatsApp,
+            recipient: "+4915112345678",
+            code: (state == RecipientState::Failed).then_some("131026"),
+            at,
+        },
+        false,
+    )
+}
+
+fn event(k: &str, state: RecipientState) -> NewRecipientEvent {
+    event_at(k, state, Utc::now())
+}
+
+fn pairs(list: &[(&str, &str)]) -> HashSet<(String, String)> {
+    list.iter()
+        .map(|(k, s)| ((*k).to_owned(), (*s).to_owned()))
+        .collect()
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+async fn outcomes_write_their_events_once_and_only_for_keys_they_record(store: Arc<dyn Store>) {
+    use RecipientState::*;
+    store
+        .claim("w1", MINUTE, &claims(&["e1", "e2", "e3"]))
+        .await
+        .unwrap();
+    store
+        .record_outcomes_with_events(
+            &[
+                outcome("e1", sent("w-e1")),
+                outcome("e2", Outcome::Failed { code: 131_026 }),
+                outcome("e9", sent("w-e9")),
+            ],
+            &[event("e1", Sent), event("e2", Failed), event("e9", Sent)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, "e1").await, "sent");
+    let keys = strings(&["e1", "e2", "e3", "e9"]);
+    assert_eq!(
+        store.recipient_event_states(&keys).await.unwrap(),
+        pairs(&[("e1", "sent"), ("e2", "failed")]),
+        "no row for a key the call did not record (e9 has no ledger row)"
+    );
+    // A re-run: e1 is final, its outcome is not written again, nor is an event.
+    store
+        .record_outcomes_with_events(
+            &[outcome("e1", Outcome::Failed { code: 1 })],
+            &[event("e1", Failed)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recipient_event_states(&keys).await.unwrap(),
+        pairs(&[("e1", "sent"), ("e2", "failed")])
+    );
+    let c = store.recipient_event_counts().await.unwrap();
+    assert_eq!((c.pending, c.published, c.dead), (2, 0, 0));
+    assert!(c.oldest_pending.is_some());
+    let (pending, oldest) = store.recipient_event_backlog().await.unwrap();
+    assert_eq!((pending, oldest), (2, c.oldest_pending));
+}
+
+async fn status_webhooks_report_each_state_once_in_order(store: Arc<dyn Store>) {
+    let events = EventOptions { numbers: true };
+    store
+        .claim("w1", MINUTE, &claims(&["s1", "s2"]))
+        .await
+        .unwrap();
+    store
+        .record_outcomes_with_events(
+            &[outcome("s1", sent("w-s1"))],
+            &[event("s1", RecipientState::Sent)],
+        )
+        .await
+        .unwrap();
+    // s2: the webhook is faster than the record stage.
+    store.mark_sending("w1", &keys(&["s2"])).await.unwrap();
+    let now = Utc::now();
+    // Meta posts `read` before `delivered`: both are reported, delivered first.
+    let changed = store
+        .apply_deliveries_with_events(
+            &[
+                delivery("w-s1", None, "read"),
+                delivery("w-s2", Some("s2"), "delivered"),
+            ],
+            events,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 2);
+    for replay in ["delivered", "read"] {
+        store
+            .apply_deliveries_with_events(&[delivery("w-s1", None, replay)], events, now)
+            .await
+            .unwrap();
+    }
+    store
+        .apply_deliveries_with_events(&[delivery("w-s2", Some("s2"), "delivered")], events, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .recipient_event_states(&strings(&["s1", "s2"]))
+            .await
+            .unwrap(),
+        pairs(&[
+            ("s1", "sent"),
+            ("s1", "delivered"),
+            ("s1", "read"),
+            ("s2", "sent"),
+            ("s2", "delivered"),
+        ])
+    );
+    let claimed = store
+        .claim_recipient_events("r1", MINUTE, Utc::now() + TimeDelta::seconds(1), 100)
+        .await
+        .unwrap();
+    let s1: Vec<&str> = claimed
+        .iter()
+        .filter(|e| e.message_key == "s1")
+        .map(|e| e.state.as_str())
+        .collect();
+    assert_eq!(s1, ["sent", "delivered", "read"]);
+    let body: serde_json::Value = serde_json::from_str(&claimed[1].payload).unwrap();
+    assert_eq!(body["to"], "+4915112345678", "numbers were asked for");
+    assert!(claimed.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+async fn the_outbox_goes_out_in_order_per_key_across_claimers_and_failures(store: Arc<dyn Store>) {
+    use RecipientState::*;
+    let t0 = Utc::now();
+    let n = store
+        .record_recipient_events(&[
+            event_at("o1", Sent, t0),
+            event_at("o2", Sent, t0),
+            event_at("o1", Delivered, t0),
+            event_at("o1", Sent, t0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, 3, "a (key, state) is written once");
+    let a = store
+        .claim_recipient_events("A", MINUTE, t0, 1)
+        .await
+        .unwrap();
+    assert_eq!((a[0].message_key.as_str(), a[0].state), ("o1", Sent));
+    // While A holds o1's first event, o1's later one waits; o2's goes.
+    let b = store
+        .claim_recipient_events("B", MINUTE, t0, 10)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].message_key, "o2");
+    assert_eq!(
+        store
+            .complete_recipient_events("B", &[b[0].id], t0)
+            .await
+            .unwrap(),
+        1
+    );
+    // A's sink refused: o1 backs off a minute, and its later event with it.
+    let dead = store
+        .fail_recipient_events(
+            "A",
+            &[a[0].id],
+            "HTTP 503",
+            t0 + TimeDelta::minutes(1),
+            t0 - TimeDelta::days(1),
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(dead, 0);
+    assert!(
+        store
+            .claim_recipient_events("B", MINUTE, t0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another owner cannot mark what it does not hold.
+    assert_eq!(
+        store
+            .complete_recipient_events("B", &[a[0].id], t0)
+            .await
+            .unwrap(),
+        0
+    );
+    let later = t0 + TimeDelta::minutes(2);
+    let c = store
+        .claim_recipient_events("C", MINUTE, later, 10)
+        .await
+        .unwrap();
+    let order: Vec<(&str, RecipientState, u32)> = c
+        .iter()
+        .map(|e| (e.message_key.as_str(), e.state, e.attempts))
+        .collect();
+    assert_eq!(order, [("o1", Sent, 1), ("o1", Delivered, 0)]);
+    let ids: Vec<i64> = c.iter().map(|e| e.id).collect();
+    assert_eq!(
+        store
+            .complete_recipient_events("C", &ids, later)
+            .await
+            .unwrap(),
+        2
+    );
+    let counts = store.recipient_event_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.published, counts.dead), (0, 3, 0));
+    assert!(
+        store
+            .claim_recipient_events("D", MINUTE, later, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn events_no_sink_took_for_a_day_go_dead_once(store: Arc<dyn Store>) {
+    let t0 = Utc::now();
+    store
+        .record_recipient_events(&[event_at("d1", RecipientState::Sent, t0)])
+        .await
+        .unwrap();
+    let day_later = t0 + TimeDelta::hours(25);
+    let claimed = store
+        .claim_recipient_events("A", MINUTE, day_later, 10)
+        .await
+        .unwrap();
+    let dead = store
+        .fail_recipient_events(
+            "A",
+            &[claimed[0].id],
+            "connection refused",
+            day_later + TimeDelta::minutes(5),
+            day_later - TimeDelta::hours(24),
+            day_later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(dead, 1);
+    let c = store.recipient_event_counts().await.unwrap();
+    assert_eq!((c.pending, c.dead), (0, 1));
+    // The fact recorded again (a redelivered webhook) adds nothing: the row stays as a marker.
+    assert_eq!(
+        store
+            .record_recipient_events(&[event_at("d1", RecipientState::Sent, day_later)])
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        store
+            .claim_recipient_events("A", MINUTE, day_later + TimeDelta::hours(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Published and dead rows leave with the retention class `events`; a waiting one never.
+    store
+        .record_recipient_events(&[event_at("d2", RecipientState::Sent, t0)])
+        .await
+        .unwrap();
+    let purged = store
+        .purge(
+            &RetentionPolicy::default(),
+            day_later + TimeDelta::days(40),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        purged.get(DataClass::Events),
+        2,
+        "d1's marker row and its dead copy"
+    );
+    let c = store.recipient_event_counts().await.unwrap();
+    assert_eq!((c.pending, c.published, c.dead), (1, 0, 0));
+}
+
+async fn erasure_removes_the_events_of_a_number(store: Arc<dyn Store>) {
+    support::configure_hash_key();
+    let p = PhoneNumber::from_trusted("+4915112345678".to_owned());
+    store.claim("w1", MINUTE, &claims(&["x1"])).await.unwrap();
+    store
+        .record_outcomes_with_events(
+            &[outcome("x1", sent("w-x1"))],
+            &[event("x1", RecipientState::Sent)],
+        )
+        .await
+        .unwrap();
+    let report = store.erase_contact(&p).await.unwrap();
+    assert!(
+        report
+            .iter()
+            .any(|(what, n)| *what == "recipient events" && *n == 1),
+        "{report:?}"
+    );
+    assert!(
+        store
+            .recipient_event_states(&strings(&["x1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn conversions_and_opt_outs_report_once_per_key(store: Arc<dyn Store>) {
+    let events = EventOptions::default();
+    let p = PhoneNumber::from_trusted("+4915112345678".to_owned());
+    store.claim("w1", MINUTE, &claims(&["c1"])).await.unwrap();
+    store
+        .record_outcomes(&[outcome("c1", sent("w-c1"))])
+        .await
+        .unwrap();
+    let order = |id: &str, to: Option<PhoneNumber>, k: Option<&str>| Conversion {
+        event_id: id.into(),
+        campaign: campaign("bf"),
+        to,
+        key: k.map(key),
+        event: "order".into(),
+        at: Utc::now(),
+        value: None,
+    };
+    let tally = store
+        .record_conversions_with_events(
+            &[
+                order("o-1", Some(p.clone()), None),
+                order("o-2", None, Some("c1")),
+                order("o-3", Some(phone(99)), None),
+            ],
+            events,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((tally.stored, tally.unattributed), (3, 1));
+    // The same orders again, and a number herald never messaged.
+    store
+        .record_conversions_with_events(&[order("o-1", Some(p.clone()), None)], events, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .record_opt_out_events(
+                &[p.clone(), phone(98)],
+                ChannelKind::WhatsApp,
+                events,
+                Utc::now()
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_opt_out_events(&[p], ChannelKind::WhatsApp, events, Utc::now())
+            .await
+            .unwrap(),
+        0,
+        "once per key"
+    );
+    assert_eq!(
+        store
+            .recipient_event_states(&strings(&["c1"]))
+            .await
+            .unwrap(),
+        pairs(&[("c1", "converted"), ("c1", "opted_out")])
+    );
+    let claimed = store
+        .claim_recipient_events("r", MINUTE, Utc::now() + TimeDelta::seconds(1), 10)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&claimed[0].payload).unwrap();
+    assert_eq!(body["event"], "recipient.converted");
+    assert_eq!(body["key"], "c1");
+    assert!(body.get("to").is_none());
+}
+
+async fn sms_receipts_report_their_fallbacks_delivery_once(store: Arc<dyn Store>) {
+    let events = EventOptions::default();
+    let mut sms = claim_in("bf", "r1#sms");
+    sms.channel = ChannelKind::Sms;
+    store.claim("w1", MINUTE, &[sms]).await.unwrap();
+    store
+        .record_outcomes_with_events(
+            &[outcome("r1#sms", sent("smsc-1"))],
+            &[event("r1#sms", RecipientState::Fallback)],
+        )
+        .await
+        .unwrap();
+    let receipt = |status: &'static str| herald::domain::SmsReceiptUpdate {
+        message_ids: vec!["smsc-1".into()],
+        status,
+        error: (status != "delivered").then(|| "001".into()),
+    };
+    let changed = store
+        .apply_sms_receipts_with_events(&[receipt("delivered")], events, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(changed, [Some(true)]);
+    // A duplicate receipt and an unknown message change nothing and add nothing.
+    store
+        .apply_sms_receipts_with_events(&[receipt("delivered")], events, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .recipient_event_states(&strings(&["r1#sms"]))
+            .await
+            .unwrap(),
+        pairs(&[("r1#sms", "fallback"), ("r1#sms", "delivered")])
+    );
+    let claimed = store
+        .claim_recipient_events("r", MINUTE, Utc::now() + TimeDelta::seconds(1), 10)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&claimed[1].payload).unwrap();
+    assert_eq!(
+        (
+            &body["key"],
+            &body["message"],
+            &body["channel"],
+            &body["state"]
+        ),
+        (
+            &serde_json::json!("r1"),
+            &serde_json::json!("fallback"),
+            &serde_json::json!("sms"),
+            &serde_json::json!("delivered")
+        )
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1766,6 +2212,13 @@ macro_rules! conformance {
 }
 
 conformance!(
+    outcomes_write_their_events_once_and_only_for_keys_they_record,
+    status_webhooks_report_each_state_once_in_order,
+    the_outbox_goes_out_in_order_per_key_across_claimers_and_failures,
+    events_no_sink_took_for_a_day_go_dead_once,
+    erasure_removes_the_events_of_a_number,
+    conversions_and_opt_outs_report_once_per_key,
+    sms_receipts_report_their_fallbacks_delivery_once,
     new_keys_are_claimed_pending_for_their_owner,
     every_key_records_the_channel_that_carries_it,
     a_key_with_an_outcome_is_done_for_everyone,

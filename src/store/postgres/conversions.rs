@@ -8,9 +8,12 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::PostgresStore;
+use crate::domain::EventOptions;
 use crate::domain::{CampaignId, Conversion, ConversionTally, IdempotencyKey, PhoneNumber};
 use crate::store::StoreResult;
-use crate::store::conversions::{Batch, Facts, attribute_all, tally};
+use crate::store::conversions::{Batch, Facts, attribute_all, converted_events, tally};
+use crate::store::db::Conn;
+use crate::store::outbox;
 
 /// Each event's main row: by its key, else the latest row of its campaign whose recipient is
 /// its number and whose key is no derived one (`#sms`, `#follow-up`); with the states of the
@@ -33,6 +36,7 @@ impl PostgresStore {
     pub(in crate::store) async fn record_conversions(
         &self,
         events: &[Conversion],
+        recipient_events: Option<(EventOptions, DateTime<Utc>)>,
     ) -> StoreResult<ConversionTally> {
         let batch = Batch::new(events);
         if batch.events.is_empty() {
@@ -98,8 +102,16 @@ impl PostgresStore {
         .bind(rows.iter().map(|r| r.currency).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(tally(&batch, &rows, &stored.into_iter().collect()))
+        let stored: HashSet<String> = stored.into_iter().collect();
+        if let Some((options, at)) = recipient_events {
+            let events = converted_events(&rows, &stored, options, at);
+            let mut conn = Conn::Postgres(tx);
+            outbox::insert(&mut conn, &events).await?;
+            conn.commit().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(tally(&batch, &rows, &stored))
     }
 
     pub(in crate::store) async fn converted_keys(

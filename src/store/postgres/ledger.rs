@@ -9,6 +9,9 @@ use sqlx::Row;
 
 use super::{PostgresStore, sorted_keys};
 use crate::domain::IdempotencyKey;
+use crate::domain::NewRecipientEvent;
+use crate::store::db::Conn;
+use crate::store::outbox;
 use crate::store::shared;
 use crate::store::{Claim, ClaimStatus, OutcomeRecord, StoreResult};
 
@@ -201,42 +204,30 @@ impl PostgresStore {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut rows: Vec<shared::OutcomeRow<i32>> = shared::first_outcome_per_key(outcomes)
-            .into_iter()
-            .map(|o| {
-                let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
-                let attempts = i32::try_from(o.attempts).unwrap_or(i32::MAX);
-                (o.key.as_str(), state, reason, wamid, attempts)
-            })
-            .collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        // Only open keys take an outcome: the first recorded one wins. Rows are locked in key
-        // order first (see the module doc).
-        sqlx::query(
-            "WITH v AS (
-                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[])
-                    AS v(key, state, reason, wamid, attempts)
-             ),
-             locked AS (
-                SELECT l.key FROM ledger l
-                WHERE l.key = ANY($1) AND l.state IN ('pending', 'sending')
-                ORDER BY l.key FOR UPDATE
-             )
-             UPDATE ledger l SET
-                state = v.state, reason = v.reason, wamid = COALESCE(v.wamid, l.wamid),
-                attempts = GREATEST(l.attempts, v.attempts),
-                owner = NULL, lease_until = NULL, updated_at = now()
-             FROM v JOIN locked ON locked.key = v.key
-             WHERE l.key = v.key AND l.state IN ('pending', 'sending')",
-        )
-        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.2.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.3.as_deref()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        record_outcomes_on(&mut conn, outcomes, false).await?;
         Ok(())
+    }
+
+    /// [`Self::record_outcomes`] and, in the same transaction, the outbox rows of the keys
+    /// whose outcome this call wrote (a key already final writes none).
+    pub(in crate::store) async fn record_outcomes_with_events(
+        &self,
+        outcomes: &[OutcomeRecord],
+        events: &[NewRecipientEvent],
+    ) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.tx().await?;
+        let written = record_outcomes_on(&mut tx, outcomes, true).await?;
+        let mut conn = Conn::Postgres(tx);
+        outbox::insert(
+            &mut conn,
+            events.iter().filter(|e| written.contains(&e.message_key)),
+        )
+        .await?;
+        conn.commit().await
     }
 
     pub(in crate::store) async fn release(
@@ -280,4 +271,55 @@ impl PostgresStore {
         .await?;
         Ok(())
     }
+}
+
+/// Writes outcomes to the keys still open (the first recorded one wins), rows locked in key
+/// order first (see the module doc). With `returning`, the keys it wrote.
+async fn record_outcomes_on(
+    conn: &mut sqlx::PgConnection,
+    outcomes: &[OutcomeRecord],
+    returning: bool,
+) -> StoreResult<HashSet<String>> {
+    let mut rows: Vec<shared::OutcomeRow<i32>> = shared::first_outcome_per_key(outcomes)
+        .into_iter()
+        .map(|o| {
+            let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
+            let attempts = i32::try_from(o.attempts).unwrap_or(i32::MAX);
+            (o.key.as_str(), state, reason, wamid, attempts)
+        })
+        .collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let sql = format!(
+        "WITH v AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[])
+                AS v(key, state, reason, wamid, attempts)
+         ),
+         locked AS (
+            SELECT l.key FROM ledger l
+            WHERE l.key = ANY($1) AND l.state IN ('pending', 'sending')
+            ORDER BY l.key FOR UPDATE
+         )
+         UPDATE ledger l SET
+            state = v.state, reason = v.reason, wamid = COALESCE(v.wamid, l.wamid),
+            attempts = GREATEST(l.attempts, v.attempts),
+            owner = NULL, lease_until = NULL, updated_at = now()
+         FROM v JOIN locked ON locked.key = v.key
+         WHERE l.key = v.key AND l.state IN ('pending', 'sending'){}",
+        if returning { " RETURNING l.key" } else { "" }
+    );
+    let q = sqlx::query(&sql)
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.3.as_deref()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>());
+    if !returning {
+        q.execute(&mut *conn).await?;
+        return Ok(HashSet::new());
+    }
+    let written = q.fetch_all(&mut *conn).await?;
+    Ok(written
+        .iter()
+        .map(|r| r.try_get::<String, _>("key"))
+        .collect::<Result<_, _>>()?)
 }

@@ -4,12 +4,16 @@
 
 use std::collections::HashSet;
 
+use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{SqliteStore, json_keys, now_ms, to_json};
+use crate::domain::EventOptions;
 use crate::domain::{CampaignId, Conversion, ConversionTally, IdempotencyKey, PhoneNumber};
 use crate::store::StoreResult;
-use crate::store::conversions::{Batch, Facts, attribute_all, tally};
+use crate::store::conversions::{Batch, Facts, attribute_all, converted_events, tally};
+use crate::store::db::Conn;
+use crate::store::outbox;
 
 /// Each event's main row: by its key, else the latest row of its campaign whose recipient is
 /// its number and whose key is no derived one (`#sms`, `#follow-up`); with the states of the
@@ -37,6 +41,7 @@ impl SqliteStore {
     pub(in crate::store) async fn record_conversions(
         &self,
         events: &[Conversion],
+        recipient_events: Option<(EventOptions, DateTime<Utc>)>,
     ) -> StoreResult<ConversionTally> {
         let batch = Batch::new(events);
         if batch.events.is_empty() {
@@ -102,8 +107,16 @@ impl SqliteStore {
         .bind(now_ms())
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(tally(&batch, &rows, &stored.into_iter().collect()))
+        let stored: HashSet<String> = stored.into_iter().collect();
+        if let Some((options, at)) = recipient_events {
+            let events = converted_events(&rows, &stored, options, at);
+            let mut conn = Conn::SqliteWrite(tx);
+            outbox::insert(&mut conn, &events).await?;
+            conn.commit().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(tally(&batch, &rows, &stored))
     }
 
     pub(in crate::store) async fn converted_keys(

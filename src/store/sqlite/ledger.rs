@@ -8,6 +8,9 @@ use sqlx::Row;
 
 use super::{SqliteStore, json_keys, now_ms, to_json};
 use crate::domain::IdempotencyKey;
+use crate::domain::NewRecipientEvent;
+use crate::store::db::Conn;
+use crate::store::outbox;
 use crate::store::shared;
 use crate::store::{Claim, ClaimStatus, OutcomeRecord, StoreResult};
 
@@ -159,29 +162,30 @@ impl SqliteStore {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let batch: Vec<shared::OutcomeRow<u32>> = shared::first_outcome_per_key(outcomes)
-            .into_iter()
-            .map(|o| {
-                let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
-                (o.key.as_str(), state, reason, wamid, o.attempts)
-            })
-            .collect();
-        // Only open keys take an outcome: the first recorded one wins.
-        sqlx::query(
-            "UPDATE ledger SET
-                state = v.state, reason = v.reason, wamid = COALESCE(v.wamid, ledger.wamid),
-                attempts = MAX(ledger.attempts, v.attempts),
-                owner = NULL, lease_until = NULL, updated_at = ?2
-             FROM (SELECT value->>0 AS key, value->>1 AS state, value->>2 AS reason,
-                          value->>3 AS wamid, value->>4 AS attempts
-                   FROM json_each(?1)) AS v
-             WHERE ledger.key = v.key AND ledger.state IN ('pending', 'sending')",
-        )
-        .bind(to_json(&batch)?)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
+        let mut conn = self.writer.acquire().await?;
+        record_outcomes_on(&mut conn, outcomes, false).await?;
         Ok(())
+    }
+
+    /// [`Self::record_outcomes`] and, in the same transaction, the outbox rows of the keys
+    /// whose outcome this call wrote (a key already final writes none).
+    pub(in crate::store) async fn record_outcomes_with_events(
+        &self,
+        outcomes: &[OutcomeRecord],
+        events: &[NewRecipientEvent],
+    ) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        let written = record_outcomes_on(&mut tx, outcomes, true).await?;
+        let mut conn = Conn::SqliteWrite(tx);
+        outbox::insert(
+            &mut conn,
+            events.iter().filter(|e| written.contains(&e.message_key)),
+        )
+        .await?;
+        conn.commit().await
     }
 
     pub(in crate::store) async fn release(
@@ -240,4 +244,41 @@ impl SqliteStore {
         .await?;
         Ok(done.rows_affected() + timers.rows_affected())
     }
+}
+
+/// Writes outcomes to the keys still open (the first recorded one wins). With `returning`,
+/// the keys it wrote.
+async fn record_outcomes_on(
+    conn: &mut sqlx::SqliteConnection,
+    outcomes: &[OutcomeRecord],
+    returning: bool,
+) -> StoreResult<HashSet<String>> {
+    let batch: Vec<shared::OutcomeRow<u32>> = shared::first_outcome_per_key(outcomes)
+        .into_iter()
+        .map(|o| {
+            let (state, reason, wamid) = shared::outcome_columns(&o.outcome);
+            (o.key.as_str(), state, reason, wamid, o.attempts)
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE ledger SET
+            state = v.state, reason = v.reason, wamid = COALESCE(v.wamid, ledger.wamid),
+            attempts = MAX(ledger.attempts, v.attempts),
+            owner = NULL, lease_until = NULL, updated_at = ?2
+         FROM (SELECT value->>0 AS key, value->>1 AS state, value->>2 AS reason,
+                      value->>3 AS wamid, value->>4 AS attempts
+               FROM json_each(?1)) AS v
+         WHERE ledger.key = v.key AND ledger.state IN ('pending', 'sending'){}",
+        if returning { " RETURNING key" } else { "" }
+    );
+    let q = sqlx::query(&sql).bind(to_json(&batch)?).bind(now_ms());
+    if !returning {
+        q.execute(&mut *conn).await?;
+        return Ok(HashSet::new());
+    }
+    let written = q.fetch_all(&mut *conn).await?;
+    Ok(written
+        .iter()
+        .map(|r| r.try_get::<String, _>("key"))
+        .collect::<Result<_, _>>()?)
 }
