@@ -443,7 +443,9 @@ pub trait Store: Send + Sync + 'static {
     /// Hands keys back as `pending` with no owner (deferred work, shutdown, paused campaign)
     /// so a later run may claim them at once.
     async fn release(&self, owner: &str, keys: &[IdempotencyKey]) -> StoreResult<()>;
-    /// Extends the lease of every non-final key `owner` holds.
+    /// Extends the lease of every non-final key `owner` holds whose lease runs out within
+    /// three quarters of `lease` (`shared::RENEW_WITHIN`): renewed every quarter, a key's lease
+    /// never falls below half, and a key claimed since the last renewal is not written again.
     async fn renew_lease(&self, owner: &str, lease: Duration) -> StoreResult<()>;
     /// Ends every lease at once, so the next claim takes the keys over (`pending`) or records
     /// them `unknown` (`sending`), and claimed timers are due to the next claimer. Only for a caller that knows no other process sends from

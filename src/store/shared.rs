@@ -288,6 +288,11 @@ pub(crate) fn newly_reached(touch: &[&str], in_window: &HashSet<String>) -> u64 
     touch.iter().filter(|p| !in_window.contains(**p)).count() as u64
 }
 
+/// The part of a lease within which `renew_lease` extends a key (see `Store::renew_lease`).
+pub(crate) fn renew_within(lease: Duration) -> Duration {
+    lease * 3 / 4
+}
+
 /// A duration in whole milliseconds, saturating (leases and windows are far below the limit).
 pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -320,6 +320,37 @@ async fn a_renewed_lease_keeps_keys_held(store: Arc<dyn Store>) {
     assert_eq!(got, vec![ClaimStatus::HeldElsewhere, ClaimStatus::Done]);
 }
 
+/// A renewal writes only keys whose lease runs out within three quarters of it: one claimed
+/// with a lease far longer is left alone (not shortened, not rewritten), one about to expire
+/// is extended.
+async fn a_renewal_extends_only_leases_running_out(store: Arc<dyn Store>) {
+    store
+        .claim("w1", Duration::from_millis(100), &claims(&["a"]))
+        .await
+        .unwrap();
+    store.claim("w1", MINUTE, &claims(&["c"])).await.unwrap();
+    store
+        .renew_lease("w1", Duration::from_millis(600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = store
+        .claim("w2", MINUTE, &claims(&["a", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![ClaimStatus::HeldElsewhere, ClaimStatus::HeldElsewhere],
+        "a was extended past its 100 ms, c kept its minute"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = store
+        .claim("w2", MINUTE, &claims(&["a", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![ClaimStatus::Mine, ClaimStatus::HeldElsewhere]);
+}
+
 // --- reports -------------------------------------------------------------------------------
 
 async fn the_ledger_pages_by_key_and_counts_by_state(store: Arc<dyn Store>) {
@@ -2239,6 +2270,7 @@ conformance!(
     the_tier_admits_new_numbers_up_to_the_limit,
     the_tier_window_rolls,
     the_kept_tier_count_grants_what_a_full_count_allows,
+    a_renewal_extends_only_leases_running_out,
     deliveries_apply_monotonically,
     a_failed_delivery_is_final,
     an_unknown_key_is_resolved_by_its_webhook,

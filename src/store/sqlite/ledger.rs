@@ -214,13 +214,15 @@ impl SqliteStore {
         owner: &str,
         lease: Duration,
     ) -> StoreResult<()> {
-        let lease_until = now_ms().saturating_add(shared::millis(lease));
+        let now = now_ms();
+        let lease_until = now.saturating_add(shared::millis(lease));
         sqlx::query(
             "UPDATE ledger SET lease_until = ?2
-             WHERE owner = ?1 AND state IN ('pending', 'sending')",
+             WHERE owner = ?1 AND state IN ('pending', 'sending') AND lease_until < ?3",
         )
         .bind(owner)
         .bind(lease_until)
+        .bind(now.saturating_add(shared::millis(shared::renew_within(lease))))
         .execute(&self.writer)
         .await?;
         Ok(())
