@@ -84,7 +84,9 @@ pub async fn run_inbox_with_events(
                             warn!(route = %route.name, error = %e, "unreadable SMS receipt acknowledged and dropped");
                             metrics::sms_receipts(&route.name, "unreadable", "unchanged", 1);
                         }
-                        Inbound::Mo { from, text, .. } => mo(&*store, &route, &opt_out, &from, &text).await,
+                        Inbound::Mo { from, text, .. } => {
+                            mo(&*store, &route, &opt_out, recipient_events, &from, &text).await
+                        }
                     }
                 }
             }
@@ -158,8 +160,16 @@ pub fn receipt_update(
     })
 }
 
-/// A message from a customer: an opt-out word revokes SMS consent.
-async fn mo(store: &dyn Store, route: &SmsRoute, opt_out: &OptOutWords, from: &str, text: &str) {
+/// A message from a customer: an opt-out word revokes SMS consent (and, with recipient events
+/// on, tells the CRM: an `opted_out` event on SMS about the number's latest campaign message).
+async fn mo(
+    store: &dyn Store,
+    route: &SmsRoute,
+    opt_out: &OptOutWords,
+    recipient_events: Option<EventOptions>,
+    from: &str,
+    text: &str,
+) {
     let Some(word) = opt_out.matches(text) else {
         metrics::sms_inbound(&route.name, "other");
         return;
@@ -174,8 +184,19 @@ async fn mo(store: &dyn Store, route: &SmsRoute, opt_out: &OptOutWords, from: &s
     let revoke = || store.revoke_consent(&phone, None, Some(ChannelKind::Sms), Utc::now(), &source);
     match retrying("recording an SMS opt-out", revoke).await {
         Ok(()) => info!(route = %route.name, phone = %phone.masked(), "SMS opt-out recorded"),
-        Err(e) => error!(route = %route.name, error = %e,
-            "an SMS opt-out could not be recorded: the store is down"),
+        Err(e) => {
+            error!(route = %route.name, error = %e,
+                "an SMS opt-out could not be recorded: the store is down");
+            return;
+        }
+    }
+    if let Some(options) = recipient_events {
+        let phones = std::slice::from_ref(&phone);
+        let event = || store.record_opt_out_events(phones, ChannelKind::Sms, options, Utc::now());
+        if let Err(e) = retrying("recording an SMS opt-out event", event).await {
+            error!(route = %route.name, error = %e,
+                "the opt-out event of an SMS opt-out could not be recorded: the store is down");
+        }
     }
 }
 

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use herald::app::sms::run_inbox;
+use herald::app::sms::{run_inbox, run_inbox_with_events};
 use herald::channel::SmsChannel;
 use herald::channel::sms::SmsRoute;
 use herald::domain::{
-    CampaignId, Category, ChannelKind, Consent, ConsentState, DeliveryUpdate, IdempotencyKey,
-    PhoneNumber,
+    CampaignId, Category, ChannelKind, Consent, ConsentState, DeliveryUpdate, EventOptions,
+    IdempotencyKey, PhoneNumber,
 };
 use herald::engine::{FALLBACK_TIMER, JobRun, RunControl, sms_key};
 use herald::policy::opt_out::OptOutWords;
@@ -482,6 +482,74 @@ async fn stop_by_sms_revokes_sms_consent_only() {
     }
     assert_eq!(state(ChannelKind::Sms).await, ConsentState::OptedOut);
     assert_eq!(state(ChannelKind::WhatsApp).await, ConsentState::Granted);
+}
+
+/// With recipient events on, a STOP by SMS also tells the CRM: one `opted_out` event about the
+/// number's campaign message — not two for a STOP sent twice.
+#[tokio::test]
+async fn stop_by_sms_with_recipient_events_on_is_one_opted_out_event() {
+    let mut env = Env::start(smsc(SmscConfig::default())).await;
+    let addr = env.sim.smpp_addr().expect("the simulator runs an SMSC");
+    let route =
+        SmsRoute::parse(&format!("smpp://herald:secret@{addr}?name=test&tps=1000")).unwrap();
+    let (channel, inbound) = SmsChannel::start(route.clone());
+    assert!(channel.wait_bound(Duration::from_secs(5)).await, "binds");
+    tokio::spawn(run_inbox_with_events(
+        Arc::clone(&env.store),
+        route,
+        OptOutWords::default(),
+        inbound,
+        Some(EventOptions::default()),
+    ));
+    env.engine = env.engine.with_sms(Arc::new(channel));
+    let to = numbers(2);
+    env.consent_all(&to).await;
+    let sms_consents: Vec<Consent> = to
+        .iter()
+        .map(|n| Consent {
+            phone: PhoneNumber::parse(n).unwrap(),
+            category: Category::Marketing,
+            channel: ChannelKind::Sms,
+            granted_at: Utc::now() - chrono::Duration::days(1),
+            source: "test".into(),
+            proof: "checkbox".into(),
+        })
+        .collect();
+    env.store.grant_consents(&sms_consents).await.unwrap();
+    let job = job_with(flash_sale("j-stop", "c-stop", &to, &[0, 1], Value::Null));
+    assert!(matches!(env.run(&job).await, JobRun::Finished(r) if r.total("sent") == 2));
+    for _ in 0..2 {
+        env.sim
+            .send_mo(&MoRequest {
+                from: to[0].clone(),
+                to: "ACME".into(),
+                text: "STOP".into(),
+            })
+            .await
+            .expect("delivered to herald's session");
+    }
+    let keys = [key("c-stop", &to[0]), key("c-stop", &to[1])];
+    let mut states = HashSet::new();
+    for _ in 0..100 {
+        states = env.store.recipient_event_states(&keys).await.unwrap();
+        if states.iter().any(|(_, s)| s == "opted_out") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let opted_out: Vec<_> = states.iter().filter(|(_, s)| s == "opted_out").collect();
+    assert_eq!(
+        opted_out,
+        [&(keys[0].clone(), "opted_out".to_owned())],
+        "{states:?}"
+    );
+    let phone = PhoneNumber::parse(&to[0]).unwrap();
+    let state = env
+        .store
+        .consent_states(Category::Marketing, ChannelKind::Sms, &[phone])
+        .await
+        .unwrap()[0];
+    assert_eq!(state, ConsentState::OptedOut);
 }
 
 #[tokio::test]
