@@ -18,7 +18,8 @@
 //! - **memory**: 5,000 requests in flight (`HERALD_MAX_INFLIGHT=5000`, the simulator answering
 //!   after 2 s) over HTTP/1.1 and over HTTP/2; peak RSS of `herald send`.
 //! - **latency**: the simulator answering after 250 ms, 10 business numbers at 1,000/s each, one
-//!   worker: messages/s against the 10,000/s the limits allow.
+//!   worker: messages/s against the 10,000/s the limits allow, with keys marked `sending` 10 ms
+//!   (the default) and 100 ms (`HERALD_MARK_AHEAD_MS`) ahead of their send.
 //!
 //! Run: `cargo bench --bench ratio` (env BENCH_RECIPIENTS, default 20,000; needs RabbitMQ and
 //! Postgres for `worker`, `size` and `latency`: HERALD_AMQP_URL / HERALD_DATABASE_URL, local
@@ -882,6 +883,13 @@ fn memory(recipients: usize) {
 // ---- latency -----------------------------------------------------------------------------
 
 fn latency(s: &Services) {
+    for ahead in ["10", "100"] {
+        latency_with(s, ahead);
+    }
+}
+
+/// One run of the latency scenario with `HERALD_MARK_AHEAD_MS=ahead`.
+fn latency_with(s: &Services, ahead: &str) {
     let per_number = support::env_usize("BENCH_LATENCY_PER_NUMBER", 10_000);
     let numbers = 10;
     let sim = Simulator::start_at_rate(1000, &["--latency-ms", "250"]);
@@ -913,10 +921,18 @@ fn latency(s: &Services) {
     }
     let names: Vec<&str> = campaigns.iter().map(String::as_str).collect();
     let total = (numbers * per_number) as u64;
-    let m = d.run_worker(&names, total, total, &[("HERALD_PREFETCH", "20")]);
+    let m = d.run_worker(
+        &names,
+        total,
+        total,
+        &[("HERALD_PREFETCH", "20"), ("HERALD_MARK_AHEAD_MS", ahead)],
+    );
     println!(
         "{}  | × {:.2} of the 10,000/s the limits allow",
-        m.line("latency: +250 ms, 10 numbers × 1,000/s, one worker", None),
+        m.line(
+            &format!("latency: +250 ms, 10 numbers × 1,000/s, one worker, mark ahead {ahead} ms"),
+            None
+        ),
         m.rate() / 10_000.0
     );
 }

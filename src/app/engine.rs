@@ -3,6 +3,7 @@
 //! around `Engine::new`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -46,6 +47,7 @@ impl EngineOpts {
         let mut setup = EngineSetup::new(self.rate_card.load()?);
         setup.pacer.headroom = self.pacing.headroom;
         setup.config.max_inflight_per_sender = self.inflight.max_inflight;
+        setup.config.mark_ahead = Duration::from_millis(self.inflight.mark_ahead_ms);
         setup.config.sms_max_parts = self.sms.sms_max_parts;
         setup.sms_route = self.sms.route()?;
         setup.config.recipient_events = self.recipient_events.options()?;

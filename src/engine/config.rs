@@ -18,6 +18,9 @@ pub struct EngineConfig {
     pub claim_batch: usize,
     /// Requests in flight per sender. Hides API latency: 1,000/s at 250 ms needs ~250.
     pub max_inflight_per_sender: usize,
+    /// How far ahead of its send (in time of the number's rate) a key is marked `sending`:
+    /// the mark stage's group size (see `mark::mark_ahead`).
+    pub mark_ahead: Duration,
     /// How long a claim stays ours without renewal; a dead worker's keys are taken over
     /// (or recorded `unknown` if mid-send) after this. Renewed every quarter of it while the
     /// run lives, so short is safe: a dead worker's work moves on within seconds.
@@ -62,6 +65,7 @@ impl Default for EngineConfig {
         Self {
             claim_batch: 500,
             max_inflight_per_sender: 256,
+            mark_ahead: Duration::from_millis(10),
             lease: Duration::from_secs(10),
             retry_base: Duration::from_millis(250),
             retry_cap: Duration::from_secs(30),

@@ -385,7 +385,8 @@ impl Engine {
         let pacer = self
             .pacers
             .get(&pacing_key, channel.rate_per_sec(sender.rate_per_sec));
-        let (marked_tx, marked_rx) = mpsc::channel::<Item>(mark_ahead(pacer.effective_rate()));
+        let (marked_tx, marked_rx) =
+            mpsc::channel::<Item>(mark_ahead(pacer.effective_rate(), config.mark_ahead));
         let (remark_tx, remark_rx) = mpsc::unbounded_channel();
         let run = Arc::new(Run::new(
             RunParts {

@@ -22,11 +22,14 @@ use crate::domain::{IdempotencyKey, Outcome, SkipReason};
 use crate::pacing::PairLimiter;
 use crate::store::Store;
 
-/// How many marked keys may wait for the pacer: about 10 ms of `rate` (10 at Meta's highest
-/// 1,000/s), at least 2 (so the next group is marked while the current one is paced), at most
-/// 256 (only load tests run numbers fast enough to reach it: one statement for many keys).
-pub(super) fn mark_ahead(rate_per_sec: f64) -> usize {
-    (rate_per_sec / 100.0).ceil().clamp(2.0, 256.0) as usize
+/// How many marked keys may wait for the pacer: `ahead` of `rate` (by default 10 ms: 10 at
+/// Meta's highest 1,000/s), at least 2 (so the next group is marked while the current one is
+/// paced), at most 256 (only load tests run numbers fast enough to reach it: one statement for
+/// many keys).
+pub(super) fn mark_ahead(rate_per_sec: f64, ahead: Duration) -> usize {
+    (rate_per_sec * ahead.as_secs_f64())
+        .ceil()
+        .clamp(2.0, 256.0) as usize
 }
 
 /// The mark stage's dependencies.
@@ -177,9 +180,11 @@ mod tests {
 
     #[test]
     fn a_few_milliseconds_of_the_rate_are_marked_ahead() {
-        assert_eq!(mark_ahead(1.0), 2);
-        assert_eq!(mark_ahead(80.0 * 0.97), 2);
-        assert_eq!(mark_ahead(1000.0 * 0.97), 10);
-        assert_eq!(mark_ahead(1_000_000.0), 256);
+        let ms = Duration::from_millis;
+        assert_eq!(mark_ahead(1.0, ms(10)), 2);
+        assert_eq!(mark_ahead(80.0 * 0.97, ms(10)), 2);
+        assert_eq!(mark_ahead(1000.0 * 0.97, ms(10)), 10);
+        assert_eq!(mark_ahead(1000.0 * 0.97, ms(100)), 97);
+        assert_eq!(mark_ahead(1_000_000.0, ms(10)), 256);
     }
 }

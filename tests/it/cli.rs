@@ -760,3 +760,34 @@ fn bad_recipient_events_settings_are_usage_errors_naming_them() {
         "{err}"
     );
 }
+
+/// The engine's tuning knobs of this session refuse values that make no sense, naming the flag
+/// or variable: `--mark-ahead-ms` 0 (nothing marked ahead) or above a second, and
+/// `HERALD_GRAPH_HTTP2_CONNECTIONS` 0 or above 1,000.
+#[test]
+fn bad_mark_ahead_and_http2_connections_are_usage_errors() {
+    let cli = Cli::new();
+    let job = cli.dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"version": 1, "job_id": "j", "campaign_id": "c", "sender": "106540352242922",
+            "template": {"name": "flash_sale", "language": "de", "category": "marketing"},
+            "recipients": [{"to": "+4915112345678"}]}"#,
+    )
+    .unwrap();
+    let job = job.to_str().unwrap();
+    for bad in ["0", "1001"] {
+        let err = cli.usage_error(&["send", job, "--mark-ahead-ms", bad]);
+        assert!(
+            err.contains("--mark-ahead-ms must be between 1 and 1000"),
+            "{err}"
+        );
+    }
+    for bad in ["0", "1001"] {
+        let err = cli.usage_error(&["send", job, "--graph-http2-connections", bad]);
+        assert!(
+            err.contains("HERALD_GRAPH_HTTP2_CONNECTIONS must be between 1 and 1000"),
+            "{err}"
+        );
+    }
+}
