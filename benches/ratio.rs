@@ -40,7 +40,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use support::{ACCOUNT, SENDER, UNLIMITED_RATE, free_port, herald, number, stat_cpu_seconds};
+use support::{
+    ACCOUNT, SENDER, UNLIMITED_RATE, free_port, herald, number, proc_usage, stat_cpu_seconds,
+};
 
 /// Recipients per job (the job format's maximum).
 const JOB_SIZE: usize = 10_000;
@@ -554,19 +556,6 @@ fn postgres_cpu_since(before: &BTreeMap<u32, f64>) -> f64 {
         .iter()
         .map(|(pid, now)| now - before.get(pid).copied().unwrap_or(0.0))
         .sum()
-}
-
-/// (CPU seconds, peak RSS MiB) of a live process from /proc.
-fn proc_usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    (stat_cpu_seconds(&stat), hwm / 1024.0)
 }
 
 /// A worker deployment: its database, prefix and environment.

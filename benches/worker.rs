@@ -14,23 +14,8 @@ use std::time::{Duration, Instant};
 use herald::domain::CampaignId;
 
 use support::{
-    ACCOUNT, Kill, SENDER, UNLIMITED_RATE, free_port, herald, number, spawn_simulator,
-    stat_cpu_seconds,
+    ACCOUNT, Kill, SENDER, UNLIMITED_RATE, free_port, herald, number, proc_usage, spawn_simulator,
 };
-
-/// (CPU seconds, peak RSS in MiB) of a process.
-fn proc_usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let cpu = stat_cpu_seconds(&stat);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    (cpu, hwm_kb / 1024.0)
-}
 
 /// Busy CPU seconds of the whole machine so far (every process: RabbitMQ, Postgres, the
 /// simulator and the workers), from /proc/stat.

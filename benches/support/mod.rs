@@ -88,6 +88,19 @@ pub fn stat_cpu_seconds(stat: &str) -> f64 {
     (field(11) + field(12)) / 100.0
 }
 
+/// (CPU seconds, peak RSS in MiB) of a live process, from /proc.
+pub fn proc_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (stat_cpu_seconds(&stat), hwm_kb / 1024.0)
+}
+
 /// User + system CPU seconds of this process so far.
 pub fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes into the struct we pass.

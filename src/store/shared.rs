@@ -487,8 +487,9 @@ mod tests {
     }
 }
 
-/// A ledger row a status webhook changed, as the outbox needs it.
-#[derive(Debug, Clone, Default)]
+/// A ledger row a status webhook changed, as the outbox needs it (read from either dialect's
+/// `RETURNING` row by its column names).
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
 pub(crate) struct ChangedRow {
     pub key: String,
     pub delivery: Option<String>,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use super::{SqliteStore, json_keys, ms_to_time, now_ms, to_json};
 use crate::domain::EventOptions;
@@ -203,16 +203,7 @@ async fn apply_deliveries_on(
     }
     let rows = done
         .iter()
-        .map(|r| {
-            Ok(shared::ChangedRow {
-                key: r.try_get("key")?,
-                delivery: r.try_get("delivery")?,
-                delivery_error: r.try_get("delivery_error")?,
-                campaign: r.try_get("campaign")?,
-                channel: r.try_get("channel")?,
-                recipient: r.try_get("recipient")?,
-            })
-        })
-        .collect::<StoreResult<_>>()?;
+        .map(shared::ChangedRow::from_row)
+        .collect::<Result<_, _>>()?;
     Ok((done.len() as u64, rows))
 }
