@@ -20,7 +20,7 @@ use super::claim::{Claimer, Skip};
 use super::config::{EngineConfig, EngineError, RunControl};
 use super::control::control;
 use super::gate::Gate;
-use super::mark::{Marker, mark_ahead};
+use super::mark::{MAX_DEPTH, Marker, mark_ahead};
 use super::pace::pace;
 use super::record::Recorder;
 use super::report::{JobReport, JobRun};
@@ -385,8 +385,10 @@ impl Engine {
         let pacer = self
             .pacers
             .get(&pacing_key, channel.rate_per_sec(sender.rate_per_sec));
-        let (marked_tx, marked_rx) =
-            mpsc::channel::<Item>(mark_ahead(pacer.effective_rate(), config.mark_ahead));
+        // The marker keeps the queue as deep as it should be (`mark::depth`); the channel only
+        // bounds it.
+        let base_depth = mark_ahead(pacer.effective_rate(), config.mark_ahead);
+        let (marked_tx, marked_rx) = mpsc::channel::<Item>(MAX_DEPTH);
         let (remark_tx, remark_rx) = mpsc::unbounded_channel();
         let run = Arc::new(Run::new(
             RunParts {
@@ -444,6 +446,8 @@ impl Engine {
             store: Arc::clone(&self.store),
             pairs: Arc::clone(&self.pairs),
             inline_limit: config.inline_delay_limit,
+            base_depth,
+            inflight_limit: config.max_inflight_per_sender,
         };
         let send = Arc::new(SendStage {
             channel: Arc::clone(&channel),

@@ -1,13 +1,17 @@
 //! The mark stage, between the gate and the pacer: a key becomes `sending` in the ledger only
-//! just before its request can go out, a few at a time, so a crash (`kill -9`) leaves as
-//! `unknown` only the requests in flight and the handful marked ahead of them.
+//! just before its request can go out, a group at a time, so a crash (`kill -9`) leaves as
+//! `unknown` only the requests in flight and the keys marked ahead of them.
 //!
-//! It takes gated items (and every retry), checks the job's expiry and the pair limit, marks a small group in
-//! one statement (group commit: while one statement runs, the next group gathers) and hands
-//! the marked items to the pacer through a channel only [`mark_ahead`] deep (≈ 10 ms of the
-//! number's rate). So the pacer never waits for the database, and no more than that many keys
-//! are ever marked before their turn. A key the ledger no longer lets this run mark (its lease
-//! lapsed and another run took it over) is not sent.
+//! It takes gated items (and every retry), checks the job's expiry and the pair limit, marks a
+//! group in one statement and hands the marked items to the pacer. How many marked keys may
+//! wait for the pacer (the *depth*, [`depth`]) is ≈ 10 ms of the number's rate, or half the
+//! sender's requests in flight when that is more: on a slow link hundreds are in flight anyway,
+//! and marking them one or two at a time (what the pacer frees while one statement runs) made
+//! thousands of statements a second per process. The marker waits until the queue has drained
+//! to half the depth and then marks the other half in one statement, so the pacer still has
+//! half the depth to send while the statement runs, and never waits for the database. A key
+//! the ledger no longer lets this run mark (its lease lapsed and another run took it over) is
+//! not sent.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,14 +26,25 @@ use crate::domain::{IdempotencyKey, Outcome, SkipReason};
 use crate::pacing::PairLimiter;
 use crate::store::Store;
 
-/// How many marked keys may wait for the pacer: `ahead` of `rate` (by default 10 ms: 10 at
-/// Meta's highest 1,000/s), at least 2 (so the next group is marked while the current one is
-/// paced), at most 256 (only load tests run numbers fast enough to reach it: one statement for
-/// many keys).
+/// The least number of marked keys that may wait for the pacer: `ahead` of `rate` (by default
+/// 10 ms: 10 at Meta's highest 1,000/s), at least 2 (so the next group is marked while the
+/// current one is paced), at most [`MAX_DEPTH`] / 2 (only load tests run numbers fast enough
+/// to reach it: one statement for many keys).
 pub(super) fn mark_ahead(rate_per_sec: f64, ahead: Duration) -> usize {
     (rate_per_sec * ahead.as_secs_f64())
         .ceil()
-        .clamp(2.0, 256.0) as usize
+        .clamp(2.0, (MAX_DEPTH / 2) as f64) as usize
+}
+
+/// The most keys ever marked ahead of their send by one run (the capacity of the queue to the
+/// pacer).
+pub(super) const MAX_DEPTH: usize = 512;
+
+/// How many marked keys may wait for the pacer now: the base from [`mark_ahead`], or half the
+/// sender's requests in flight when that is more (a crash then leaves at most half as many
+/// keys again `unknown` as it would anyway), never more than [`MAX_DEPTH`].
+pub(super) fn depth(base: usize, in_flight: usize) -> usize {
+    base.max(in_flight / 2).clamp(2, MAX_DEPTH)
 }
 
 /// The mark stage's dependencies.
@@ -38,6 +53,10 @@ pub(super) struct Marker {
     pub(super) pairs: Arc<PairLimiter>,
     /// Pair-limit waits up to this long are done in-process.
     pub(super) inline_limit: Duration,
+    /// The least depth of the queue to the pacer ([`mark_ahead`] of the number's rate).
+    pub(super) base_depth: usize,
+    /// The sender's in-flight bound (its semaphore's permits when nothing is in flight).
+    pub(super) inflight_limit: usize,
 }
 
 impl Marker {
@@ -66,10 +85,27 @@ impl Marker {
                 },
                 else => break,
             };
-            // Take what else is ready, as much as the pacer's queue has room for.
-            let room = marked.capacity().max(1);
+            // Wait until the pacer's queue has drained to half the depth, then take up to the
+            // other half of what is ready: one statement per half-depth of sends, while the
+            // pacer still has the first half to go on with.
+            let in_flight = self
+                .inflight_limit
+                .saturating_sub(run.inflight.available_permits());
+            let depth = depth(self.base_depth, in_flight);
+            let group_size = (depth / 2).max(1);
+            let max = marked.max_capacity();
+            // `reserve_many(n)` returns once the queue holds at most `max - n` items.
+            let room = tokio::select! {
+                r = marked.reserve_many(max - depth + group_size) => r,
+                _ = run.stopping.cancelled() => Err(mpsc::error::SendError(())),
+            };
+            let Ok(room) = room else {
+                // The run stopped, or the pacer ended: the key goes back unsent.
+                run.hand_back(first);
+                continue;
+            };
             let mut group = vec![first];
-            while group.len() < room {
+            while group.len() < group_size {
                 if let Ok(item) = remarks.try_recv() {
                     group.push(item);
                 } else if let Ok(item) = work.try_recv() {
@@ -87,15 +123,17 @@ impl Marker {
                 }
                 continue;
             };
+            // The room was reserved before the statement: every marked item has its place.
+            let mut room = room;
             for (mut item, ok) in group.into_iter().zip(fates) {
                 if !ok {
                     run.finish(Event::Lost { idx: item.idx });
                     continue;
                 }
                 item.marked = true;
-                if let Err(mpsc::error::SendError(item)) = marked.send(item).await {
-                    // The dispatcher ended (stop): the key goes back unsent.
-                    run.hand_back(item);
+                match room.next() {
+                    Some(permit) => permit.send(item),
+                    None => run.hand_back(item),
                 }
             }
         }
@@ -186,5 +224,16 @@ mod tests {
         assert_eq!(mark_ahead(1000.0 * 0.97, ms(10)), 10);
         assert_eq!(mark_ahead(1000.0 * 0.97, ms(100)), 97);
         assert_eq!(mark_ahead(1_000_000.0, ms(10)), 256);
+    }
+
+    #[test]
+    fn the_depth_grows_with_the_requests_in_flight_and_stays_bounded() {
+        // Low latency: the base (10 ms of the rate) decides.
+        assert_eq!(depth(10, 3), 10);
+        // 250 ms at 1,000/s: ~250 in flight, so half as many may wait marked.
+        assert_eq!(depth(10, 250), 125);
+        assert_eq!(depth(2, 0), 2);
+        assert_eq!(depth(2, 5), 2);
+        assert_eq!(depth(256, 5_000), MAX_DEPTH);
     }
 }
