@@ -46,53 +46,55 @@ impl PostgresStore {
         let mut order: Vec<&Claim> = claims.iter().collect();
         order.sort_unstable_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
         order.dedup_by(|a, b| a.key == b.key);
-        let inserted: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
-                                 category, channel, state, owner, lease_until)
-             SELECT u.*, 'pending', $1, now() + $2 * interval '1 second'
-             FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                         $8::text[], $9::text[], $10::text[], $11::text[]) AS u
-             ON CONFLICT (key) DO NOTHING
-             RETURNING key",
-        )
-        .bind(owner)
-        .bind(lease_secs)
-        .bind(order.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
-        .bind(
-            order
-                .iter()
-                .map(|c| c.campaign.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(order.iter().map(|c| c.job.as_str()).collect::<Vec<_>>())
-        .bind(order.iter().map(|c| c.sender.as_str()).collect::<Vec<_>>())
-        .bind(
-            order
-                .iter()
-                .map(|c| c.recipient.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            order
-                .iter()
-                .map(|c| c.template.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            order
-                .iter()
-                .map(|c| c.language.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            order
-                .iter()
-                .map(|c| c.category.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(order.iter().map(|c| c.channel.as_str()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
+        let keys: Vec<&str> = order.iter().map(|c| c.key.as_str()).collect();
+        let recipients: Vec<&str> = order.iter().map(|c| c.recipient.as_str()).collect();
+        let inserted: Vec<String> = match shared::shared_claim_columns(claims) {
+            // One job's batch (the engine's): its shared columns bound once.
+            Some(cols) => {
+                let q = sqlx::query_scalar(
+                    "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
+                                         category, channel, state, owner, lease_until)
+                     SELECT u.key, $5, $6, $7, u.recipient, $8, $9, $10, $11, 'pending', $1,
+                            now() + $2 * interval '1 second'
+                     FROM UNNEST($3::text[], $4::text[]) AS u(key, recipient)
+                     ON CONFLICT (key) DO NOTHING
+                     RETURNING key",
+                )
+                .bind(owner)
+                .bind(lease_secs)
+                .bind(&keys)
+                .bind(&recipients);
+                cols.iter()
+                    .fold(q, |q, col| q.bind(*col))
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+            None => {
+                let column = |f: fn(&Claim) -> &str| order.iter().map(|c| f(c)).collect::<Vec<_>>();
+                sqlx::query_scalar(
+                    "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
+                                         category, channel, state, owner, lease_until)
+                     SELECT u.*, 'pending', $1, now() + $2 * interval '1 second'
+                     FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                 $8::text[], $9::text[], $10::text[], $11::text[]) AS u
+                     ON CONFLICT (key) DO NOTHING
+                     RETURNING key",
+                )
+                .bind(owner)
+                .bind(lease_secs)
+                .bind(&keys)
+                .bind(column(|c| c.campaign.as_str()))
+                .bind(column(|c| c.job.as_str()))
+                .bind(column(|c| c.sender.as_str()))
+                .bind(&recipients)
+                .bind(column(|c| c.template.as_str()))
+                .bind(column(|c| c.language.as_str()))
+                .bind(column(|c| c.category.as_str()))
+                .bind(column(|c| c.channel.as_str()))
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
         for k in inserted {
             status.insert(k, ClaimStatus::Mine);
         }

@@ -27,40 +27,68 @@ impl SqliteStore {
         let now = now_ms();
         let lease_until = now.saturating_add(shared::millis(lease));
         let distinct: HashSet<&str> = claims.iter().map(|c| c.key.as_str()).collect();
-        let rows: Vec<[&str; 9]> = claims
-            .iter()
-            .map(|c| {
-                [
-                    c.key.as_str(),
-                    c.campaign.as_str(),
-                    c.job.as_str(),
-                    c.sender.as_str(),
-                    &c.recipient,
-                    &c.template,
-                    &c.language,
-                    c.category.as_str(),
-                    c.channel.as_str(),
-                ]
-            })
-            .collect();
         let mut tx = self.write_tx().await?;
 
         // 1. New keys. The common case: every key is new, and this is the only statement.
-        let inserted = sqlx::query(
-            "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
-                                 category, channel, state, owner, lease_until, created_at,
-                                 updated_at)
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
-                    value->>7, value->>8, 'pending', ?1, ?2, ?3, ?3
-             FROM json_each(?4) WHERE true
-             ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(to_json(&rows)?)
-        .execute(&mut *tx)
-        .await?
+        let inserted = match shared::shared_claim_columns(claims) {
+            // One job's batch (the engine's): its shared columns bound once.
+            Some(cols) => {
+                let rows: Vec<[&str; 2]> = claims
+                    .iter()
+                    .map(|c| [c.key.as_str(), c.recipient.as_str()])
+                    .collect();
+                let q = sqlx::query(
+                    "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
+                                         category, channel, state, owner, lease_until, created_at,
+                                         updated_at)
+                     SELECT value->>0, ?5, ?6, ?7, value->>1, ?8, ?9, ?10, ?11, 'pending', ?1, ?2,
+                            ?3, ?3
+                     FROM json_each(?4) WHERE true
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(to_json(&rows)?);
+                cols.iter()
+                    .fold(q, |q, col| q.bind(*col))
+                    .execute(&mut *tx)
+                    .await?
+            }
+            None => {
+                let rows: Vec<[&str; 9]> = claims
+                    .iter()
+                    .map(|c| {
+                        [
+                            c.key.as_str(),
+                            c.campaign.as_str(),
+                            c.job.as_str(),
+                            c.sender.as_str(),
+                            &c.recipient,
+                            &c.template,
+                            &c.language,
+                            c.category.as_str(),
+                            c.channel.as_str(),
+                        ]
+                    })
+                    .collect();
+                sqlx::query(
+                    "INSERT INTO ledger (key, campaign, job, sender, recipient, template, language,
+                                         category, channel, state, owner, lease_until, created_at,
+                                         updated_at)
+                     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,
+                            value->>6, value->>7, value->>8, 'pending', ?1, ?2, ?3, ?3
+                     FROM json_each(?4) WHERE true
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(to_json(&rows)?)
+                .execute(&mut *tx)
+                .await?
+            }
+        }
         .rows_affected();
         if inserted == distinct.len() as u64 {
             tx.commit().await?;

@@ -1,0 +1,7 @@
+-- The purge looks ledger rows up by age, and only final ones: keys still pending or being
+-- sent are never purged. Indexed only once final, a key's claim and its mark (`sending`) add
+-- no entry here, where every new row version of a message (claim, mark, outcome) used to add
+-- one (README, "herald against a raw load generator"). The purge's condition is the index's
+-- predicate word for word.
+DROP INDEX ledger_updated;
+CREATE INDEX ledger_updated ON ledger (updated_at) WHERE state NOT IN ('pending', 'sending');
