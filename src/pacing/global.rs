@@ -22,6 +22,7 @@ use tracing::warn;
 use super::SlotSource;
 use crate::domain::SenderId;
 use crate::store::Store;
+use crate::telemetry::metrics;
 
 /// How late a slot may still be used (scheduling delay on a busy machine); anything later is
 /// skipped, never bunched onto other workers' slots. Late slots can push at most 10 ms worth of
@@ -100,8 +101,11 @@ impl ClockMap {
 /// Leases slots from the store and hands them out locally, one per send.
 pub struct LeasedSlots {
     store: Arc<dyn Store>,
-    /// Slots leased but not used yet, per sender, as local instants.
-    queues: Mutex<HashMap<SenderId, VecDeque<Instant>>>,
+    /// Slots leased but not used yet, per sender, as local instants. Each sender's queue has a
+    /// lock of its own, held across its lease statement: one number's lease never holds up
+    /// the sends of another (with one lock for all, every lease's round trip stalled every
+    /// number, and slots that came due meanwhile were skipped as missed).
+    queues: std::sync::Mutex<HashMap<SenderId, Arc<Mutex<VecDeque<Instant>>>>>,
     clock: std::sync::Mutex<ClockMap>,
     /// How much of the rate one lease covers.
     lease_span: Duration,
@@ -113,7 +117,7 @@ impl LeasedSlots {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            queues: Mutex::new(HashMap::new()),
+            queues: std::sync::Mutex::new(HashMap::new()),
             clock: std::sync::Mutex::new(ClockMap::new()),
             lease_span: Duration::from_millis(100),
             unsupported: AtomicBool::new(false),
@@ -132,16 +136,27 @@ impl SlotSource for LeasedSlots {
         if self.unsupported.load(Ordering::Relaxed) {
             return false;
         }
+        let queue = Arc::clone(
+            self.queues
+                .lock()
+                .expect("slot queues lock")
+                .entry(sender.clone())
+                .or_default(),
+        );
         let slot = loop {
             {
-                let mut queues = self.queues.lock().await;
-                let q = queues.entry(sender.clone()).or_default();
+                let mut q = queue.lock().await;
                 // Slots already in the past were missed (a stall in this process): skip them
                 // rather than send them late, next to other workers' slots. Each slot is used
                 // at its instant or never, so the shared timeline stays evenly spaced.
                 let now = Instant::now();
+                let mut missed = 0;
                 while q.front().is_some_and(|t| *t + SLOT_TOLERANCE < now) {
                     q.pop_front();
+                    missed += 1;
+                }
+                if missed > 0 {
+                    metrics::slots_missed(sender.as_str(), missed);
                 }
                 if let Some(t) = q.pop_front() {
                     break t;

@@ -22,6 +22,9 @@ pub const SENDER_RATE_LIMIT: &str = "herald_sender_rate_limit";
 pub const SENDER_EFFECTIVE_RATE: &str = "herald_sender_effective_rate";
 pub const SENDER_STOPPED: &str = "herald_sender_stopped";
 pub const THROTTLED: &str = "herald_throttled_total";
+/// Shared send slots (workers on Postgres) that came due while this process could not use
+/// them and were skipped, never sent late next to another worker's.
+pub const SLOTS_MISSED: &str = "herald_send_slots_missed_total";
 pub const RETRIES: &str = "herald_retries_total";
 pub const JOBS_CONSUMED: &str = "herald_jobs_consumed_total";
 pub const JOBS_ACKED: &str = "herald_jobs_acked_total";
@@ -66,6 +69,7 @@ pub const ALL: &[&str] = &[
     SENDER_EFFECTIVE_RATE,
     SENDER_STOPPED,
     THROTTLED,
+    SLOTS_MISSED,
     RETRIES,
     JOBS_CONSUMED,
     JOBS_ACKED,
@@ -186,6 +190,10 @@ fn describe() {
         "1 when herald stopped the sender after a sender-fatal error"
     );
     describe_counter!(THROTTLED, "Throttling answers from Meta (130429, 131056)");
+    describe_counter!(
+        SLOTS_MISSED,
+        "Shared send slots skipped because this process reached them too late (a busy or stalled worker)"
+    );
     describe_gauge!(SMS_BIND_UP, "Whether the SMS route's SMPP session is bound");
     describe_counter!(
         SMS_BIND_FAILURES,
@@ -344,6 +352,10 @@ pub fn sender_rates(sender: &str, limit: f64, effective: f64) {
 
 pub fn sender_stopped(sender: &str, stopped: bool) {
     gauge!(SENDER_STOPPED, "sender" => sender.to_owned()).set(if stopped { 1.0 } else { 0.0 });
+}
+
+pub fn slots_missed(sender: &str, n: u64) {
+    counter!(SLOTS_MISSED, "sender" => sender.to_owned()).increment(n);
 }
 
 pub fn throttled(sender: &str, code: i64) {

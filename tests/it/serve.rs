@@ -1151,6 +1151,8 @@ const ENGINE_ON_FAULTS: &[&str] = &[m::THROTTLED, m::RETRIES];
 /// sender-fatal error.
 const NOT_FROM_SENDING: &[&str] = &[
     m::SENDER_STOPPED,
+    // Shared send slots exist only for workers on Postgres.
+    m::SLOTS_MISSED,
     m::JOBS_CONSUMED,
     m::JOBS_ACKED,
     m::JOBS_DEAD_LETTERED,
