@@ -120,6 +120,8 @@ struct Measured {
     store_cpu: Option<f64>,
     /// Peak RSS in MiB.
     rss: f64,
+    /// Shared send slots the worker skipped as reached too late, when it was asked.
+    slots_missed: Option<u64>,
 }
 
 impl Measured {
@@ -683,6 +685,25 @@ impl Deployment {
         let wall = t0.elapsed().as_secs_f64();
         let (cpu, rss) = proc_usage(child.0.id());
         let store_cpu = postgres_cpu_since(&pg0);
+        // With a metrics address of its own, the worker's count of shared send slots it
+        // reached too late (a worker short of CPU sends below the numbers' rates).
+        let slots_missed = env
+            .iter()
+            .find(|(k, _)| *k == "HERALD_METRICS_ADDR")
+            .map(|(_, addr)| {
+                rt.block_on(async {
+                    let text = reqwest::get(format!("http://{addr}/metrics"))
+                        .await
+                        .unwrap()
+                        .text()
+                        .await
+                        .unwrap();
+                    text.lines()
+                        .filter(|l| l.starts_with("herald_send_slots_missed_total"))
+                        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                        .sum::<f64>() as u64
+                })
+            });
         drop(child);
         // Checked with SQL, not through herald's store, which would migrate the database
         // to this build's schema under a `BENCH_HERALD_BIN` of another commit.
@@ -709,6 +730,7 @@ impl Deployment {
             cpu,
             store_cpu: Some(store_cpu),
             rss,
+            slots_missed,
         }
     }
 }
@@ -942,14 +964,19 @@ fn latency_with(s: &Services, ahead: &str) {
     }
     let names: Vec<&str> = campaigns.iter().map(String::as_str).collect();
     let total = (numbers * per_number) as u64;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let m = d.run_worker(
         &names,
         total,
         total,
-        &[("HERALD_PREFETCH", "20"), ("HERALD_MARK_AHEAD_MS", ahead)],
+        &[
+            ("HERALD_PREFETCH", "20"),
+            ("HERALD_MARK_AHEAD_MS", ahead),
+            ("HERALD_METRICS_ADDR", &metrics_addr),
+        ],
     );
     println!(
-        "{}  | × {:.2} of the 10,000/s the limits allow",
+        "{}  | × {:.2} of the 10,000/s the limits allow, {} send slots missed",
         m.line(
             &format!(
                 "latency: +250 ms, 10 numbers × 1,000/s, one worker, mark ahead {ahead} ms{}",
@@ -961,6 +988,7 @@ fn latency_with(s: &Services, ahead: &str) {
             ),
             None
         ),
-        m.rate() / 10_000.0
+        m.rate() / 10_000.0,
+        m.slots_missed.unwrap_or_default()
     );
 }
