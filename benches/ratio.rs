@@ -687,23 +687,23 @@ impl Deployment {
         let store_cpu = postgres_cpu_since(&pg0);
         // With a metrics address of its own, the worker's count of shared send slots it
         // reached too late (a worker short of CPU sends below the numbers' rates).
-        let slots_missed = env
-            .iter()
-            .find(|(k, _)| *k == "HERALD_METRICS_ADDR")
-            .map(|(_, addr)| {
-                rt.block_on(async {
-                    let text = reqwest::get(format!("http://{addr}/metrics"))
-                        .await
-                        .unwrap()
-                        .text()
-                        .await
-                        .unwrap();
-                    text.lines()
-                        .filter(|l| l.starts_with("herald_send_slots_missed_total"))
-                        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                        .sum::<f64>() as u64
-                })
-            });
+        let slots_missed =
+            env.iter()
+                .find(|(k, _)| *k == "HERALD_METRICS_ADDR")
+                .map(|(_, addr)| {
+                    rt.block_on(async {
+                        let text = reqwest::get(format!("http://{addr}/metrics"))
+                            .await
+                            .unwrap()
+                            .text()
+                            .await
+                            .unwrap();
+                        text.lines()
+                            .filter(|l| l.starts_with("herald_send_slots_missed_total"))
+                            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                            .sum::<f64>() as u64
+                    })
+                });
         drop(child);
         // Checked with SQL, not through herald's store, which would migrate the database
         // to this build's schema under a `BENCH_HERALD_BIN` of another commit.

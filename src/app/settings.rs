@@ -94,10 +94,11 @@ pub struct InflightOpts {
     /// Requests in flight per sender.
     #[arg(long, env = "HERALD_MAX_INFLIGHT", default_value_t = 256)]
     pub max_inflight: usize,
-    /// How far ahead of its send a key is marked `sending`, in milliseconds of the number's
-    /// rate (at least 2 keys, at most 256). A crash leaves the marked-ahead keys `unknown`
-    /// beside the requests in flight; each mark is a statement, so on a link with high latency
-    /// (where hundreds are in flight anyway) a longer mark-ahead takes load off the store.
+    /// How far ahead of its send a key is marked `sending` at least, in milliseconds of the
+    /// number's rate (at least 2 keys, at most 256); on a slow link herald marks up to half
+    /// the requests in flight ahead instead, half of that per statement. A crash leaves the
+    /// marked-ahead keys `unknown` beside the requests in flight; each mark is a statement, so
+    /// a longer mark-ahead takes load off the store.
     #[arg(long, env = "HERALD_MARK_AHEAD_MS", default_value_t = 10)]
     pub mark_ahead_ms: u64,
 }
