@@ -18,8 +18,12 @@
 //! - **memory**: 5,000 requests in flight (`HERALD_MAX_INFLIGHT=5000`, the simulator answering
 //!   after 2 s) over HTTP/1.1 and over HTTP/2; peak RSS of `herald send`.
 //! - **latency**: the simulator answering after 250 ms, 10 business numbers at 1,000/s each, one
-//!   worker: messages/s against the 10,000/s the limits allow, with keys marked `sending` 10 ms
-//!   (the default) and 100 ms (`HERALD_MARK_AHEAD_MS`) ahead of their send.
+//!   worker (prefetch 20, `BENCH_LATENCY_PREFETCH`): messages/s against the 10,000/s the limits
+//!   allow, and the shared send slots the worker missed, with keys marked `sending` at least
+//!   10 ms (the default) and 100 ms (`HERALD_MARK_AHEAD_MS`; `BENCH_LATENCY_AHEAD=10` runs one)
+//!   ahead of their send. The numbers' jobs (1,000 recipients each) are interleaved on the queue;
+//!   `BENCH_LATENCY_SEQUENTIAL=1` enqueues them one number after the other, where a prefetch of
+//!   20 holds two numbers' jobs only.
 //!
 //! Run: `cargo bench --bench ratio` (env BENCH_RECIPIENTS, default 20,000; needs RabbitMQ and
 //! Postgres for `worker`, `size` and `latency`: HERALD_AMQP_URL / HERALD_DATABASE_URL, local
