@@ -247,6 +247,86 @@ async fn herald_send_rerun_after_kill_9_takes_the_rest_over_at_once_and_sends_no
     assert!(unknown <= 8, "{unknown} unknown after one kill: {counts:?}");
 }
 
+/// On a slow link the marker marks ahead up to half the requests in flight (one statement per
+/// half of that, not one per key or two): a `kill -9` then leaves `unknown` at most the requests
+/// in flight and half as many again, and the rerun sends the rest, nothing twice.
+#[tokio::test]
+async fn a_kill_9_on_a_slow_link_leaves_unknown_at_most_the_requests_in_flight_and_half_again() {
+    let env = Env::start(EnvOptions {
+        sim: SimConfig {
+            rate_per_sec: 1_000_000,
+            accept_unknown_templates: true,
+            latency: Duration::from_millis(200),
+            ..SimConfig::default()
+        },
+        rate: 500,
+        ..EnvOptions::default()
+    })
+    .await;
+    let to = numbers(1500);
+    env.consent_all(&to).await;
+    let file = env.dir.path().join("job.json");
+    let body = json!({
+        "version": 1, "job_id": "slow-1", "campaign_id": "slow",
+        "sender": SENDER,
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": to.iter().map(|n| json!({ "to": n })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&file, body.to_string()).unwrap();
+    let send = || {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["send", "--quiet"])
+            .arg(&file)
+            .env("HERALD_DATABASE_URL", &env.db_url)
+            .env("HERALD_GRAPH_URL", env.sim.url())
+            .env("RUST_LOG", "warn")
+            .env("HERALD_MAX_INFLIGHT", "100")
+            .env_remove("HERALD_RATE_CARD")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut first = send().spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while env.sim.stats().accepted < 400 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run sends too little"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().await.unwrap();
+    assert!(env.sim.stats().accepted < 1400, "the kill came too late");
+
+    let rerun = send().output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&rerun.stdout);
+    assert!(
+        rerun.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    let counts = env
+        .store
+        .campaign_counts(&herald::domain::CampaignId::parse("slow").unwrap())
+        .await
+        .unwrap();
+    let (sent, unknown) = (counts.state("sent"), counts.state("unknown"));
+    assert_eq!(sent + unknown, 1500, "{counts:?}");
+    let stats = env.sim.stats();
+    assert_eq!(stats.duplicates, 0, "{stats:?}");
+    assert!(
+        stats.accepted >= sent && stats.accepted <= sent + unknown,
+        "{stats:?}"
+    );
+    // ≈ 97 requests in flight (485/s × 200 ms), never more than 100 (HERALD_MAX_INFLIGHT), at
+    // most half as many marked ahead, and the one the pacer holds: 151.
+    assert!(
+        unknown <= 151,
+        "{unknown} unknown after one kill on a slow link: {counts:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_job_run_twice_sends_nothing_the_second_time() {
     let env = Env::start(EnvOptions::default()).await;
