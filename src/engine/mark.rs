@@ -99,7 +99,7 @@ impl Marker {
                 r = marked.reserve_many(max - depth + group_size) => r,
                 _ = run.stopping.cancelled() => Err(mpsc::error::SendError(())),
             };
-            let Ok(room) = room else {
+            let Ok(mut room) = room else {
                 // The run stopped, or the pacer ended: the key goes back unsent.
                 run.hand_back(first);
                 continue;
@@ -124,7 +124,6 @@ impl Marker {
                 continue;
             };
             // The room was reserved before the statement: every marked item has its place.
-            let mut room = room;
             for (mut item, ok) in group.into_iter().zip(fates) {
                 if !ok {
                     run.finish(Event::Lost { idx: item.idx });

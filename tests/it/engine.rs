@@ -174,6 +174,40 @@ async fn throttling_that_slowing_down_does_not_cure_leaves_the_rate_near_its_cei
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
+/// A job file of the flash-sale template to `to`, for `herald send`.
+fn job_file(env: &Env, job_id: &str, campaign: &str, to: &[String]) -> std::path::PathBuf {
+    let file = env.dir.path().join(format!("{job_id}.json"));
+    let body = json!({
+        "version": 1, "job_id": job_id, "campaign_id": campaign,
+        "sender": SENDER,
+        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
+        "recipients": to.iter().map(|n| json!({ "to": n })).collect::<Vec<_>>(),
+    });
+    std::fs::write(&file, body.to_string()).unwrap();
+    file
+}
+
+/// `herald send FILE` against the test's store and simulator, with `extra` settings. tokio's
+/// process: the simulator runs on the test's runtime and must keep answering.
+fn herald_send(
+    env: &Env,
+    file: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(["send", "--quiet"])
+        .arg(file)
+        .env("HERALD_DATABASE_URL", &env.db_url)
+        .env("HERALD_GRAPH_URL", env.sim.url())
+        .env("RUST_LOG", "warn")
+        .envs(extra.iter().copied())
+        .env_remove("HERALD_RATE_CARD")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
 #[tokio::test]
 async fn herald_send_rerun_after_kill_9_takes_the_rest_over_at_once_and_sends_nothing_twice() {
     let env = Env::start(EnvOptions {
@@ -189,28 +223,8 @@ async fn herald_send_rerun_after_kill_9_takes_the_rest_over_at_once_and_sends_no
     .await;
     let to = numbers(300);
     env.consent_all(&to).await;
-    let file = env.dir.path().join("job.json");
-    let body = json!({
-        "version": 1, "job_id": "crash-1", "campaign_id": "crash",
-        "sender": SENDER,
-        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
-        "recipients": to.iter().map(|n| json!({ "to": n })).collect::<Vec<_>>(),
-    });
-    std::fs::write(&file, body.to_string()).unwrap();
-    // tokio's process: the simulator runs on this test's runtime and must keep answering.
-    let send = || {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.args(["send", "--quiet"])
-            .arg(&file)
-            .env("HERALD_DATABASE_URL", &env.db_url)
-            .env("HERALD_GRAPH_URL", env.sim.url())
-            .env("RUST_LOG", "warn")
-            .env_remove("HERALD_RATE_CARD")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        cmd
-    };
+    let file = job_file(&env, "crash-1", "crash", &to);
+    let send = || herald_send(&env, &file, &[]);
     let mut first = send().spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while env.sim.stats().accepted < 100 {
@@ -265,28 +279,8 @@ async fn a_kill_9_on_a_slow_link_leaves_unknown_at_most_the_requests_in_flight_a
     .await;
     let to = numbers(1500);
     env.consent_all(&to).await;
-    let file = env.dir.path().join("job.json");
-    let body = json!({
-        "version": 1, "job_id": "slow-1", "campaign_id": "slow",
-        "sender": SENDER,
-        "template": { "name": "flash_sale", "language": "de", "category": "marketing" },
-        "recipients": to.iter().map(|n| json!({ "to": n })).collect::<Vec<_>>(),
-    });
-    std::fs::write(&file, body.to_string()).unwrap();
-    let send = || {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.args(["send", "--quiet"])
-            .arg(&file)
-            .env("HERALD_DATABASE_URL", &env.db_url)
-            .env("HERALD_GRAPH_URL", env.sim.url())
-            .env("RUST_LOG", "warn")
-            .env("HERALD_MAX_INFLIGHT", "100")
-            .env_remove("HERALD_RATE_CARD")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        cmd
-    };
+    let file = job_file(&env, "slow-1", "slow", &to);
+    let send = || herald_send(&env, &file, &[("HERALD_MAX_INFLIGHT", "100")]);
     let mut first = send().spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while env.sim.stats().accepted < 400 {

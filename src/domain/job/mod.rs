@@ -389,8 +389,6 @@ impl Job {
     }
 }
 
-/// What a key is derived from and the ledger names: the template, or `session` for a job
-/// with a session message alone.
 /// Every recipient's number parsed, in order. libphonenumber's patterns are most of a job's
 /// parsing time (≈ 10 µs a number), so a large job's numbers are parsed on every core.
 fn parse_numbers(recipients: &[WireRecipient]) -> Vec<Result<PhoneNumber, PhoneError>> {
@@ -418,6 +416,8 @@ fn parse_numbers(recipients: &[WireRecipient]) -> Vec<Result<PhoneNumber, PhoneE
     })
 }
 
+/// What a key is derived from and the ledger names: the template, or `session` for a job
+/// with a session message alone.
 fn key_names(template: Option<&TemplateRef>) -> (&str, &str) {
     template.map_or(("session", ""), |t| (t.name.as_str(), t.language.as_str()))
 }
